@@ -1,0 +1,1 @@
+"""CI helpers: Debian kernel packages for boot tests and the QEMU/TCG boot harness."""

@@ -1,0 +1,154 @@
+"""Content-addressed download cache.
+
+Blobs live under `<root>/blobs/sha256/<hex>`: two URLs serving the same bytes share one
+file, and a hit needs no network at all. Every write goes to a temp file in the same
+directory and is renamed into place only after its size and sha256 matched, so a crash
+or Ctrl-C never leaves a blob that looks valid but is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+from driverkit.errors import DownloadError
+
+DEFAULT_CACHE = "/var/cache/driverkit-ci"
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DK_CACHE", DEFAULT_CACHE))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """Yield a temp path next to `dest`; rename it onto `dest` only if the block succeeds."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(dest: Path, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+class DownloadCache:
+    """Downloads verified by size and sha256, stored once by content."""
+
+    def __init__(self, root: Path | None = None, session: requests.Session | None = None):
+        self.root = root if root is not None else default_cache_dir()
+        self._session = session or requests.Session()
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / "sha256" / sha256
+
+    def fetch(self, url: str, sha256: str | None = None, size: int | None = None) -> Path:
+        """Return a local verified copy of `url`, downloading it only on a cache miss.
+
+        With no published sha256 (non-Debian targets) the content is hashed on arrival
+        and a small URL->sha index remembers it, so the second call is still a hit.
+        """
+        if sha256 is None:
+            sha256 = self._indexed_sha(url)
+        if sha256 is not None:
+            hit = self.blob_path(sha256)
+            if hit.is_file() and (size is None or hit.stat().st_size == size):
+                return hit
+        return self._download(url, sha256, size)
+
+    def fetch_fresh(self, url: str, max_age_s: float) -> Path:
+        """Fetch a mutable URL (an archive index), reusing a copy younger than `max_age_s`."""
+        key = hashlib.sha256(url.encode()).hexdigest()
+        path = self.root / "indexes" / key
+        if path.is_file() and time.time() - path.stat().st_mtime < max_age_s:
+            return path
+        try:
+            with atomic_path(path) as tmp:
+                self._stream(url, tmp)
+        except DownloadError:
+            if path.is_file():
+                # A stale index beats no index when the mirror blips.
+                return path
+            raise
+        return path
+
+    def _indexed_sha(self, url: str) -> str | None:
+        entry = self._url_index_path(url)
+        if entry.is_file():
+            return entry.read_text().strip() or None
+        return None
+
+    def _url_index_path(self, url: str) -> Path:
+        return self.root / "urls" / hashlib.sha256(url.encode()).hexdigest()
+
+    def _download(self, url: str, sha256: str | None, size: int | None) -> Path:
+        staging = self.root / "blobs" / "sha256"
+        staging.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".dl.", suffix=".part", dir=staging)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            got_sha, got_size = self._stream(url, tmp)
+            if size is not None and got_size != size:
+                raise DownloadError(f"{url}: got {got_size} bytes, the index says {size}")
+            if sha256 is not None and got_sha != sha256:
+                raise DownloadError(f"{url}: sha256 {got_sha} does not match the index {sha256}")
+            dest = self.blob_path(got_sha)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(self._url_index_path(url), got_sha.encode())
+        return dest
+
+    def _stream(self, url: str, dest: Path) -> tuple[str, int]:
+        digest = hashlib.sha256()
+        total = 0
+        try:
+            with self._session.get(url, stream=True, timeout=_TIMEOUT_S) as resp:
+                if resp.status_code != 200:
+                    raise DownloadError(f"{url}: HTTP {resp.status_code}")
+                with dest.open("wb") as fh:
+                    for chunk in resp.iter_content(_CHUNK):
+                        digest.update(chunk)
+                        total += len(chunk)
+                        fh.write(chunk)
+        except requests.RequestException as exc:
+            raise DownloadError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        return digest.hexdigest(), total
+
+    def exists(self, url: str) -> bool:
+        """HEAD check used to pick among candidate URLs without downloading them."""
+        try:
+            resp = self._session.head(url, allow_redirects=True, timeout=_TIMEOUT_S)
+        except requests.RequestException:
+            return False
+        return resp.status_code == 200
+
+
+def fetch(url: str, sha256: str | None = None, size: int | None = None) -> Path:
+    """Module-level convenience over the default cache ($DK_CACHE)."""
+    return DownloadCache().fetch(url, sha256, size)

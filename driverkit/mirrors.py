@@ -1,0 +1,101 @@
+"""Package mirror roots, discovered from the host's apt configuration.
+
+The Debian mirror is whatever the host already uses: we read it from apt's sources
+(deb822 `*.sources` and one-line `*.list`) so no mirror host is baked into the code, and a
+host behind a local mirror or proxy builds through that mirror. `DRIVERKIT_DEBIAN_MIRROR`
+and `DRIVERKIT_DEBIAN_SECURITY_MIRROR` override the discovery.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from driverkit.errors import UsageError
+from driverkit.targets.base import Mirrors
+
+APT_ROOT = Path("/etc/apt")
+
+
+def _apt_source_files(apt_root: Path) -> list[Path]:
+    files: list[Path] = []
+    main_list = apt_root / "sources.list"
+    if main_list.is_file():
+        files.append(main_list)
+    parts = apt_root / "sources.list.d"
+    if parts.is_dir():
+        files.extend(sorted(p for p in parts.iterdir() if p.suffix in {".list", ".sources"}))
+    return files
+
+
+def _uris_in(path: Path) -> list[str]:
+    uris: list[str] = []
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if path.suffix == ".sources":
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "uris":
+                uris.extend(value.split())
+        else:
+            # "deb [options] URI suite components": the URI is the first token after
+            # the optional bracketed options.
+            tokens = line.split()
+            if tokens[0] not in {"deb", "deb-src"}:
+                continue
+            rest = tokens[1:]
+            if rest and rest[0].startswith("["):
+                while rest and not rest[0].endswith("]"):
+                    rest = rest[1:]
+                rest = rest[1:]
+            if rest:
+                uris.append(rest[0])
+    return uris
+
+
+def apt_uris(apt_root: Path = APT_ROOT) -> list[str]:
+    """Every repository URI the host's apt knows, in file order, without duplicates."""
+    seen: dict[str, None] = {}
+    for path in _apt_source_files(apt_root):
+        for uri in _uris_in(path):
+            seen.setdefault(uri.rstrip("/"), None)
+    return list(seen)
+
+
+def debian_mirror_from_apt(apt_root: Path = APT_ROOT) -> str:
+    """The Debian archive root (…/debian) the host's apt uses, or "" if none."""
+    override = os.environ.get("DRIVERKIT_DEBIAN_MIRROR")
+    if override:
+        return override.rstrip("/")
+    for uri in apt_uris(apt_root):
+        if uri.endswith("/debian"):
+            return uri
+    return ""
+
+
+def debian_security_mirror_from_apt(apt_root: Path = APT_ROOT) -> str:
+    override = os.environ.get("DRIVERKIT_DEBIAN_SECURITY_MIRROR")
+    if override:
+        return override.rstrip("/")
+    for uri in apt_uris(apt_root):
+        if uri.endswith("/debian-security"):
+            return uri
+    return ""
+
+
+def default_mirrors(apt_root: Path = APT_ROOT) -> Mirrors:
+    return Mirrors(
+        debian=debian_mirror_from_apt(apt_root),
+        debian_security=debian_security_mirror_from_apt(apt_root),
+    )
+
+
+def require_debian_mirror(mirrors: Mirrors) -> str:
+    """The Debian root, or a one-line error saying how to provide one."""
+    if not mirrors.debian:
+        raise UsageError(
+            "no Debian mirror found in /etc/apt sources; "
+            "set DRIVERKIT_DEBIAN_MIRROR=http://<mirror>/debian or --debian-mirror"
+        )
+    return mirrors.debian

@@ -1,0 +1,1 @@
+"""Host side: the driver loader and the rt-engine detection engine."""

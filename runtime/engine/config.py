@@ -1,0 +1,269 @@
+"""Engine configuration: a Falco-like YAML file, then command-line flags on top.
+
+The YAML is validated key by key against a small schema so a typo (`tresh0ld`) fails with a
+did-you-mean instead of silently falling back to a default; Falco's own config loader accepts
+unknown keys, which is how misconfigured drop thresholds go unnoticed for months.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from driverkit.errors import UsageError
+
+DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
+DRIVER_KINDS = ("core", "ebpf", "kmod")
+DROP_ACTIONS = ("ignore", "log", "alert", "exit")
+
+
+@dataclass(frozen=True)
+class DropConfig:
+    """Falco's `syscall_event_drops`: when and how loudly to report lost events."""
+
+    threshold: float = 0.1  # fraction of the last second's events that were lost
+    actions: tuple[str, ...] = ("log", "alert")
+    rate: float = 1 / 30  # actions per second the token bucket refills
+    max_burst: int = 1
+    simulate_drops: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = False
+    interval: float = 15.0
+    output_file: Path | None = None  # JSON lines; None -> stderr
+    prometheus_port: int | None = None
+    prometheus_addr: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str | None = None
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    queue_size: int = 10000
+    stdout: bool = True
+    file: Path | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    driver: str = "core"
+    probe: Path | None = None
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    rules_files: tuple[Path, ...] = ()
+    json_output: bool = False
+    priority: str = "debug"
+    duration: float | None = None
+    record: Path | None = None
+    replay: Path | None = None
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    syscall_event_drops: DropConfig = field(default_factory=DropConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(choices)})"
+
+
+def _bool(where: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise UsageError(f"{where}: expected true or false, got {value!r}")
+
+
+def _number(where: str, value: object, *, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise UsageError(f"{where}: expected a number, got {value!r}")
+    if value < minimum:
+        raise UsageError(f"{where}: must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _int(where: str, value: object, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{where}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise UsageError(f"{where}: must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _str(where: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _path_or_none(where: str, value: object) -> Path | None:
+    return None if value is None else Path(_str(where, value))
+
+
+def _choice(where: str, value: object, choices: tuple[str, ...]) -> str:
+    text = _str(where, value)
+    if text not in choices:
+        raise UsageError(f"{where}: unknown value {text!r}{_did_you_mean(text, choices)}")
+    return text
+
+
+def _section(where: str, value: object, known: tuple[str, ...]) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: expected a mapping, got {type(value).__name__}")
+    for key in value:
+        if key not in known:
+            raise UsageError(f"{where}: unknown key {key!r}{_did_you_mean(str(key), known)}")
+    return value
+
+
+def _drops(where: str, raw: object) -> DropConfig:
+    section = _section(
+        where, raw, ("threshold", "actions", "rate", "max_burst", "simulate_drops")
+    )
+    base = DropConfig()
+    actions = base.actions
+    if "actions" in section:
+        items = section["actions"]
+        if not isinstance(items, list) or not items:
+            raise UsageError(f"{where}.actions: expected a non-empty list of {DROP_ACTIONS}")
+        actions = tuple(_choice(f"{where}.actions", a, DROP_ACTIONS) for a in items)
+    threshold = _number(f"{where}.threshold", section.get("threshold", base.threshold))
+    if threshold > 1:
+        raise UsageError(f"{where}.threshold: a fraction between 0 and 1, got {threshold}")
+    return DropConfig(
+        threshold=threshold,
+        actions=actions,
+        rate=_number(f"{where}.rate", section.get("rate", base.rate)),
+        max_burst=_int(f"{where}.max_burst", section.get("max_burst", base.max_burst), minimum=1),
+        simulate_drops=_bool(
+            f"{where}.simulate_drops", section.get("simulate_drops", base.simulate_drops)
+        ),
+    )
+
+
+def _metrics(where: str, raw: object) -> MetricsConfig:
+    section = _section(
+        where, raw, ("enabled", "interval", "output_file", "prometheus_port", "prometheus_addr")
+    )
+    base = MetricsConfig()
+    port = section.get("prometheus_port", base.prometheus_port)
+    return MetricsConfig(
+        enabled=_bool(f"{where}.enabled", section.get("enabled", base.enabled)),
+        interval=_number(f"{where}.interval", section.get("interval", base.interval), minimum=0.01),
+        output_file=_path_or_none(f"{where}.output_file", section.get("output_file")),
+        prometheus_port=None if port is None else _port(f"{where}.prometheus_port", port),
+        prometheus_addr=_str(
+            f"{where}.prometheus_addr", section.get("prometheus_addr", base.prometheus_addr)
+        ),
+    )
+
+
+def _port(where: str, value: object) -> int:
+    port = _int(where, value)
+    if port > 65535:
+        raise UsageError(f"{where}: a TCP port is 0..65535, got {port}")
+    return port
+
+
+def _webhook(where: str, raw: object) -> WebhookConfig:
+    section = _section(where, raw, ("url", "timeout"))
+    url = section.get("url")
+    if url is not None and not _str(f"{where}.url", url).startswith(("http://", "https://")):
+        raise UsageError(f"{where}.url: expected an http:// or https:// URL, got {url!r}")
+    return WebhookConfig(
+        url=url,
+        timeout=_number(f"{where}.timeout", section.get("timeout", 5.0), minimum=0.01),
+    )
+
+
+def _outputs(where: str, raw: object) -> OutputsConfig:
+    section = _section(where, raw, ("queue_size", "stdout", "file"))
+    return OutputsConfig(
+        queue_size=_int(f"{where}.queue_size", section.get("queue_size", 10000), minimum=1),
+        stdout=_bool(f"{where}.stdout", section.get("stdout", True)),
+        file=_path_or_none(f"{where}.file", section.get("file")),
+    )
+
+
+def _rules_files(where: str, raw: object) -> tuple[Path, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise UsageError(f"{where}: expected a list of rule file paths")
+    return tuple(Path(_str(where, item)) for item in raw)
+
+
+_TOP_LEVEL: dict[str, Callable[[str, object], object]] = {
+    "driver": lambda w, v: _choice(w, v, DRIVER_KINDS),
+    "probe": _path_or_none,
+    "buffer_bytes": lambda w, v: _int(w, v, minimum=4096),
+    "rules_files": _rules_files,
+    "json_output": _bool,
+    "priority": _str,
+    "duration": lambda w, v: None if v is None else _number(w, v, minimum=0.0),
+    "record": _path_or_none,
+    "replay": _path_or_none,
+    "outputs": _outputs,
+    "webhook": _webhook,
+    "syscall_event_drops": _drops,
+    "metrics": _metrics,
+}
+
+
+def parse_config(raw: object, origin: str) -> EngineConfig:
+    """Validate a parsed YAML document; `origin` names it in error messages."""
+    section = _section(origin, raw, tuple(_TOP_LEVEL))
+    values = {key: _TOP_LEVEL[key](f"{origin}: {key}", value) for key, value in section.items()}
+    return EngineConfig(**values)  # type: ignore[arg-type]
+
+
+def load_config(path: Path | None) -> EngineConfig:
+    if path is None:
+        return EngineConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"config {path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UsageError(f"config {path}:{where}: invalid YAML: {problem}") from None
+    return parse_config(raw, f"config {path}")
+
+
+def with_overrides(config: EngineConfig, **flags: object) -> EngineConfig:
+    """Apply command-line flags; a flag left at None keeps the config file's value."""
+    top: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is None or value == ():
+            continue
+        if key == "metrics_port":
+            metrics["prometheus_port"] = value
+        elif key == "stats_interval":
+            metrics["interval"] = value
+            metrics["enabled"] = True
+        elif key in _TOP_LEVEL:
+            top[key] = value
+        else:  # a programming error in the CLI, not user input
+            raise ValueError(f"no config key for flag {key!r}")
+    if metrics:
+        top["metrics"] = replace(config.metrics, **metrics)
+    return replace(config, **top)

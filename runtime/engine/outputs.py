@@ -1,0 +1,240 @@
+"""Alert delivery: text or Falco-shaped JSON lines to stdout, a file and an HTTP webhook.
+
+The event loop must never wait on a slow sink (a webhook that takes a second per POST would
+otherwise turn into dropped syscalls in the kernel ring). Alerts therefore go through a
+bounded queue drained by one worker thread; when the queue is full the alert is dropped and
+counted, and the count is reported in metrics and at exit, so loss is visible, never silent.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+import requests
+
+SOURCE_SYSCALL = "syscall"
+
+# Falco prints priorities capitalised, with "info" spelled out; Falcosidekick keys on these.
+_DISPLAY_PRIORITY = {
+    "emergency": "Emergency",
+    "alert": "Alert",
+    "critical": "Critical",
+    "error": "Error",
+    "warning": "Warning",
+    "notice": "Notice",
+    "informational": "Informational",
+    "info": "Informational",
+    "debug": "Debug",
+}
+
+
+def display_priority(name: str) -> str:
+    return _DISPLAY_PRIORITY.get(name.lower(), name.capitalize())
+
+
+def rfc3339_ns(ts_ns: int) -> str:
+    """UTC RFC 3339 with all nine fraction digits, as Falco writes `time`."""
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+
+
+_HOSTNAME = socket.gethostname()
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    time_ns: int
+    rule: str
+    priority: str  # display name, e.g. "Critical"
+    output: str  # the rule's formatted output, without time/priority prefix
+    output_fields: Mapping[str, object] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    source: str = SOURCE_SYSCALL
+    hostname: str = _HOSTNAME
+
+    def text_line(self) -> str:
+        return f"{rfc3339_ns(self.time_ns)}: {self.priority} {self.output}"
+
+    def as_json(self) -> dict[str, object]:
+        # Falco's `output` carries the time and priority prefix; consumers that show only
+        # `output` (Falcosidekick's UI, Slack) rely on it.
+        return {
+            "hostname": self.hostname,
+            "output": self.text_line(),
+            "output_fields": dict(self.output_fields),
+            "priority": self.priority,
+            "rule": self.rule,
+            "source": self.source,
+            "tags": sorted(self.tags),
+            "time": rfc3339_ns(self.time_ns),
+        }
+
+    def json_line(self) -> str:
+        return json.dumps(self.as_json(), separators=(",", ":"), default=str)
+
+
+class Sink(Protocol):
+    name: str
+
+    def emit(self, alert: Alert) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamSink:
+    """stdout (or any text stream): one line per alert, flushed so pipes see it at once."""
+
+    def __init__(self, stream: IO[str], *, json_output: bool, name: str = "stdout") -> None:
+        self.name = name
+        self._stream = stream
+        self._json = json_output
+
+    def emit(self, alert: Alert) -> None:
+        self._stream.write((alert.json_line() if self._json else alert.text_line()) + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.flush()
+
+
+class FileSink:
+    """Appends lines; the file is opened once and kept open, like Falco's keep_alive."""
+
+    def __init__(self, path: Path, *, json_output: bool) -> None:
+        self.name = f"file:{path}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("a", encoding="utf-8")
+        self._json = json_output
+
+    def emit(self, alert: Alert) -> None:
+        self._fh.write((alert.json_line() if self._json else alert.text_line()) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class WebhookSink:
+    """POSTs each alert as Falco's JSON body; Falcosidekick accepts it on `/`."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        self.name = f"webhook:{url}"
+        self._url = url
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = "rt-engine"
+
+    def emit(self, alert: Alert) -> None:
+        response = self._session.post(
+            self._url,
+            data=alert.json_line().encode(),
+            headers={"Content-Type": "application/json"},
+            timeout=self._timeout,
+        )
+        response.raise_for_status()
+
+    def close(self) -> None:
+        self._session.close()
+
+
+@dataclass
+class OutputCounters:
+    submitted: int = 0
+    delivered: int = 0
+    dropped_queue_full: int = 0  # the queue was full: the alert never reached any sink
+    sink_errors: dict[str, int] = field(default_factory=dict)
+
+
+_STOP = object()
+
+
+class OutputQueue:
+    """Bounded queue + one worker thread in front of every sink."""
+
+    def __init__(self, sinks: Sequence[Sink], *, maxsize: int = 10000) -> None:
+        self._sinks = list(sinks)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
+        self.counters = OutputCounters()
+        self._lock = threading.Lock()
+        self._reported_errors: set[str] = set()
+        self._worker = threading.Thread(target=self._drain, name="rt-engine-outputs", daemon=True)
+        self._worker.start()
+
+    def submit(self, alert: Alert) -> bool:
+        """Never blocks; returns False (and counts the drop) when the queue is full."""
+        self.counters.submitted += 1
+        try:
+            self._queue.put_nowait(alert)
+        except queue.Full:
+            self.counters.dropped_queue_full += 1
+            return False
+        return True
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, Alert)
+            for sink in self._sinks:
+                try:
+                    sink.emit(item)
+                except Exception as exc:  # one broken sink must not stop the others
+                    self._sink_failed(sink, exc)
+            with self._lock:
+                self.counters.delivered += 1
+
+    def _sink_failed(self, sink: Sink, exc: Exception) -> None:
+        with self._lock:
+            errors = self.counters.sink_errors
+            errors[sink.name] = errors.get(sink.name, 0) + 1
+        # Log the first failure of each sink only: a dead webhook would flood stderr.
+        if sink.name not in self._reported_errors:
+            self._reported_errors.add(sink.name)
+            print(f"rt-engine: output {sink.name} failed: {exc}", file=sys.stderr, flush=True)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to `timeout`), then close every sink."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._queue.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                if time.monotonic() > deadline:
+                    break
+        self._worker.join(max(0.0, deadline - time.monotonic()))
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                self._sink_failed(sink, exc)
+
+
+def build_sinks(
+    *,
+    stdout: bool,
+    json_output: bool,
+    file: Path | None,
+    webhook_url: str | None,
+    webhook_timeout: float = 5.0,
+) -> list[Sink]:
+    sinks: list[Sink] = []
+    if stdout:
+        # Only the output worker writes to stdout; logs and summaries go to stderr, so
+        # `--json` output stays one alert per line for whatever reads it.
+        sinks.append(StreamSink(sys.stdout, json_output=json_output))
+    if file is not None:
+        sinks.append(FileSink(file, json_output=json_output))
+    if webhook_url is not None:
+        sinks.append(WebhookSink(webhook_url, timeout=webhook_timeout))
+    return sinks

@@ -1,0 +1,71 @@
+"""Test policy for tests that need privileges or real components.
+
+Locally, a test whose prerequisite is missing is skipped with the reason. Under CI
+(CI=true) the same test fails instead: .ci/run installs and starts everything, so a
+missing prerequisite there is a broken pipeline, not a reason to pass quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally, fail in CI, when a prerequisite is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"prerequisite missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+def _docker_up() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+
+
+def _bpf_ready() -> bool:
+    return (
+        os.geteuid() == 0
+        and Path("/sys/kernel/btf/vmlinux").exists()
+        and Path("/sys/kernel/tracing/events").is_dir()
+    )
+
+
+def _qemu_ready() -> bool:
+    return shutil.which("qemu-system-x86_64") is not None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    markers = {m.name for m in item.iter_markers()}
+    if "root" in markers:
+        require(os.geteuid() == 0, "needs root")
+    if "bpf" in markers:
+        require(_bpf_ready(), "needs root, BTF and tracefs at /sys/kernel/tracing")
+    if "docker" in markers:
+        require(_docker_up(), "needs a running dockerd (see .ci/run)")
+    if "qemu" in markers:
+        require(_qemu_ready(), "needs qemu-system-x86_64 (see .ci/run)")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def ci_cache() -> Path:
+    """Download cache shared by tests and .ci/run, outside the repo so reruns are fast."""
+    path = Path(os.environ.get("DK_CACHE", "/var/cache/driverkit-ci"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

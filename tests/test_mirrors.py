@@ -1,0 +1,47 @@
+"""Mirror discovery reads apt's sources in both formats; nothing is hard-coded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driverkit.errors import UsageError
+from driverkit.mirrors import apt_uris, debian_mirror_from_apt, default_mirrors, require_debian_mirror
+from driverkit.targets.base import Mirrors
+
+
+def _apt_tree(tmp_path: Path) -> Path:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text(
+        "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://one.invalid/debian bookworm main\n"
+    )
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://two.invalid/debian\nSuites: bookworm\n\n"
+        "Types: deb\nURIs: http://two.invalid/debian-security\nSuites: bookworm-security\n"
+    )
+    return tmp_path
+
+
+def test_both_formats_are_read_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DRIVERKIT_DEBIAN_MIRROR", raising=False)
+    monkeypatch.delenv("DRIVERKIT_DEBIAN_SECURITY_MIRROR", raising=False)
+    root = _apt_tree(tmp_path)
+    assert apt_uris(root) == [
+        "http://one.invalid/debian",
+        "http://two.invalid/debian",
+        "http://two.invalid/debian-security",
+    ]
+    assert default_mirrors(root) == Mirrors(
+        debian="http://one.invalid/debian", debian_security="http://two.invalid/debian-security"
+    )
+
+
+def test_env_overrides_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIVERKIT_DEBIAN_MIRROR", "http://local.invalid/debian/")
+    assert debian_mirror_from_apt(_apt_tree(tmp_path)) == "http://local.invalid/debian"
+
+
+def test_missing_mirror_says_how_to_set_one() -> None:
+    with pytest.raises(UsageError, match="DRIVERKIT_DEBIAN_MIRROR"):
+        require_debian_mirror(Mirrors())

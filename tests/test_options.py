@@ -1,0 +1,71 @@
+"""The option table drives flags, YAML keys and env vars; unknown keys fail helpfully."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driverkit.errors import UsageError
+from driverkit.options import BY_ENV, BY_YAML_KEY, OPTIONS, values_from_env, values_from_yaml
+
+
+def test_every_option_has_unique_flag_key_and_env() -> None:
+    flags = [flag for opt in OPTIONS for flag in opt.flags]
+    assert len(flags) == len(set(flags))
+    assert len(BY_YAML_KEY) == len(OPTIONS)
+    assert len(BY_ENV) == len(OPTIONS)
+
+
+def test_driverkit_config_keys_are_understood() -> None:
+    document = {
+        "kernelrelease": "5.10.0-amzn2",
+        "kernelversion": 1,
+        "target": "amazonlinux2",
+        "architecture": "amd64",
+        "driverversion": "2.0.0",
+        "output": {"module": "/tmp/x.ko", "probe": "/tmp/x.o"},
+        "timeout": "60",
+        "dryrun": True,
+    }
+    values = values_from_yaml(document, "cfg.yaml")
+    assert values["kernels"] == ("5.10.0-amzn2",)
+    assert values["kernel_version"] == "1"
+    assert values["output_module"] == Path("/tmp/x.ko")
+    assert values["output_probe"] == Path("/tmp/x.o")
+    assert values["timeout"] == 60
+    assert values["dry_run"] is True
+
+
+def test_unknown_yaml_key_suggests_the_right_one() -> None:
+    with pytest.raises(UsageError, match=r"unknown key 'kernelrelaese' \(did you mean 'kernelrelease'\?\)"):
+        values_from_yaml({"kernelrelaese": "5.10.0"}, "cfg.yaml")
+
+
+def test_unknown_nested_key_is_reported_with_its_section() -> None:
+    with pytest.raises(UsageError, match=r"unknown key 'output.modul' \(did you mean 'output.module'\?\)"):
+        values_from_yaml({"output": {"modul": "x"}}, "cfg.yaml")
+
+
+def test_wrong_types_name_the_key() -> None:
+    with pytest.raises(UsageError, match="cfg.yaml: timeout: expected a whole number"):
+        values_from_yaml({"timeout": "soon"}, "cfg.yaml")
+    with pytest.raises(UsageError, match="architecture: 'sparc' is not one of amd64, arm64"):
+        values_from_yaml({"architecture": "sparc"}, "cfg.yaml")
+
+
+def test_env_vars_follow_the_table() -> None:
+    values = values_from_env(
+        {"DRIVERKIT_KERNELRELEASE": "6.1.0-56-amd64,5.10.0-30-amd64", "DRIVERKIT_JOBS": "2",
+         "DRIVERKIT_DEBIAN_MIRROR": "http://mirror.invalid/debian", "PATH": "/bin"}
+    )
+    assert values == {
+        "kernels": ("6.1.0-56-amd64", "5.10.0-30-amd64"),
+        "jobs": 2,
+        "debian_mirror": "http://mirror.invalid/debian",
+    }
+
+
+def test_unknown_env_var_suggests() -> None:
+    with pytest.raises(UsageError, match="DRIVERKIT_KERNELRELASE.*did you mean 'DRIVERKIT_KERNELRELEASE'"):
+        values_from_env({"DRIVERKIT_KERNELRELASE": "5.10.0"})
