@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from driverkit.errors import BuildFailedError, DownloadError, UsageError
-from driverkit.mirrors import debian_mirror_from_apt, debian_security_mirror_from_apt
 
 # The kernels the QEMU tests boot: one of each series the issue names, newest ABI of each.
 # Selectors, not pinned releases, because the mirror drops superseded ABIs.
@@ -81,6 +80,10 @@ def cache_root() -> Path:
 
 
 def _mirrors() -> tuple[str, str]:
+    # Imported late: driverkit.mirrors and driverkit.targets import each other.
+    import driverkit.targets  # noqa: F401
+    from driverkit.mirrors import debian_mirror_from_apt, debian_security_mirror_from_apt
+
     main = debian_mirror_from_apt()
     if not main:
         raise UsageError(
@@ -251,7 +254,9 @@ class KernelTree:
 
     @property
     def vmlinuz(self) -> Path:
-        return self.root / "boot" / f"vmlinuz-{self.release}"
+        # /boot up to 6.12; 7.x packages it beside its modules.
+        legacy = self.root / "boot" / f"vmlinuz-{self.release}"
+        return legacy if legacy.exists() else self.modules / "vmlinuz"
 
     @property
     def headers(self) -> Path:
@@ -293,7 +298,13 @@ def fetch(release: str, apt: PrivateApt | None = None) -> KernelTree:
         for dep in companions:
             info = package_info(apt, dep)
             packages.append(f"{dep}={info.version}" if info.version else dep)
-        packages.append(f"linux-image-{release}={headers.version}")
+        # Since 7.x the image is a metapackage over linux-binary-* (vmlinuz) and
+        # linux-modules-*; older image packages carry both themselves.
+        image = package_info(apt, f"linux-image-{release}")
+        packages.append(f"linux-image-{release}={image.version}")
+        for dep in image.depends:
+            if re.match(r"linux-(binary|modules)-", dep):
+                packages.append(f"{dep}={package_info(apt, dep).version}")
         shutil.rmtree(base, ignore_errors=True)
         staging = base.parent / f".{release}.staging"
         shutil.rmtree(staging, ignore_errors=True)
@@ -304,39 +315,45 @@ def fetch(release: str, apt: PrivateApt | None = None) -> KernelTree:
         shutil.rmtree(staging / "debs")
         meta = {"release": release, "version": headers.version, "gcc_major": gcc,
                 "packages": packages}  # fmt: skip
+        staged = KernelTree(release, headers.version, staging / "root", gcc)
+        if not staged.vmlinuz.exists() or not staged.headers.is_dir():
+            raise DownloadError(f"kernel {release}: packages lack vmlinuz or a headers tree")
+        # meta.json last: its presence is what marks the entry complete.
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(staging, base)
-        tree = KernelTree(release, headers.version, base / "root", gcc)
-        if not tree.vmlinuz.exists() or not tree.headers.is_dir():
-            raise DownloadError(f"kernel {release}: packages lack vmlinuz or a headers tree")
-        return tree
+        return KernelTree(release, headers.version, base / "root", gcc)
 
 
 # ---------------------------------------------------------------------------- toolchains
 
 
-def toolchain_root(gcc_major: int) -> Path | None:
-    """None when the host has this gcc; else a debootstrapped chroot of the suite that has it."""
-    if shutil.which(f"gcc-{gcc_major}"):
-        return None
+def toolchain_root(gcc_major: int) -> Path:
+    """A debootstrapped chroot of the suite whose gcc built the kernel.
+
+    Even when the host has that gcc we build in a chroot: Debian's headers tree includes
+    its -common tree and kbuild by absolute /usr/src and /usr/lib paths, which we mount
+    there inside the chroot rather than on the host.
+    """
     suite = GCC_SUITE.get(gcc_major)
     if suite is None:
         raise BuildFailedError(f"no known Debian suite ships gcc-{gcc_major}")
     root = cache_root() / "chroots" / suite
+    # libelf/libssl: the suite's prebuilt kbuild tools (modpost, objtool) link them;
+    # dwarves (pahole): kernels with BTF for modules run it on every .ko.
+    include = f"gcc-{gcc_major},make,libc6-dev,libelf-dev,libssl-dev,dwarves"
+    marker = root / ".complete"
     with _locked(root.parent / f".{suite}.lock"):
-        if (root / ".complete").exists():
+        if marker.exists() and marker.read_text() == include:
             return root
         main, _ = _mirrors()
         staging = root.parent / f".{suite}.staging"
         shutil.rmtree(staging, ignore_errors=True)
-        # libelf/libssl: the prebuilt kbuild tools (modpost, objtool) of that suite link them.
-        include = f"gcc-{gcc_major},make,libc6-dev,libelf-dev,libssl-dev"
         _run(
             ["debootstrap", "--variant=minbase", f"--include={include}", suite,
              str(staging), main],
             what=f"debootstrap {suite}",
         )  # fmt: skip
-        (staging / ".complete").touch()
+        (staging / ".complete").write_text(include)
         shutil.rmtree(root, ignore_errors=True)
         os.replace(staging, root)
         return root
@@ -346,48 +363,46 @@ def build_kmod(tree: KernelTree, driver_dir: Path, out_dir: Path) -> Path:
     """Build driver/kmod against `tree` with its own gcc; returns the .ko path in out_dir.
 
     Sources are copied to a scratch dir first: kbuild writes objects next to the sources,
-    and several kernels may build at once.
+    and several kernels may build at once. The build runs chrooted in a private mount
+    namespace, so the bind mounts (kernel trees at /usr/src and /usr/lib, the scratch
+    dir at /dk) vanish with it.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     chroot = toolchain_root(tree.gcc_major)
+    binds: list[tuple[Path, str]] = []
+    for sub in ("usr/src", "usr/lib"):
+        for entry in sorted((tree.root / sub).glob("linux-*")):
+            if entry.is_dir() and not entry.name.startswith("linux-image"):
+                binds.append((entry, f"/{sub}/{entry.name}"))
     with tempfile.TemporaryDirectory(prefix="rtcap-kmod-") as scratch_s:
         scratch = Path(scratch_s)
         shutil.copytree(driver_dir / "kmod", scratch / "driver" / "kmod")
         shutil.copytree(driver_dir / "include", scratch / "driver" / "include")
         (scratch / "out").mkdir()
-        make = ["make", "-C", "/dk/driver/kmod", "KERNELDIR=/dk/kernel" + _headers_rel(tree),
+        binds.append((scratch, "/dk"))
+        # objtool reads /proc/self/limits; kbuild's shell snippets write to /dev/null.
+        lines = ["set -e", 'mount -t proc proc "$R/proc"', 'mount --bind /dev "$R/dev"']
+        for src, dst in binds:
+            lines.append(f'mkdir -p "$R{dst}"; mount --bind "{src}" "$R{dst}"')
+        lines.append('exec chroot "$R" "$@"')
+        make = ["make", "-C", "/dk/driver/kmod", f"KERNELDIR=/usr/src/linux-headers-{tree.release}",
                 "OUT=/dk/out", f"CC=gcc-{tree.gcc_major}"]  # fmt: skip
-        if chroot is None:
-            make = [a.replace("/dk/kernel", str(tree.root)).replace("/dk", str(scratch))
-                    for a in make]  # fmt: skip
-            cmd = make
-        else:
-            # A private mount namespace: the bind mounts vanish with the build.
-            script = (
-                'set -e; mkdir -p "$R/dk/kernel" "$R/dk/driver" "$R/dk/out"; '
-                'mount --bind "$K" "$R/dk/kernel"; mount --bind "$S/driver" "$R/dk/driver"; '
-                'mount --bind "$S/out" "$R/dk/out"; shift 0; exec chroot "$R" "$@"'
-            )
-            cmd = ["env", f"R={chroot}", f"K={tree.root}", f"S={scratch}",
-                   "unshare", "-m", "sh", "-c", script, "sh", *make]  # fmt: skip
+        cmd = ["env", f"R={chroot}", "unshare", "-m", "sh", "-c", "; ".join(lines), "sh", *make]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         log = proc.stdout + proc.stderr
+        (out_dir / "build.log").write_text(log)
         if proc.returncode != 0:
             errors = [ln for ln in log.splitlines() if "error" in ln.lower()][:8]
             raise BuildFailedError(
                 f"kmod build for {tree.release} failed: " + (" | ".join(errors) or log[-800:])
             )
-        built = sorted((scratch / "out").glob("*.ko"))
-        if not built:
-            raise BuildFailedError(f"kmod build for {tree.release} produced no .ko")
-        (out_dir / "build.log").write_text(log)
-        for path in built:
-            shutil.copy2(path, out_dir / path.name)
-        return out_dir / built[0].name
-
-
-def _headers_rel(tree: KernelTree) -> str:
-    return "/" + str(tree.headers.relative_to(tree.root))
+        built = scratch / "out" / "rtcap.ko"
+        if not built.exists():
+            raise BuildFailedError(f"kmod build for {tree.release} produced no rtcap.ko")
+        tmp = out_dir / ".rtcap.ko.tmp"
+        shutil.copy2(built, tmp)
+        os.replace(tmp, out_dir / "rtcap.ko")
+        return out_dir / "rtcap.ko"
 
 
 def build_warnings(log: str) -> list[str]:
@@ -417,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "toolchain":
             for major in args.gcc:
-                print(major, toolchain_root(major) or "host")
+                print(major, toolchain_root(major))
             return 0
         default = COMPILE_KERNELS if getattr(args, "compile_set", False) else TEST_KERNELS
         selected = args.kernels or list(default)

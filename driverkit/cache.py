@@ -96,6 +96,10 @@ class DownloadCache:
             raise
         return path
 
+    def is_cached(self, url: str) -> bool:
+        sha = self._indexed_sha(url)
+        return sha is not None and self.blob_path(sha).is_file()
+
     def _indexed_sha(self, url: str) -> str | None:
         entry = self._url_index_path(url)
         if entry.is_file():

@@ -135,7 +135,9 @@ def resolve_plan(
     builder = chosen.builder(kr)
     if cfg.gcc_version:
         builder = dataclasses.replace(builder, gcc=cfg.gcc_version)
-    headers = kernel_urls or cfg.kernel_urls or chosen.header_urls(kr, raw_version, mirrors)
+    headers = kernel_urls or cfg.kernel_urls or chosen.header_urls(
+        kr, raw_version, mirrors, arch=cfg.arch
+    )
     return BuildPlan(
         kernel=kr,
         kernel_version=raw_version,

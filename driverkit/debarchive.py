@@ -31,7 +31,11 @@ CODENAMES = ("bullseye", "bookworm", "trixie", "sid")
 FLAVORS = ("amd64", "cloud-amd64", "rt-amd64")
 INDEX_MAX_AGE_S = 6 * 3600
 _PARSED_FORMAT = 1
-_RELEASE_RE = re.compile(r"^linux-headers-(\d+\.\d+[.\d]*[-+][\w.+-]*?-(?:amd64|arm64|cloud-amd64|cloud-arm64|rt-amd64|rt-arm64))$")
+# An ABI release has a three-part version: 5.10.0-30-amd64, 6.12.48+deb13-amd64,
+# 6.1.0-0.deb11.52-amd64. Meta packages (linux-headers-6.12-amd64) have two parts.
+_RELEASE_RE = re.compile(
+    r"^linux-headers-(\d+\.\d+\.\d+[-+][0-9A-Za-z.+-]*?-(?:amd64|arm64|cloud-amd64|cloud-arm64|rt-amd64|rt-arm64))$"
+)
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,9 @@ def depends_names(entries: Iterable[str]) -> list[tuple[str, str | None]]:
     result: list[tuple[str, str | None]] = []
     for entry in entries:
         first = entry.split("|")[0].strip()
-        m = re.match(r"^([a-z0-9][a-z0-9+.-]*)(?::\w+)?\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?", first)
+        m = re.match(
+            r"^([a-z0-9][a-z0-9+.-]*)(?::\w+)?\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?", first
+        )
         if not m:
             continue
         exact = m.group(3) if m.group(2) == "=" else None
@@ -209,7 +215,23 @@ def compare_versions(a: str, b: str) -> int:
 
 
 def newest(pkgs: Iterable[DebPackage]) -> DebPackage:
-    return max(pkgs, key=functools.cmp_to_key(lambda x, y: compare_versions(x.version, y.version)))
+    return max(pkgs, key=functools.cmp_to_key(_by_version))
+
+
+def _closest(options: Sequence[DebPackage], version: str) -> DebPackage:
+    """The dependency build nearest the kernel's own: the same version, else the oldest
+    one not older than it (kbuild tools closest to the kernel), else the newest."""
+    same = [p for p in options if p.version == version]
+    if same:
+        return same[0]
+    newer = [p for p in options if compare_versions(p.version, version) > 0]
+    if newer:
+        return min(newer, key=functools.cmp_to_key(_by_version))
+    return newest(options)
+
+
+def _by_version(x: DebPackage, y: DebPackage) -> int:
+    return compare_versions(x.version, y.version)
 
 
 class DebianArchive:
@@ -272,15 +294,19 @@ class DebianArchive:
             found.extend(self.packages(suite).get(name, []))
         return found
 
-    def find_headers(self, release: str) -> KernelHeaders:
-        """Exact header packages for `release`, following Depends to -common and kbuild."""
+    def find_headers(self, release: str, version: str | None = None) -> KernelHeaders:
+        """Exact header packages for `release` (the newest upload, or `version`),
+        following Depends to -common and kbuild."""
         name = f"linux-headers-{release}"
         candidates = self._candidates(name)
+        if version is not None:
+            candidates = [p for p in candidates if p.version == version]
         if not candidates:
             tried = ", ".join(s for s, _ in self.suites)
             raise HeadersNotFoundError(
                 f"no package {name} in Debian suites {tried} "
-                f"(mirror roots: {self.mirrors.debian or '-'}, {self.mirrors.debian_security or '-'})"
+                f"(mirror roots: {self.mirrors.debian or '-'}, "
+                f"{self.mirrors.debian_security or '-'})"
             )
         top = newest(candidates)
         chosen = [top]
@@ -294,9 +320,17 @@ class DebianArchive:
                 raise HeadersNotFoundError(
                     f"{name} {top.version} depends on {dep} which no indexed suite has"
                 )
-            same = [p for p in options if p.version == top.version]
-            chosen.append(same[0] if same else newest(options))
+            chosen.append(_closest(options, top.version))
         return KernelHeaders(release, top.version, top.suite, tuple(chosen))
+
+    def package_by_url(self, url: str) -> DebPackage | None:
+        """The indexed package a pool URL points at (to verify catalog URLs by sha256)."""
+        for suite, _ in self.suites:
+            for plist in self.packages(suite).values():
+                for pkg in plist:
+                    if pkg.url == url:
+                        return pkg
+        return None
 
     def find_image(self, release: str) -> DebPackage | None:
         """The kernel image package (unsigned preferred: it holds the plain vmlinuz)."""

@@ -8,7 +8,8 @@ suites).
 Builder images are Debian suites because the Debian archive is the one mirror every build
 host can reach; each suite ships a set of GCC majors (checked in the suites' Packages
 indexes), and a GCC is served by the oldest suite that ships it, as driverkit's "any"
-builder images do.
+builder images do. A builder's gcc is always one its suite can install: when the wanted
+GCC exists nowhere, the nearest older one is used, as driverkit does with its images.
 """
 
 from __future__ import annotations
@@ -33,10 +34,7 @@ DEFAULT_GCC_TABLE: tuple[tuple[tuple[int, int], str], ...] = (
 # Kernels newer than the table's majors (7.x and later) and anything unrecognised.
 NEWEST_DEFAULT_GCC = "14"
 
-DEFAULT_GCC_RULE = (
-    "driverkit default: 2.x->4.8, 3.0-3.17->4.9, 3.18+->5, 4.x->8, 5.0-5.14->11, "
-    "5.15+->12, 6.0-6.4->12, 6.5-6.8->13, 6.9+->14, newer->14"
-)
+DEFAULT_GCC_RULE = "default: 2.x 4.8, 3.x 4.9, 3.18+ 5, 4.x 8, 5.x 11, 5.15+ 12, 6.5+ 13, 6.9+ 14"
 
 
 def default_gcc(kr: KernelRelease) -> str:
@@ -52,17 +50,18 @@ def default_gcc(kr: KernelRelease) -> str:
 @dataclass(frozen=True)
 class DebianSuite:
     codename: str
-    gccs: tuple[str, ...]  # GCC majors the suite ships as gcc-N packages
+    gccs: tuple[str, ...]  # GCC majors the suite ships as installable gcc-N packages
 
 
-# Oldest first. buster's extra compilers (4.8, 4.9, 5, 6) are the ones driverkit's oldest
-# builder image adds on top of buster; sid ships 16 as the compiler of its 7.x kernels.
+# Oldest first; the gcc-N packages each suite's main archive carries (bullseye through sid
+# read from their Packages indexes; buster from its release). GCCs older than 7 are in no
+# suite we can reach, unlike in driverkit's own buster image which adds 4.8-6 by hand.
 DEBIAN_SUITES: tuple[DebianSuite, ...] = (
-    DebianSuite("buster", ("4.8", "4.9", "5", "6", "7", "8")),
+    DebianSuite("buster", ("7", "8")),
     DebianSuite("bullseye", ("9", "10")),
     DebianSuite("bookworm", ("11", "12")),
-    DebianSuite("trixie", ("13", "14")),
-    DebianSuite("sid", ("15", "16")),
+    DebianSuite("trixie", ("12", "13", "14")),
+    DebianSuite("sid", ("11", "12", "13", "14", "15", "16")),
 )
 
 
@@ -74,19 +73,29 @@ def gcc_major(gcc: str) -> str:
     return parts[0]
 
 
-def debian_suite_for_gcc(gcc: str) -> str:
-    """The oldest Debian suite that ships `gcc`; the newest suite for anything newer."""
-    wanted = gcc_major(gcc)
+def _version_key(gcc: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in gcc.split(".") if part.isdigit())
+
+
+def installable_gcc(wanted: str) -> tuple[str, str]:
+    """(Debian suite, gcc-N package) a builder uses for a kernel that wants `wanted`.
+
+    The oldest suite that ships it exactly; otherwise driverkit's fallback: the newest
+    shipped GCC not newer than the wanted one, or the oldest shipped when all are newer.
+    """
+    major = gcc_major(wanted)
     for suite in DEBIAN_SUITES:
-        if wanted in suite.gccs:
-            return suite.codename
-    newest = DEBIAN_SUITES[-1]
-    try:
-        if float(wanted) > float(newest.gccs[-1]):
-            return newest.codename
-    except ValueError:
-        pass
-    return DEBIAN_SUITES[0].codename
+        if major in suite.gccs:
+            return suite.codename, major
+    shipped = sorted({g for suite in DEBIAN_SUITES for g in suite.gccs}, key=_version_key)
+    not_newer = [g for g in shipped if _version_key(g) <= _version_key(major)]
+    pick = not_newer[-1] if not_newer else shipped[0]
+    codename = next(candidate.codename for candidate in DEBIAN_SUITES if pick in candidate.gccs)
+    return codename, pick
+
+
+def debian_suite_for_gcc(gcc: str) -> str:
+    return installable_gcc(gcc)[0]
 
 
 def debian_image(suite: str) -> str:

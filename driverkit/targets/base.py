@@ -71,8 +71,14 @@ class Target:
     def builder(self, kr: KernelRelease) -> BuilderSpec:
         raise NotImplementedError
 
-    def header_urls(self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors) -> tuple[str, ...]:
-        """Candidate header package URLs, most likely first. Never touches the network."""
+    def header_urls(
+        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
+    ) -> tuple[str, ...]:
+        """Candidate header package URLs, most likely first. Never touches the network.
+
+        `arch` (amd64|arm64) picks the mirror tree; releases that name their architecture
+        (`.x86_64`, `-arm64`) win over it.
+        """
         raise NotImplementedError
 
     def artifact_kernel(self, kr: KernelRelease, kernel_version: str) -> ArtifactKernel:

@@ -94,7 +94,7 @@ class DropMonitor:
         self,
         config: DropConfig,
         *,
-        emit_alert: Callable[[Alert], None],
+        emit_alert: Callable[[Alert], object],
         log: Callable[[str], None] | None = None,
         now_ns: int = 0,
         extra_fields: Mapping[str, object] | None = None,

@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from runtime.engine.rules.ast import Expr
+from runtime.engine.rules.compiler import Expander, compile_type_dispatch
 from runtime.engine.rules.priority import Priority
 
 if TYPE_CHECKING:
@@ -14,6 +16,7 @@ if TYPE_CHECKING:
 
 MatchFn = Callable[["Event", "SystemState"], bool]
 FormatFn = Callable[["Event", "SystemState"], tuple[str, dict[str, object]]]
+DispatchFn = Callable[["Event", "SystemState"], tuple["CompiledRule", ...]]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -29,16 +32,25 @@ class CompiledRule:
     event_types: frozenset[str] | None
     match: MatchFn = field(repr=False)
     format_output: FormatFn = field(repr=False)
+    # The macro-expanded condition with exceptions, for the per-event-type dispatchers.
+    expr: Expr | None = field(default=None, repr=False)
 
 
 _NO_RULES: tuple[CompiledRule, ...] = ()
 
 
+def _no_rules(ev: Event, state: SystemState) -> tuple[CompiledRule, ...]:
+    return _NO_RULES
+
+
 class Ruleset:
     """Enabled rules in load order, with a per-event-type index built once."""
 
-    def __init__(self, rules: Sequence[CompiledRule], warnings: Sequence[str] = ()) -> None:
+    def __init__(self, rules: Sequence[CompiledRule], warnings: Sequence[str] = (),
+                 expander: Expander | None = None) -> None:
         self.rules: tuple[CompiledRule, ...] = tuple(rules)
+        self._expander = expander
+        self._dispatch: dict[str, DispatchFn] = {}
         self.warnings: tuple[str, ...] = tuple(warnings)
         self._untyped = tuple(r for r in self.rules if r.event_types is None)
         typed: dict[str, list[CompiledRule]] = {}
@@ -58,6 +70,32 @@ class Ruleset:
     def rules_for(self, evt_type: str) -> Sequence[CompiledRule]:
         found = self._by_type.get(evt_type)
         return self._untyped if found is None else found
+
+    def match(self, ev: Event, state: SystemState) -> tuple[CompiledRule, ...]:
+        """Every rule matching `ev`, in load order: the fast path (one generated function per
+        event type, evt.type checks folded away). Call `state.update(ev)` first."""
+        fn = self._dispatch.get(ev.type)
+        if fn is None:
+            fn = self._build_dispatch(ev.type)
+        if fn is _no_rules:
+            return _NO_RULES
+        return fn(ev, state)
+
+    def _build_dispatch(self, evt_type: str) -> DispatchFn:
+        rules = self.rules_for(evt_type)
+        if not rules:
+            self._dispatch[evt_type] = _no_rules
+            return _no_rules
+        if self._expander is None or any(r.expr is None for r in rules):
+            def slow(ev: Event, state: SystemState) -> tuple[CompiledRule, ...]:
+                return tuple(r for r in rules if r.match(ev, state))
+
+            fn: DispatchFn = slow
+        else:
+            entries = [(r.expr, r) for r in rules if r.expr is not None]
+            fn = compile_type_dispatch(evt_type, entries, self._expander)  # type: ignore[assignment]
+        self._dispatch[evt_type] = fn
+        return fn
 
     def required_syscalls(self) -> set[str]:
         """Event types the rules need; empty-typed rules need everything (see `needs_all`)."""

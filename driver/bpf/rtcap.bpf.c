@@ -1,0 +1,719 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rtcap eBPF probe: one event per syscall, emitted at sys_exit with its arguments and
+ * return value, in the record layout of rtcap_schema.h. Built as the CO-RE object and
+ * as per-kernel objects from this one file (see rtcap_bpf.h).
+ *
+ * Hot path, in order: syscall number -> filter byte (a global, no helper call) -> out
+ * if not captured. Everything else happens only for captured syscalls. Events without
+ * variable-size params are written straight into a ring buffer reservation; the others
+ * are assembled in a per-CPU scratch area and copied once with bpf_ringbuf_output,
+ * because reserving their worst case (several KiB) per event would waste the ring.
+ */
+#include "rtcap_bpf.h"
+#include "rtcap_schema.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Its own section so the loader can read it at offset 0 and refuse a stale probe. */
+const volatile __u64 rtcap_schema_hash SEC(".rodata.rtcap_meta") = RTCAP_SCHEMA_HASH;
+
+/*
+ * Control block, written by userspace through the mmap'ed data map at any time.
+ * The filter comes first so the hot-path lookup is one load at a constant base.
+ */
+struct rtcap_ctl {
+	struct rtcap_filter filter;
+	__u32 capture;      /* 0 = emit nothing (filtered syscalls are still counted) */
+	__u32 ignore_tgid;  /* the consumer's own tgid, 0 = none */
+	__u32 wakeup_mask;  /* 0 = adaptive wakeups; else force one every mask+1 events */
+	__u32 procexit;     /* emit procexit from sched_process_exit */
+	__u32 count_filtered; /* count filtered-out syscalls in n_filtered */
+	__u32 reserved[3];
+};
+struct rtcap_ctl rtcap_ctl SEC(".data.rtcap_ctl") = {
+	.capture = 0,
+	.count_filtered = 1,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024); /* the loader sets the real size */
+} rtcap_ringbuf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rtcap_stats);
+} rtcap_stats_map SEC(".maps");
+
+/*
+ * Scratch for variable-size records. Offsets are masked to SCRATCH_HALF - 1 and no
+ * single write exceeds RTCAP_PT_*_MAX (4 KiB), so every write stays inside the value:
+ * that is what lets the verifier accept variable offsets. Indexed by CPU; the loader
+ * sizes max_entries to the possible CPUs.
+ *
+ * The running offset and flags of a variable record live here too, not on the stack:
+ * the verifier does not track map memory, so after each param every path continues
+ * from the same "unknown but masked" offset and the paths prune into one. Kept on the
+ * stack, each string's possible lengths would multiply with the next param's.
+ */
+#define SCRATCH_SIZE 32768
+#define SCRATCH_HALF 16384
+#define OFF(x) ((x) & (SCRATCH_HALF - 1))
+#define CWD_MAX_DEPTH 40
+struct rtcap_scratch {
+	char buf[SCRATCH_SIZE];
+	__u64 names[64]; /* cwd walk: dentry name per level, leaf first; 0 = mount hop */
+	__u32 off;
+	__u32 flags;
+	__u32 depth;
+	__u32 used;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct rtcap_scratch);
+} rtcap_scratch_map SEC(".maps");
+
+_Static_assert(RTCAP_MAX_RECORD_SIZE < SCRATCH_HALF, "scratch too small for a record");
+_Static_assert(RTCAP_PT_PATH_MAX <= SCRATCH_SIZE - SCRATCH_HALF, "scratch tail");
+_Static_assert(CWD_MAX_DEPTH <= 64, "names[] too small");
+
+#define ARGV_MAX_ARGS 64
+#define NAME_CAP 256
+
+/* Everything a param source may need, gathered once per event. */
+struct rtcap_ctx {
+	__u64 a[6];
+	__s64 ret;
+	struct task_struct *task;
+	struct rtcap_stats *st;
+};
+
+/* rd() must not see our own structs in its access chain (CO-RE would try to relocate
+ * them), so the task pointer is handed over through a call. */
+static __rtcap_inline struct task_struct *TASK(struct rtcap_ctx *c)
+{
+	return c->task;
+}
+
+/* A record being written: into a ring reservation (fixed-size events; offset and
+ * flags on the stack, exact) or into scratch (offset and flags in the map). */
+struct rtcap_wr {
+	char *b;
+	__u32 *offp;
+	__u32 *flagsp;
+	struct rtcap_scratch *s;
+	__u32 off;
+	__u32 flags;
+	__u32 i;
+	__u32 cpu;
+};
+
+/* volatile: the compiler must not carry the value forward in a register, or the
+ * verifier would again track every possible offset (see struct rtcap_scratch). */
+static __rtcap_inline __u32 cur(struct rtcap_wr *w)
+{
+	return OFF(*(volatile __u32 *)w->offp);
+}
+
+static __rtcap_inline void set_len(struct rtcap_wr *w, __u32 len)
+{
+	*(__u16 *)(w->b + RTCAP_HDR_SIZE + 2 * (w->i & 15)) = len;
+	*w->offp = cur(w) + len;
+	w->i++;
+}
+
+static __rtcap_inline void flag(struct rtcap_wr *w, __u32 f)
+{
+	*w->flagsp |= f;
+}
+
+static __rtcap_inline void put_u32(struct rtcap_wr *w, __u32 v)
+{
+	*(__u32 *)(w->b + cur(w)) = v;
+	set_len(w, 4);
+}
+
+static __rtcap_inline void put_u64(struct rtcap_wr *w, __u64 v)
+{
+	*(__u64 *)(w->b + cur(w)) = v;
+	set_len(w, 8);
+}
+
+static __rtcap_inline void put_empty(struct rtcap_wr *w, __u32 fault)
+{
+	if (fault)
+		flag(w, RTCAP_F_PARAM_FAULT);
+	set_len(w, 0);
+}
+
+/* A user string; NULL is an empty param, a fault is an empty param plus the flag. */
+static __rtcap_inline void put_user_str(struct rtcap_wr *w, __u64 uptr, __u32 cap)
+{
+	long n;
+
+	if (!uptr) {
+		put_empty(w, 0);
+		return;
+	}
+	n = bpf_probe_read_user_str(w->b + cur(w), cap, (const void *)uptr);
+	if (n <= 0) {
+		put_empty(w, 1);
+		return;
+	}
+	if (n >= cap)
+		flag(w, RTCAP_F_TRUNCATED);
+	set_len(w, n & (2 * cap - 1));
+}
+
+static __rtcap_inline void put_user_bytes(struct rtcap_wr *w, __u64 uptr, __u64 len, __u32 cap)
+{
+	if (!uptr || !len) {
+		put_empty(w, 0);
+		return;
+	}
+	if (len > cap) {
+		len = cap;
+		flag(w, RTCAP_F_TRUNCATED);
+	}
+	if (bpf_probe_read_user(w->b + cur(w), len & (2 * cap - 1), (const void *)uptr)) {
+		put_empty(w, 1);
+		return;
+	}
+	set_len(w, len & (2 * cap - 1));
+}
+
+/* argv of a failed exec: the caller's pointer array is still mapped. */
+static __rtcap_inline void put_user_argv(struct rtcap_wr *w, __u64 uargv)
+{
+	__u32 base = cur(w), used = 0;
+	int k;
+
+	if (!uargv) {
+		put_empty(w, 0);
+		return;
+	}
+	for (k = 0; k < ARGV_MAX_ARGS; k++) {
+		__u64 p = 0;
+		__u32 room;
+		long n;
+
+		if (bpf_probe_read_user(&p, sizeof(p), (const void *)(uargv + 8 * k))) {
+			flag(w, RTCAP_F_PARAM_FAULT);
+			break;
+		}
+		if (!p)
+			break;
+		if (used >= RTCAP_PT_ARGV_MAX - 1) {
+			flag(w, RTCAP_F_TRUNCATED);
+			break;
+		}
+		/* the mask changes nothing (used < ARGV_MAX here) but gives the verifier an
+		 * upper bound it can trust whatever register width the compiler compared;
+		 * the barrier keeps the compiler from dropping it as redundant */
+		room = RTCAP_PT_ARGV_MAX - used;
+		rtcap_barrier_var(room);
+		n = bpf_probe_read_user_str(w->b + OFF(base + used),
+					    room & (2 * RTCAP_PT_ARGV_MAX - 1), (const void *)p);
+		if (n <= 0)
+			break;
+		used += n;
+	}
+	if (k == ARGV_MAX_ARGS)
+		flag(w, RTCAP_F_TRUNCATED);
+	set_len(w, used & (2 * RTCAP_PT_ARGV_MAX - 1));
+}
+
+/*
+ * After a successful exec the old argv is gone, but the new image's mm records where
+ * the kernel copied it (arg_start..arg_end) and the filename sits right above the
+ * environment strings (env_end, the AT_EXECFN the loader sees).
+ */
+static __rtcap_inline void put_exec_filename(struct rtcap_wr *w, struct rtcap_ctx *c, int arg)
+{
+	if (c->ret == 0) {
+		struct mm_struct *mm = rd(TASK(c)->mm);
+
+		put_user_str(w, mm ? rd(mm->env_end) : 0, RTCAP_PT_PATH_MAX);
+	} else {
+		put_user_str(w, c->a[arg & 7], RTCAP_PT_PATH_MAX);
+	}
+}
+
+static __rtcap_inline void put_exec_argv(struct rtcap_wr *w, struct rtcap_ctx *c, int arg)
+{
+	if (c->ret == 0) {
+		struct mm_struct *mm = rd(TASK(c)->mm);
+		__u64 start, end;
+
+		if (!mm) {
+			put_empty(w, 1);
+			return;
+		}
+		start = rd(mm->arg_start);
+		end = rd(mm->arg_end);
+		put_user_bytes(w, start, end > start ? end - start : 0, RTCAP_PT_ARGV_MAX);
+	} else {
+		put_user_argv(w, c->a[arg & 7]);
+	}
+}
+
+/*
+ * The working directory: walk dentries up to the root, hopping to the parent mount at
+ * each mount root; names are collected leaf first, then written root first.
+ * Counters that index memory go through map memory (volatile) on purpose: the verifier
+ * then sees one unknown-but-bounded value per loop iteration instead of following
+ * every count the walk could have reached, which would exceed its complexity limits.
+ */
+static __rtcap_inline void put_cwd(struct rtcap_wr *w, struct rtcap_ctx *c)
+{
+	struct rtcap_scratch *s = w->s;
+	struct fs_struct *fs = rd(TASK(c)->fs);
+	struct dentry *d, *root, *parent;
+	struct vfsmount *vm;
+	struct rtcap_mount *m, *pm;
+	__u32 base = cur(w), used, n, k;
+
+	if (!s || !fs) {
+		put_empty(w, 0);
+		return;
+	}
+	d = rd(fs->pwd.dentry);
+	vm = rd(fs->pwd.mnt);
+	m = rtcap_container_of(vm, struct rtcap_mount, mnt);
+	s->depth = 0;
+	for (k = 0; k < CWD_MAX_DEPTH; k++) {
+		root = rd(vm->mnt_root);
+		if (d == root) {
+			pm = rd(m->mnt_parent);
+			if (pm == m)
+				break;
+			d = rd(m->mnt_mountpoint);
+			m = pm;
+			vm = &pm->mnt;
+			continue;
+		}
+		parent = rd(d->d_parent);
+		if (!parent || parent == d)
+			break;
+		n = *(volatile __u32 *)&s->depth;
+		s->names[n & 63] = (__u64)rd(d->d_name.name);
+		s->depth = (n + 1) & 63;
+		d = parent;
+	}
+	if (k == CWD_MAX_DEPTH)
+		flag(w, RTCAP_F_TRUNCATED);
+	s->used = 0;
+	for (k = 0; k < CWD_MAX_DEPTH; k++) {
+		long r;
+
+		n = *(volatile __u32 *)&s->depth;
+		if (k >= n)
+			break;
+		used = *(volatile __u32 *)&s->used & (RTCAP_PT_PATH_MAX - 1);
+		if (used >= RTCAP_PT_PATH_MAX - NAME_CAP - 2) {
+			flag(w, RTCAP_F_TRUNCATED);
+			break;
+		}
+		w->b[OFF(base + used)] = '/';
+		r = bpf_probe_read_kernel_str(w->b + OFF(base + used + 1), NAME_CAP,
+					      (const void *)s->names[(n - 1 - k) & 63]);
+		if (r <= 0)
+			break;
+		s->used = used + r; /* '/' + name; the next '/' overwrites this NUL */
+	}
+	used = *(volatile __u32 *)&s->used & (RTCAP_PT_PATH_MAX - 1);
+	if (!used) {
+		w->b[OFF(base)] = '/';
+		used = 1;
+	}
+	w->b[OFF(base + used)] = 0;
+	set_len(w, (used + 1) & (2 * RTCAP_PT_PATH_MAX - 1));
+}
+
+static __rtcap_inline struct sock *sock_of_fd(struct task_struct *task, __s64 fd)
+{
+	struct files_struct *files = rd(task->files);
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *f = 0;
+	struct socket *so;
+
+	if (!files || fd < 0)
+		return 0;
+	fdt = rd(files->fdt);
+	if (!fdt || fd >= rd(fdt->max_fds))
+		return 0;
+	fds = rd(fdt->fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return 0;
+	so = rd(f->private_data);
+	return so ? rd(so->sk) : 0;
+}
+
+/* Socket tuple; `local_first` for connect (we are the source), peer first for accept. */
+static __rtcap_inline void put_tuple(struct rtcap_wr *w, struct rtcap_ctx *c, __s64 fd,
+				     int local_first)
+{
+	struct sock *sk = sock_of_fd(c->task, fd);
+	char *p = w->b + cur(w);
+	__u16 family, lport, rport;
+
+	if (!sk) {
+		put_empty(w, 0);
+		return;
+	}
+	family = rd(sk->__sk_common.skc_family);
+	lport = rd(sk->__sk_common.skc_num);
+	rport = rtcap_ntohs(rd(sk->__sk_common.skc_dport));
+	p[0] = (char)family;
+	if (family == RTCAP_AF_INET) {
+		__u32 laddr = rd(sk->__sk_common.skc_rcv_saddr);
+		__u32 raddr = rd(sk->__sk_common.skc_daddr);
+
+		*(__u32 *)(p + 1) = local_first ? laddr : raddr;
+		*(__u16 *)(p + 5) = local_first ? lport : rport;
+		*(__u32 *)(p + 7) = local_first ? raddr : laddr;
+		*(__u16 *)(p + 11) = local_first ? rport : lport;
+		set_len(w, 13);
+		return;
+	}
+#ifndef RTCAP_CORE
+#if !IS_ENABLED(CONFIG_IPV6)
+#define RTCAP_NO_IPV6
+#endif
+#endif
+#ifndef RTCAP_NO_IPV6
+	if (family == RTCAP_AF_INET6) {
+		struct in6_addr la = rd(sk->__sk_common.skc_v6_rcv_saddr);
+		struct in6_addr ra = rd(sk->__sk_common.skc_v6_daddr);
+
+		__builtin_memcpy(p + 1, local_first ? &la : &ra, 16);
+		*(__u16 *)(p + 17) = local_first ? lport : rport;
+		__builtin_memcpy(p + 19, local_first ? &ra : &la, 16);
+		*(__u16 *)(p + 35) = local_first ? rport : lport;
+		set_len(w, 37);
+		return;
+	}
+#endif
+	set_len(w, 1); /* family only (AF_UNIX and others): the sockaddr param has the rest */
+}
+
+static __rtcap_inline void put_exit_code(struct rtcap_wr *w, struct rtcap_ctx *c, int src)
+{
+	__s64 code = (__s64)rd(TASK(c)->exit_code);
+
+	if (src == RTCAP_SRC_EXIT_STATUS)
+		put_u64(w, (__u64)code);
+	else if (src == RTCAP_SRC_EXIT_SIG)
+		put_u32(w, code & 0x7f);
+	else
+		put_u32(w, (code & 0x80) ? 1 : 0);
+}
+
+/* A fixed-size value from a syscall argument, converted as events.yaml says. */
+static __rtcap_inline __u64 arg_value(int type, __u64 v)
+{
+	if (type == RTCAP_PT_FD || type == RTCAP_PT_S64 || type == RTCAP_PT_S32)
+		return (__u64)(__s64)(int)v;
+	return v;
+}
+
+static __rtcap_inline int type_size(int type)
+{
+	switch (type) {
+	case RTCAP_PT_U32: case RTCAP_PT_S32: case RTCAP_PT_UID: case RTCAP_PT_GID:
+	case RTCAP_PT_MODE: case RTCAP_PT_FLAGS32:
+		return 4;
+	case RTCAP_PT_U64: case RTCAP_PT_S64: case RTCAP_PT_FD: case RTCAP_PT_FLAGS64:
+		return 8;
+	default:
+		return 0;
+	}
+}
+
+/* One param. All of type/src/arg/sub are constants after inlining, so this folds
+ * down to the few instructions its source needs. */
+static __rtcap_inline void put_param(struct rtcap_wr *w, struct rtcap_ctx *c, int type, int src,
+				     int arg, int sub)
+{
+	switch (src) {
+	case RTCAP_SRC_ARG:
+		if (type == RTCAP_PT_PATH || type == RTCAP_PT_STRING)
+			put_user_str(w, c->a[arg & 7], RTCAP_PT_PATH_MAX);
+		else if (type == RTCAP_PT_SOCKADDR)
+			put_user_bytes(w, c->a[arg & 7], (__u32)c->a[sub & 7], RTCAP_PT_SOCKADDR_MAX);
+		else if (type_size(type) == 4)
+			put_u32(w, (__u32)c->a[arg & 7]);
+		else
+			put_u64(w, arg_value(type, c->a[arg & 7]));
+		break;
+	case RTCAP_SRC_EXE_FILENAME:
+		put_exec_filename(w, c, arg);
+		break;
+	case RTCAP_SRC_EXE_ARGV:
+		put_exec_argv(w, c, arg);
+		break;
+	case RTCAP_SRC_CWD:
+		put_cwd(w, c);
+		break;
+	case RTCAP_SRC_SOCK_FD_ARG:
+		if (c->ret == 0 || c->ret == -RTCAP_EINPROGRESS)
+			put_tuple(w, c, (__s64)(int)c->a[arg & 7], 1);
+		else
+			put_empty(w, 0);
+		break;
+	case RTCAP_SRC_SOCK_FD_RET:
+		if (c->ret >= 0)
+			put_tuple(w, c, c->ret, 0);
+		else
+			put_empty(w, 0);
+		break;
+	case RTCAP_SRC_USER_U64: {
+		__u64 v = 0;
+
+		if (!c->a[arg & 7] ||
+		    bpf_probe_read_user(&v, sizeof(v), (const void *)(c->a[arg & 7] + 8 * sub)))
+			put_empty(w, 1);
+		else
+			put_u64(w, v);
+		break;
+	}
+	case RTCAP_SRC_EXIT_STATUS:
+	case RTCAP_SRC_EXIT_SIG:
+	case RTCAP_SRC_EXIT_CORE:
+		put_exit_code(w, c, src);
+		break;
+	default:
+		put_empty(w, 0);
+	}
+}
+
+static __rtcap_inline void fill_header(struct rtcap_event_hdr *h, struct rtcap_ctx *c,
+				       __u32 type, __u32 nparams, __s32 nr, __u32 cpu)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct task_struct *parent = rd(TASK(c)->real_parent);
+
+	h->ts = bpf_ktime_get_boot_ns();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->ret = c->ret;
+	h->type = type;
+	h->nparams = nparams;
+	h->syscall_nr = nr;
+	h->cpu = cpu;
+	h->pid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->ppid = parent ? rd(parent->tgid) : 0;
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __rtcap_inline __u64 wakeup_flags(struct rtcap_stats *st)
+{
+	__u32 mask = rtcap_ctl.wakeup_mask;
+
+	if (!mask)
+		return 0;
+	return (st->n_evts & mask) ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP;
+}
+
+/* Reserve (fixed-size events) or take the scratch area (variable-size ones).
+ * `variable` is a constant at every call site: the verifier must know on each path
+ * which kind of memory w->b is, so it cannot come from a runtime field. */
+static __rtcap_inline int begin(struct rtcap_wr *w, struct rtcap_ctx *c, __u32 type,
+				__u32 nparams, __s32 nr, int variable, __u32 max_size)
+{
+	__u32 start = RTCAP_HDR_SIZE + 2 * nparams;
+
+	w->cpu = bpf_get_smp_processor_id();
+	w->i = 0;
+	w->s = 0;
+	if (variable) {
+		w->s = bpf_map_lookup_elem(&rtcap_scratch_map, &w->cpu);
+		if (!w->s) {
+			c->st->n_drops_bug++;
+			return 0;
+		}
+		w->b = w->s->buf;
+		w->s->off = start;
+		w->s->flags = 0;
+		w->offp = &w->s->off;
+		w->flagsp = &w->s->flags;
+	} else {
+		w->b = bpf_ringbuf_reserve(&rtcap_ringbuf, max_size, 0);
+		if (!w->b) {
+			c->st->n_drops_buffer++;
+			return 0;
+		}
+		w->off = start;
+		w->flags = 0;
+		w->offp = &w->off;
+		w->flagsp = &w->flags;
+	}
+	fill_header((struct rtcap_event_hdr *)w->b, c, type, nparams, nr, w->cpu);
+	return 1;
+}
+
+static __rtcap_inline void finish(struct rtcap_wr *w, struct rtcap_ctx *c, int variable)
+{
+	struct rtcap_event_hdr *h = (struct rtcap_event_hdr *)w->b;
+	__u64 wake = wakeup_flags(c->st);
+	__u32 len = *w->offp, flags = *w->flagsp;
+
+	h->len = len;
+	h->flags = flags;
+	if (flags & RTCAP_F_PARAM_FAULT)
+		c->st->n_partial_pf++;
+	if (flags & RTCAP_F_TRUNCATED)
+		c->st->n_truncated++;
+	if (!variable) {
+		bpf_ringbuf_submit(w->b, wake);
+		return;
+	}
+	if (len > RTCAP_MAX_RECORD_SIZE) {
+		c->st->n_drops_bug++;
+		return;
+	}
+	if (bpf_ringbuf_output(&rtcap_ringbuf, w->b, len, wake))
+		c->st->n_drops_buffer++;
+}
+
+#define PUT_PARAM(type, src, arg, sub) put_param(&w, cx, type, src, arg, sub);
+#define EMIT_CASE(NAME, ID, NPARAMS, AT_ENTER)                                       \
+	case ID: {                                                                   \
+		struct rtcap_wr w;                                                   \
+		if (begin(&w, cx, ID, NPARAMS, nr, RTCAP_EVT_##NAME##_VARIABLE,       \
+			  RTCAP_EVT_##NAME##_MAX_SIZE)) {                            \
+			RTCAP_PARAMS_##NAME(PUT_PARAM)                               \
+			finish(&w, cx, RTCAP_EVT_##NAME##_VARIABLE);                                            \
+		}                                                                    \
+		break;                                                               \
+	}
+
+static __rtcap_inline void emit(struct rtcap_ctx *cx, __u32 evt, __s32 nr)
+{
+	switch (evt) {
+		RTCAP_EVENT_LIST(EMIT_CASE)
+	default:
+		cx->st->n_drops_bug++;
+	}
+}
+
+static __rtcap_inline struct rtcap_stats *stats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&rtcap_stats_map, &zero);
+}
+
+/* Common gate after the filter matched: capture on, not our own consumer. */
+static __rtcap_inline int admit(struct rtcap_ctx *c)
+{
+	__u32 self = rtcap_ctl.ignore_tgid;
+
+	c->st = stats();
+	if (!c->st || !rtcap_ctl.capture)
+		return 0;
+	if (self && (bpf_get_current_pid_tgid() >> 32) == self) {
+		c->st->n_ignored_self++;
+		return 0;
+	}
+	c->st->n_evts++;
+	c->task = (struct task_struct *)bpf_get_current_task();
+	return 1;
+}
+
+static __rtcap_inline void load_args(struct rtcap_ctx *c, struct pt_regs *regs)
+{
+	c->a[0] = REG_ARG0(regs);
+	c->a[1] = REG_ARG1(regs);
+	c->a[2] = REG_ARG2(regs);
+	c->a[3] = REG_ARG3(regs);
+	c->a[4] = REG_ARG4(regs);
+	c->a[5] = REG_ARG5(regs);
+}
+
+static __rtcap_inline void count_filtered(void)
+{
+	struct rtcap_stats *st;
+
+	if (!rtcap_ctl.count_filtered)
+		return;
+	st = stats();
+	if (st)
+		st->n_filtered++;
+}
+
+RTCAP_TP("sys_exit")
+int rtcap_sys_exit(__u64 *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	struct rtcap_ctx c;
+	__u64 nr = REG_SYSCALL_NR(regs);
+	__u32 evt;
+
+	if (nr >= RTCAP_MAX_SYSCALLS)
+		return 0;
+	evt = rtcap_ctl.filter.evt_type[nr];
+	if (!evt) {
+		count_filtered();
+		return 0;
+	}
+	if (evt == RTCAP_EVT_EXIT || !REG_IS_NATIVE(regs))
+		return 0;
+	if (!admit(&c))
+		return 0;
+	c.ret = (__s64)ctx[1];
+	load_args(&c, regs);
+	emit(&c, evt, (__s32)nr);
+	return 0;
+}
+
+/* Only exit/exit_group are emitted here: they never reach sys_exit. The loader
+ * attaches this program only when one of them is in the filter. */
+RTCAP_TP("sys_enter")
+int rtcap_sys_enter(__u64 *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	struct rtcap_ctx c, *cx = &c;
+	__u64 nr = ctx[1];
+	struct rtcap_wr w;
+
+	if (nr >= RTCAP_MAX_SYSCALLS || rtcap_ctl.filter.evt_type[nr] != RTCAP_EVT_EXIT)
+		return 0;
+	if (!REG_IS_NATIVE(regs) || !admit(&c))
+		return 0;
+	c.ret = 0;
+	load_args(&c, regs);
+	if (begin(&w, &c, RTCAP_EVT_EXIT, RTCAP_EVT_EXIT_NPARAMS, (__s32)nr, 0,
+		  RTCAP_EVT_EXIT_MAX_SIZE)) {
+		RTCAP_PARAMS_EXIT(PUT_PARAM)
+		finish(&w, &c, 0);
+	}
+	return 0;
+}
+
+RTCAP_TP("sched_process_exit")
+int rtcap_sched_process_exit(__u64 *ctx __attribute__((unused)))
+{
+	struct rtcap_ctx c, *cx = &c;
+	struct rtcap_wr w;
+
+	if (!rtcap_ctl.procexit || !admit(&c))
+		return 0;
+	c.ret = (__s64)(rd(TASK(&c)->exit_code) >> 8) & 0xff;
+	if (begin(&w, &c, RTCAP_EVT_PROCEXIT, RTCAP_EVT_PROCEXIT_NPARAMS, -1, 0,
+		  RTCAP_EVT_PROCEXIT_MAX_SIZE)) {
+		RTCAP_PARAMS_PROCEXIT(PUT_PARAM)
+		finish(&w, &c, 0);
+	}
+	return 0;
+}

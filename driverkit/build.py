@@ -1,0 +1,385 @@
+"""Build orchestration: many kernels, one driver, validated artifacts.
+
+API (used by driverkit.cli):
+    BuildOptions(output_dir, processor="docker"|"local", jobs, timeout_s, base_from,
+                 cache_dir, mirrors, driver_dir, probe_spec, build_core, make_jobs,
+                 show_progress)                         frozen; see build_options_from_config
+    build_options_from_config(cfg: BuildConfig) -> BuildOptions
+    run_builds(plans, opts) -> BuildSummary            parallel with opts.jobs threads
+    BuildSummary.built / .skipped / .failed             lists of KernelOutcome
+    BuildSummary.artifact_paths() -> {file name: Path}  every artifact of this run
+    KernelOutcome(plan, status "built"|"skipped"|"failed", error, duration_s, artifacts)
+
+Per kernel: input hash (plan + driver tree + script + builder) -> skip when the
+manifest on disk has the same hash and its files are intact; else resolve headers
+(cache), run the processor, validate each file with pyelftools, publish atomically,
+write the manifest last. The CO-RE probe (`rtcap_core.o`) is built once per driver
+version the same way. Output layout: `<output>/<driver-version>/<arch>/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from driverkit import DRIVER_DIR
+from driverkit.artifacts import (
+    MANIFEST_FORMAT,
+    RTCAP_PROBE,
+    ProbeSpec,
+    hash_tree,
+    input_hash,
+    output_dir,
+    publish,
+    up_to_date,
+    validate_kmod,
+    validate_probe,
+    write_manifest,
+)
+from driverkit.cache import DownloadCache
+from driverkit.debarchive import DebianArchive
+from driverkit.errors import ArtifactValidationError, DriverkitError
+from driverkit.headers import HeaderResolver, ResolvedHeaders
+from driverkit.plan import BuildPlan, core_probe_name
+from driverkit.processors.base import Processor
+from driverkit.render import render_build_script
+from driverkit.targets.base import BuilderSpec, Mirrors
+
+if TYPE_CHECKING:
+    from driverkit.config import BuildConfig
+    from driverkit.engine import DockerEngine
+
+# The CO-RE probe does not depend on a kernel; one fixed builder keeps its input hash
+# independent of which kernels a run happens to include.
+CORE_BUILDER = BuilderSpec("debian", "debian:bookworm", "bookworm", "12")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    output_dir: Path
+    processor: str = "docker"
+    jobs: int = 1
+    timeout_s: int = 900
+    base_from: str = "registry"
+    cache_dir: Path = Path("/var/cache/driverkit-ci")
+    mirrors: Mirrors = field(default_factory=Mirrors)
+    driver_dir: Path = DRIVER_DIR
+    probe_spec: ProbeSpec = RTCAP_PROBE
+    build_core: bool = True
+    make_jobs: int = 1
+    show_progress: bool = True
+
+
+@dataclass
+class KernelOutcome:
+    plan: BuildPlan
+    status: str  # "built" | "skipped" | "failed"
+    error: str = ""
+    duration_s: float = 0.0
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.plan.artifact_stem()
+
+
+@dataclass
+class BuildSummary:
+    outcomes: list[KernelOutcome] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def _with(self, status: str) -> list[KernelOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def built(self) -> list[KernelOutcome]:
+        return self._with("built")
+
+    @property
+    def skipped(self) -> list[KernelOutcome]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[KernelOutcome]:
+        return self._with("failed")
+
+    def artifact_paths(self) -> dict[str, Path]:
+        paths: dict[str, Path] = {}
+        for outcome in self.outcomes:
+            paths.update(outcome.artifacts)
+        return paths
+
+
+def build_options_from_config(cfg: BuildConfig) -> BuildOptions:
+    return BuildOptions(
+        output_dir=cfg.output,
+        processor=cfg.processor,
+        jobs=cfg.jobs,
+        timeout_s=cfg.timeout,
+        base_from=cfg.base_from,
+        cache_dir=cfg.cache_dir,
+        mirrors=cfg.mirrors(),
+    )
+
+
+class _Context:
+    """Shared per-run state: processor, header resolver, and the driver tree hash."""
+
+    def __init__(self, opts: BuildOptions, processor: Processor):
+        self.opts = opts
+        self.processor = processor
+        cache = DownloadCache(opts.cache_dir)
+        archive = DebianArchive(opts.mirrors, cache) if opts.mirrors.debian else None
+        self.headers = HeaderResolver(cache, archive)
+        self.driver_hash = hash_tree(opts.driver_dir)
+        self.cancelled = threading.Event()
+
+
+def _inputs(plan: BuildPlan, script: str, ctx: _Context, kind: str) -> dict[str, Any]:
+    return {
+        "format": MANIFEST_FORMAT,
+        "kind": kind,
+        "kernel_release": str(plan.kernel),
+        "kernel_version": plan.kernel_version,
+        "arch": plan.arch,
+        "target": plan.target,
+        "artifact": dataclasses.asdict(plan.artifact),
+        "gcc": plan.gcc,
+        "builder": dataclasses.asdict(plan.builder),
+        "environment": ctx.processor.environment_ref(plan),
+        "header_candidates": list(plan.headers) if kind == "kernel" else [],
+        "driver_name": plan.driver_name,
+        "driver_version": plan.driver_version,
+        "driver_tree_sha256": ctx.driver_hash,
+        "script_sha256": hashlib.sha256(script.encode()).hexdigest(),
+        "probe_spec": dataclasses.asdict(ctx.opts.probe_spec),
+    }
+
+
+def _validate(name: str, path: Path, plan: BuildPlan, ctx: _Context) -> dict[str, Any]:
+    if name.endswith(".ko"):
+        info = validate_kmod(path, str(plan.kernel), plan.arch)
+        return {"vermagic": info.get("vermagic", ""), "modinfo_name": info.get("name", "")}
+    contents = validate_probe(path, ctx.opts.probe_spec)
+    return {
+        "license": contents.license,
+        "programs": list(contents.programs),
+        "maps": list(contents.maps),
+    }
+
+
+def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
+    """Build one kernel (kind="kernel") or the CO-RE probe (kind="core")."""
+    started = time.monotonic()
+    out_dir = output_dir(ctx.opts.output_dir, plan)
+    names: tuple[str, ...]
+    if kind == "core":
+        names = (core_probe_name(plan.driver_name),)
+        manifest = core_probe_name(plan.driver_name).removesuffix(".o") + ".json"
+        script = render_build_script(plan, build_core=True)
+    else:
+        names = plan.artifact_names()
+        manifest = plan.artifact_stem() + ".json"
+        script = render_build_script(plan)
+    inputs = _inputs(plan, script, ctx, kind)
+    wanted = input_hash(inputs)
+    label = names[0] if kind == "core" else plan.artifact_stem()
+    if up_to_date(out_dir, manifest, wanted):
+        return KernelOutcome(
+            plan,
+            "skipped",
+            duration_s=time.monotonic() - started,
+            artifacts={n: out_dir / n for n in names},
+            label=label,
+        )
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    headers: ResolvedHeaders | None = None
+    if kind == "kernel":
+        headers = ctx.headers.resolve(plan)
+    timings["headers_s"] = round(time.monotonic() - t0, 3)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
+        result = ctx.processor.run(plan, script, headers, Path(tmp), ctx.opts.timeout_s)
+        timings["build_s"] = round(result.duration_s, 3)
+        files: dict[str, Path] = {}
+        checks: dict[str, Any] = {}
+        for name in names:
+            produced = result.out_dir / name
+            if not produced.is_file():
+                raise ArtifactValidationError(f"the build script did not produce {name}")
+            checks[name] = _validate(name, produced, plan, ctx)
+            files[name] = produced
+        toolchain_file = result.out_dir / ".toolchain"
+        toolchain = toolchain_file.read_text().splitlines() if toolchain_file.is_file() else []
+        published = publish(files, out_dir)
+    for name, meta in published.items():
+        meta.update(checks[name])
+    timings["total_s"] = round(time.monotonic() - started, 3)
+    write_manifest(
+        out_dir / manifest,
+        {
+            "input_hash": wanted,
+            "inputs": inputs,
+            "processor": ctx.processor.name,
+            "gcc": plan.gcc,
+            "toolchain": toolchain,
+            "image": result.image,
+            "image_id": result.image_id,
+            "headers": [dataclasses.asdict(p) for p in headers.packages] if headers else [],
+            "artifacts": published,
+            "timings": timings,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    return KernelOutcome(
+        plan,
+        "built",
+        duration_s=time.monotonic() - started,
+        artifacts={n: out_dir / n for n in names},
+        label=label,
+    )
+
+
+def _safe_build(plan: BuildPlan, ctx: _Context, kind: str) -> KernelOutcome:
+    if ctx.cancelled.is_set():
+        return KernelOutcome(plan, "failed", error="cancelled", label=plan.artifact_stem())
+    try:
+        return _build(plan, ctx, kind=kind)
+    except DriverkitError as exc:
+        label = core_probe_name(plan.driver_name) if kind == "core" else plan.artifact_stem()
+        return KernelOutcome(plan, "failed", error=str(exc), label=label)
+
+
+def core_plan(plan: BuildPlan) -> BuildPlan:
+    """The plan the CO-RE probe is built from: only driver name/version/arch matter."""
+    from driverkit.images import builder_image_tag
+
+    return dataclasses.replace(
+        plan,
+        build_kmod=False,
+        build_probe=False,
+        builder=CORE_BUILDER,
+        gcc=CORE_BUILDER.gcc,
+        builder_image=builder_image_tag(CORE_BUILDER, "registry"),
+        headers=(),
+    )
+
+
+@contextlib.contextmanager
+def _processor(opts: BuildOptions) -> Iterator[tuple[Processor, DockerEngine | None]]:
+    if opts.processor == "local":
+        from driverkit.processors.local import LocalProcessor
+
+        yield LocalProcessor(opts.driver_dir, opts.make_jobs), None
+        return
+    from driverkit.engine import docker_engine
+    from driverkit.processors.docker import DockerProcessor
+
+    with docker_engine() as engine:
+        yield (
+            DockerProcessor(
+                engine,
+                opts.driver_dir,
+                base_from=opts.base_from,
+                mirrors=opts.mirrors,
+                cache_dir=opts.cache_dir,
+                make_jobs=opts.make_jobs,
+            ),
+            engine,
+        )
+
+
+def _align_image(plan: BuildPlan, base_from: str) -> BuildPlan:
+    """Plans resolved for one base_from carry that tag; keep it consistent with the run's."""
+    from driverkit.images import builder_image_tag
+
+    expected_registry = builder_image_tag(plan.builder, "registry")
+    if plan.builder_image == expected_registry and base_from != "registry":
+        return dataclasses.replace(plan, builder_image=builder_image_tag(plan.builder, base_from))
+    return plan
+
+
+def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
+    """Build every plan (and the CO-RE probe once), in parallel; never raises for one
+    kernel's failure: failures are in the summary. Ctrl-C removes live containers."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    started = time.monotonic()
+    summary = BuildSummary()
+    console = Console(stderr=True)
+    plans = [_align_image(p, opts.base_from) for p in plans]
+    jobs: list[tuple[BuildPlan, str]] = [(p, "kernel") for p in plans]
+    if opts.build_core and plans and plans[0].build_probe:
+        jobs.insert(0, (_align_image(core_plan(plans[0]), opts.base_from), "core"))
+    with _processor(opts) as (processor, engine):
+        ctx = _Context(opts, processor)
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not opts.show_progress,
+            transient=True,
+        )
+        with progress, ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+            task = progress.add_task("building", total=len(jobs))
+            futures = {pool.submit(_safe_build, plan, ctx, kind): plan for plan, kind in jobs}
+            try:
+                for future in as_completed(futures):
+                    outcome = future.result()
+                    summary.outcomes.append(outcome)
+                    progress.advance(task)
+                    if opts.show_progress:
+                        mark = {"built": "[green]built", "skipped": "[blue]skipped"}.get(
+                            outcome.status, "[red]failed"
+                        )
+                        console.print(f"{mark}[/] {outcome.name} ({outcome.duration_s:.1f} s)")
+            except KeyboardInterrupt:
+                ctx.cancelled.set()
+                for future in futures:
+                    future.cancel()
+                if engine is not None:
+                    engine.remove_all_live()
+                raise
+    summary.wall_s = time.monotonic() - started
+    if opts.show_progress:
+        print_summary(summary, console)
+    return summary
+
+
+def print_summary(summary: BuildSummary, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table("artifact", "status", "time", "error", title="driverkit build")
+    order = {"failed": 0, "built": 1, "skipped": 2}
+    for o in sorted(summary.outcomes, key=lambda o: (order.get(o.status, 3), o.name)):
+        colour = {"built": "green", "skipped": "blue"}.get(o.status, "red")
+        first_error = o.error.splitlines()[0] if o.error else ""
+        table.add_row(o.name, f"[{colour}]{o.status}[/]", f"{o.duration_s:.1f} s", first_error)
+    console.print(table)
+    console.print(
+        f"built {len(summary.built)}, skipped {len(summary.skipped)}, failed {len(summary.failed)} "
+        f"in {summary.wall_s:.1f} s"
+    )
+    for o in summary.failed:
+        console.print(f"[red]{o.name}[/]: {o.error}")
+
+
+def clean_stale_temp(out_root: Path) -> None:
+    """Remove `.build-*` dirs an earlier killed run left behind (never real artifacts)."""
+    for stale in out_root.glob("*/*/.build-*"):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""Builder images: content-hashed tags, build-if-missing, list, prune.
+
+The tag is a pure function of the rendered Dockerfile and its inputs, so an unchanged
+builder is never rebuilt and any template edit yields a new tag. With
+`base_from="debootstrap"` the FROM image (`debian:<suite>`) is produced locally by
+debootstrapping the suite into a cached rootfs tarball and `docker import`ing it under
+that same name; the Dockerfile and the build that follows are the very same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from driverkit.cache import default_cache_dir
+from driverkit.engine import ContainerEngine
+from driverkit.errors import ContainerEngineError, UsageError
+from driverkit.render import render_dockerfile
+from driverkit.targets.base import BuilderSpec, Mirrors
+
+TAG_FORMAT = 1
+IMAGE_PREFIX = "driverkit-builder"
+KIND_LABEL = "io.driverkit.builder"
+_build_lock = threading.Lock()  # one image build at a time: the CPU is shared
+
+
+def builder_image_tag(spec: BuilderSpec, base_from: str = "registry") -> str:
+    """`driverkit-builder-debian-bookworm-gcc12:<hash12>`, from the render and its inputs."""
+    dockerfile = render_dockerfile(spec, base_from)
+    payload = json.dumps(
+        {
+            "format": TAG_FORMAT,
+            "spec": asdict(spec),
+            "base_from": base_from,
+            "dockerfile": dockerfile,
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
+    gcc = spec.gcc.replace(".", "")
+    return f"{IMAGE_PREFIX}-{spec.family}-{spec.distro_release}-gcc{gcc}:{digest}"
+
+
+def host_apt_buildargs() -> dict[str, str]:
+    """Carry the host apt's Check-Valid-Until into the builder (see the template)."""
+    if shutil.which("apt-config") is None:
+        return {}
+    done = subprocess.run(
+        ["apt-config", "dump", "Acquire::Check-Valid-Until"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("Acquire::Check-Valid-Until "):
+            value = line.split(None, 1)[1].strip().strip(";").strip('"').lower()
+            if value in ("false", "0", "no"):
+                return {"APT_CHECK_VALID_UNTIL": "false"}
+    return {}
+
+
+def _debootstrap_rootfs(suite: str, mirror: str, cache_dir: Path) -> Path:
+    """A minbase rootfs tarball of `suite`, built once and kept under the cache."""
+    tarball = cache_dir / "rootfs" / f"debian-{suite}-minbase.tar"
+    if tarball.is_file():
+        return tarball
+    if shutil.which("debootstrap") is None:
+        raise ContainerEngineError(
+            "--base-from debootstrap needs `debootstrap` (apt-get install debootstrap)"
+        )
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f"debootstrap-{suite}-", dir=tarball.parent))
+    try:
+        # The host's keyring may predate the keys newer suites are signed with; the
+        # suite is fetched from the mirror the host already trusts for apt.
+        cmd = ["debootstrap", "--variant=minbase", suite, str(root), mirror]
+        if suite == "sid" or not _keyring_verifies(suite):
+            cmd.insert(1, "--no-check-gpg")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.splitlines()[-5:] or done.stdout.splitlines()[-5:])
+            raise ContainerEngineError(f"debootstrap {suite} from {mirror} failed:\n{tail}")
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{tarball.name}.", dir=tarball.parent)
+        os.close(fd)
+        try:
+            subprocess.run(
+                ["tar", "-C", str(root), "--numeric-owner", "-cf", tmp_name, "."], check=True
+            )
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, tarball)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return tarball
+
+
+def _keyring_verifies(suite: str) -> bool:
+    # bookworm's keyring carries the bullseye/bookworm/trixie archive keys.
+    return suite in ("bullseye", "bookworm", "trixie")
+
+
+def ensure_base(
+    engine: ContainerEngine,
+    spec: BuilderSpec,
+    base_from: str,
+    mirrors: Mirrors,
+    cache_dir: Path | None = None,
+) -> None:
+    if engine.image_exists(spec.base_image):
+        return
+    if base_from == "registry":
+        return  # docker build pulls FROM itself
+    if not mirrors.debian:
+        raise UsageError("--base-from debootstrap needs a Debian mirror (none found in /etc/apt)")
+    tarball = _debootstrap_rootfs(
+        spec.distro_release, mirrors.debian, cache_dir or default_cache_dir()
+    )
+    engine.import_image(tarball, spec.base_image)
+
+
+def ensure_image(
+    engine: ContainerEngine,
+    spec: BuilderSpec,
+    base_from: str = "registry",
+    mirrors: Mirrors | None = None,
+    cache_dir: Path | None = None,
+) -> str:
+    """The builder image's tag, building it (and its debootstrap base) only if missing."""
+    tag = builder_image_tag(spec, base_from)
+    if engine.image_exists(tag):
+        return tag
+    if mirrors is None:
+        from driverkit.mirrors import default_mirrors
+
+        mirrors = default_mirrors()
+    with _build_lock, _host_lock(cache_dir or default_cache_dir()):
+        if engine.image_exists(tag):  # another thread or process built it while we waited
+            return tag
+        ensure_base(engine, spec, base_from, mirrors, cache_dir)
+        engine.build_image(
+            render_dockerfile(spec, base_from),
+            tag,
+            buildargs={"DEBIAN_MIRROR": mirrors.debian, **host_apt_buildargs()},
+            labels={
+                KIND_LABEL: "1",
+                "io.driverkit.base-from": base_from,
+                "io.driverkit.suite": spec.distro_release,
+                "io.driverkit.gcc": spec.gcc,
+            },
+        )
+    return tag
+
+
+@contextlib.contextmanager
+def _host_lock(cache_dir: Path) -> Iterator[None]:
+    """One image build per host, across processes (pytest-xdist workers, parallel CLIs)."""
+    lock_path = cache_dir / "locks" / "image-build.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def list_images(engine: ContainerEngine) -> list[str]:
+    """One line per builder image: tag, short id, size, creation time."""
+    lines = []
+    for info in engine.list_images(KIND_LABEL):
+        lines.append(
+            f"{info.tag}\t{info.image_id.removeprefix('sha256:')[:12]}\t"
+            f"{info.size / 1e6:.0f} MB\t{info.created[:19]}"
+        )
+    return lines
+
+
+def prune_images(engine: ContainerEngine, keep: Sequence[str] = ()) -> list[str]:
+    """Remove builder images no current template renders to (or all but `keep`).
+
+    Without `keep`, an image is kept when its tag equals what builder_image_tag
+    gives today for its labels' suite and gcc, i.e. only stale builders go.
+    """
+    removed: list[str] = []
+    for info in engine.list_images(KIND_LABEL):
+        if info.tag in keep:
+            continue
+        if not keep and _is_current(info.tag, info.labels):
+            continue
+        engine.remove_image(info.tag)
+        removed.append(info.tag)
+    return removed
+
+
+def _is_current(tag: str, labels: dict[str, str] | object) -> bool:
+    if not isinstance(labels, dict):
+        return False
+    suite = labels.get("io.driverkit.suite")
+    gcc = labels.get("io.driverkit.gcc")
+    base_from = labels.get("io.driverkit.base-from", "registry")
+    if not suite or not gcc:
+        return False
+    family = tag.removeprefix(f"{IMAGE_PREFIX}-").split("-", 1)[0]
+    try:
+        current = builder_image_tag(BuilderSpec(family, f"debian:{suite}", suite, gcc), base_from)
+    except UsageError:
+        return False
+    return current == tag

@@ -1,0 +1,82 @@
+"""Docker processor: the build script runs in the builder image, network disabled.
+
+Sources and the script are copied in (not mounted) so the container sees a snapshot;
+headers are bind-mounted read-only at the same path as on the host; outputs are
+copied out of /dk/out. The engine's context manager removes the container whatever
+happens.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from driverkit.engine import ContainerEngine, Mount
+from driverkit.errors import BuildFailedError, ContainerEngineError
+from driverkit.headers import ResolvedHeaders
+from driverkit.images import ensure_image
+from driverkit.plan import BuildPlan
+from driverkit.processors.base import ProcessorResult, failure_message
+from driverkit.targets.base import Mirrors
+
+CONTAINER_ROOT = "/dk"
+
+
+class DockerProcessor:
+    name = "docker"
+
+    def __init__(
+        self,
+        engine: ContainerEngine,
+        driver_dir: Path,
+        *,
+        base_from: str,
+        mirrors: Mirrors,
+        cache_dir: Path,
+        make_jobs: int = 1,
+    ):
+        self.engine = engine
+        self.driver_dir = driver_dir
+        self.base_from = base_from
+        self.mirrors = mirrors
+        self.cache_dir = cache_dir
+        self.make_jobs = make_jobs
+
+    def environment_ref(self, plan: BuildPlan) -> str:
+        return f"docker:{plan.builder_image}"
+
+    def _image(self, plan: BuildPlan) -> str:
+        tag = ensure_image(self.engine, plan.builder, self.base_from, self.mirrors, self.cache_dir)
+        if plan.builder_image != tag and not self.engine.image_exists(plan.builder_image):
+            raise ContainerEngineError(
+                f"builder image {plan.builder_image} does not exist (the template renders {tag})"
+            )
+        return plan.builder_image if self.engine.image_exists(plan.builder_image) else tag
+
+    def run(
+        self,
+        plan: BuildPlan,
+        script: str,
+        headers: ResolvedHeaders | None,
+        work_dir: Path,
+        timeout_s: float,
+    ) -> ProcessorResult:
+        image = self._image(plan)
+        image_id = self.engine.image_id(image)
+        env = {"DK_ROOT": CONTAINER_ROOT, "DK_JOBS": str(self.make_jobs)}
+        mounts = []
+        if headers is not None:
+            env["DK_KERNELDIR"] = str(headers.kernel_dir)
+            mounts.append(Mount(headers.root, str(headers.root), read_only=True))
+        started = time.monotonic()
+        with self.engine.container(
+            image, ["/bin/sh", f"{CONTAINER_ROOT}/build.sh"], mounts=mounts, env=env, network=False
+        ) as container:
+            container.copy_in({"dk/build.sh": script.encode(), "dk/driver": self.driver_dir})
+            result = container.run(timeout_s)
+            if result.exit_code != 0:
+                raise BuildFailedError(failure_message(plan, result.exit_code, result.logs))
+            container.copy_out(f"{CONTAINER_ROOT}/out", work_dir)
+        return ProcessorResult(
+            work_dir / "out", result.logs, image, image_id, time.monotonic() - started
+        )

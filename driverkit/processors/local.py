@@ -1,0 +1,75 @@
+"""Local processor: the same rendered script, run on this host.
+
+Used where no container engine exists; the host must have the kernel's gcc, make,
+clang and libbpf headers. The script runs in its own process group so a timeout or
+Ctrl-C kills make and every compiler it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from driverkit.errors import BuildFailedError, BuildTimeoutError
+from driverkit.headers import ResolvedHeaders
+from driverkit.plan import BuildPlan
+from driverkit.processors.base import ProcessorResult, failure_message
+
+
+class LocalProcessor:
+    name = "local"
+
+    def __init__(self, driver_dir: Path, make_jobs: int = 1):
+        self.driver_dir = driver_dir
+        self.make_jobs = make_jobs
+
+    def environment_ref(self, plan: BuildPlan) -> str:
+        return "local"
+
+    def run(
+        self,
+        plan: BuildPlan,
+        script: str,
+        headers: ResolvedHeaders | None,
+        work_dir: Path,
+        timeout_s: float,
+    ) -> ProcessorResult:
+        root = work_dir / "dk"
+        shutil.copytree(self.driver_dir, root / "driver", symlinks=True)
+        (root / "build.sh").write_text(script)
+        env = {**os.environ, "DK_ROOT": str(root), "DK_JOBS": str(self.make_jobs)}
+        if headers is not None:
+            env["DK_KERNELDIR"] = str(headers.kernel_dir)
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            ["/bin/sh", str(root / "build.sh")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            _kill_group(proc)
+            raise BuildTimeoutError(
+                f"build of {plan.artifact_stem()} ran past its {timeout_s:g} s timeout; killed"
+            ) from exc
+        except BaseException:
+            _kill_group(proc)
+            raise
+        logs = out.decode(errors="replace")
+        if proc.returncode != 0:
+            raise BuildFailedError(failure_message(plan, proc.returncode, logs))
+        return ProcessorResult(root / "out", logs, "", "", time.monotonic() - started)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

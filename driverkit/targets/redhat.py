@@ -1,0 +1,253 @@
+"""The Red Hat family: CentOS and its rebuilds (Rocky, AlmaLinux), RHEL, Oracle Linux,
+Alibaba Cloud Linux and Fedora. All ship headers as one `kernel-devel-<release>.rpm`
+named exactly like `uname -r`; they differ in where the rpm lives and in gcc."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from driverkit.kernelrelease import KernelRelease
+from driverkit.targets.base import Mirrors
+from driverkit.targets.common import (
+    DistroTarget,
+    mismatch,
+    release_tokens,
+    rpm_arch,
+    rpm_release_with_arch,
+)
+
+_EL_TOKEN = re.compile(r"el(\d+)", re.ASCII)
+_UEK_TOKEN = re.compile(r"el(\d+)uek", re.ASCII)
+_FEDORA_TOKEN = re.compile(r"fc(\d+)", re.ASCII)
+_ALINUX_TOKEN = re.compile(r"al(\d+)", re.ASCII)
+
+
+def el_major(kr: KernelRelease) -> int | None:
+    """7 for `3.10.0-1160.el7.x86_64`; None when the release has no plain elN token."""
+    for token in release_tokens(kr):
+        match = _EL_TOKEN.fullmatch(token)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _token_number(kr: KernelRelease, pattern: re.Pattern[str]) -> int | None:
+    for token in release_tokens(kr):
+        match = pattern.fullmatch(token)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+class CentosTarget(DistroTarget):
+    name: ClassVar[str] = "centos"
+    family: ClassVar[str] = "redhat"
+    package_format: ClassVar[str] = "rpm"
+    template_family: ClassVar[str] = "rpm"
+    header_source: ClassVar[str] = (
+        "kernel-devel rpm from the kernel.org CentOS mirror, vault.centos.org and the "
+        "Stream 9 mirror"
+    )
+    gcc_override_rule: ClassVar[str] = "3.10 -> 4.8.5, 4.18+ (EL8) -> 9"
+    # EL majors a target's releases carry; Rocky and Alma start at 8.
+    el_majors: ClassVar[frozenset[int]] = frozenset({6, 7, 8, 9, 10})
+
+    def matches(self, kr: KernelRelease) -> bool:
+        return el_major(kr) in self.el_majors
+
+    def gcc_override(self, kr: KernelRelease) -> str | None:
+        if kr.version == 4 and kr.patch_level >= 18:
+            return "9"
+        if kr.series == (3, 10):
+            # driverkit issue 236: 3.10 kernels only build with the gcc they shipped with.
+            return "4.8.5"
+        return None
+
+    def header_urls(
+        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
+    ) -> tuple[str, ...]:
+        a = rpm_arch(kr, arch)
+        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+        edge = "https://mirrors.edge.kernel.org/centos"
+        vault = "http://vault.centos.org"
+        edge_repos = ("6/os", "6/updates", "7/os", "7/updates")
+        urls = [f"{edge}/{r}/{a}/Packages/{rpm}" for r in edge_repos]
+        urls += [f"{edge}/{r}/{a}/os/Packages/{rpm}" for r in ("8/BaseOS", "8-stream/BaseOS")]
+        for release in (*_CENTOS6_VAULT, *_CENTOS7_VAULT, "8.0.1905", "8.1.1911"):
+            for repo in ("os", "updates"):
+                urls.append(f"{vault}/{release}/{repo}/{a}/Packages/{rpm}")
+        for release in _CENTOS8_VAULT:
+            urls.append(f"{vault}/{release}/BaseOS/{a}/os/Packages/{rpm}")
+        for repo in ("AppStream", "BaseOS"):
+            urls.append(f"http://mirror.stream.centos.org/9-stream/{repo}/{a}/os/Packages/{rpm}")
+        return tuple(dict.fromkeys(urls))
+
+
+_CENTOS6_VAULT = tuple(f"6.{n}" for n in range(11))
+_CENTOS7_VAULT = (
+    "7.0.1406", "7.1.1503", "7.2.1511", "7.3.1611", "7.4.1708",
+    "7.5.1804", "7.6.1810", "7.7.1908", "7.8.2003", "7.9.2009",
+)  # fmt: skip
+_CENTOS8_VAULT = ("8.0.1905", "8.1.1911", "8.2.2004", "8.3.2011", "8.4.2105", "8.5.2111")
+
+
+class RockyTarget(CentosTarget):
+    name: ClassVar[str] = "rocky"
+    header_source: ClassVar[str] = "kernel-devel rpm from download.rockylinux.org (pub and vault)"
+    gcc_override_rule: ClassVar[str] = ""
+    el_majors: ClassVar[frozenset[int]] = frozenset({8, 9, 10})
+
+    def gcc_override(self, kr: KernelRelease) -> str | None:
+        return None
+
+    def header_urls(
+        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
+    ) -> tuple[str, ...]:
+        a = rpm_arch(kr, arch)
+        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+        base = "https://download.rockylinux.org"
+        urls = []
+        for tree, releases in (("pub", ("8", "8.7", "9", "9.1")),
+                               ("vault", ("8.3", "8.4", "8.5", "8.6", "9.1"))):  # fmt: skip
+            for release in releases:
+                # EL9 moved kernel-devel from BaseOS to AppStream.
+                repo = "AppStream" if release >= "9" else "BaseOS"
+                urls.append(f"{base}/{tree}/rocky/{release}/{repo}/{a}/os/Packages/k/{rpm}")
+        return tuple(urls)
+
+
+class AlmalinuxTarget(RockyTarget):
+    name: ClassVar[str] = "almalinux"
+    header_source: ClassVar[str] = "kernel-devel rpm from repo.almalinux.org"
+
+    def header_urls(
+        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
+    ) -> tuple[str, ...]:
+        a = rpm_arch(kr, arch)
+        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+        urls = []
+        for release in ("8", "8.6", "9", "9.0"):
+            repo = "AppStream" if release >= "9" else "BaseOS"
+            urls.append(f"https://repo.almalinux.org/almalinux/{release}/{repo}/{a}/os/Packages/{rpm}")
+        return tuple(urls)
+
+
+class RedhatTarget(RockyTarget):
+    """RHEL's kernel-devel sits behind a subscription: driverkit installs it with yum in a
+    subscribed builder. The candidates are the entitlement-protected CDN paths. RHEL is never
+    inferred: its releases are indistinguishable from CentOS's and the rebuilds'."""
+
+    name: ClassVar[str] = "redhat"
+    header_source: ClassVar[str] = (
+        "kernel-devel rpm from the Red Hat CDN (needs a subscription entitlement)"
+    )
+    el_majors: ClassVar[frozenset[int]] = frozenset()
+
+    def header_urls(
+        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
+    ) -> tuple[str, ...]:
+        a = rpm_arch(kr, arch)
+        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+        cdn = "https://cdn.redhat.com/content/dist"
+        majors = [el_major(kr)] if el_major(kr) else [7, 8, 9]
+        urls = []
+        for major in majors:
+            if major == 7:
+                urls.append(f"{cdn}/rhel/server/7/7Server/{a}/os/Packages/k/{rpm}")
+            else:
+                urls.append(f"{cdn}/rhel{major}/{major}/{a}/baseos/os/Packages/k/{rpm}")
+        return tuple(urls)
+
+
+class OracleTarget(CentosTarget):
+    """Oracle Linux; inferred only for its own UEK kernels (`el8uek`), since its RHCK
+    kernels carry the same release as CentOS/RHEL."""
+
+    name: ClassVar[str] = "ol"
+    header_source: ClassVar[str] = (
+        "kernel-devel / kernel-uek-devel rpm from yum.oracle.com (latest, baseos, appstream, "
+        "MODRHCK, UEKR3..R7)"
+    )
+    gcc_override_rule: ClassVar[str] = ""
+
+    def matches(self, kr: KernelRelease) -> bool:
+        return _token_number(kr, _UEK_TOKEN) is not None
+
+    def gcc_override(self, kr: KernelRelease) -> str | None:
+        return None
+
+    def header_urls(
+        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
+    ) -> tuple[str, ...]:
+        major = _token_number(kr, _UEK_TOKEN) or el_major(kr)
+        if major is None:
+            raise mismatch(self.name, kr, "expected an elN or elNuek part, e.g. .el8uek.")
+        a = rpm_arch(kr, arch)
+        full = rpm_release_with_arch(kr, arch)
+        base = f"http://yum.oracle.com/repo/OracleLinux/OL{major}"
+        urls = [
+            f"{base}/latest/{a}/getPackage/kernel-devel-{full}.rpm",
+            f"{base}/baseos/latest/{a}/getPackage/kernel-devel-{full}.rpm",
+            f"{base}/appstream/{a}/getPackage/kernel-devel-{full}.rpm",
+            f"{base}/MODRHCK/{a}/getPackage/kernel-devel-{full}.rpm",
+        ]
+        for uek in ("R3", "R4", "R5", "R6", "R7"):
+            urls.append(f"{base}/UEK{uek}/{a}/getPackage/kernel-uek-devel-{full}.rpm")
+        if "uek" in kr.full_extra_version:
+            # A UEK kernel's headers are only ever in a UEK channel: try those first.
+            urls = urls[4:] + urls[:4]
+        return tuple(urls)
+
+
+class AlinuxTarget(CentosTarget):
+    name: ClassVar[str] = "alinux"
+    header_source: ClassVar[str] = "kernel-devel rpm from mirrors.aliyun.com/alinux (2, 2.1903, 3)"
+    gcc_override_rule: ClassVar[str] = ""
+
+    def matches(self, kr: KernelRelease) -> bool:
+        return _token_number(kr, _ALINUX_TOKEN) is not None
+
+    def gcc_override(self, kr: KernelRelease) -> str | None:
+        return None
+
+    def header_urls(
+        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
+    ) -> tuple[str, ...]:
+        a = rpm_arch(kr, arch)
+        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+        return tuple(
+            f"http://mirrors.aliyun.com/alinux/{release}/os/{a}/Packages/{rpm}"
+            for release in ("2", "2.1903", "3")
+        )
+
+
+class FedoraTarget(CentosTarget):
+    name: ClassVar[str] = "fedora"
+    header_source: ClassVar[str] = (
+        "kernel-devel rpm from the kernel.org Fedora mirror (updates, releases, development) "
+        "and the updates archive"
+    )
+    gcc_override_rule: ClassVar[str] = ""
+
+    def matches(self, kr: KernelRelease) -> bool:
+        return _token_number(kr, _FEDORA_TOKEN) is not None
+
+    def gcc_override(self, kr: KernelRelease) -> str | None:
+        return None
+
+    def header_urls(
+        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
+    ) -> tuple[str, ...]:
+        release = _token_number(kr, _FEDORA_TOKEN)
+        if release is None:
+            raise mismatch(self.name, kr, "expected an .fcNN. part, e.g. 6.5.6-300.fc39.x86_64")
+        a = rpm_arch(kr, arch)
+        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+        mirror = "https://mirrors.kernel.org/fedora"
+        return (
+            f"{mirror}/updates/{release}/Everything/{a}/Packages/k/{rpm}",
+            f"{mirror}/releases/{release}/Everything/{a}/os/Packages/k/{rpm}",
+            f"{mirror}/development/{release}/Everything/{a}/os/Packages/k/{rpm}",
+            f"https://fedoraproject-updates-archive.fedoraproject.org/fedora/{release}/{a}/{rpm}",
+        )

@@ -1,0 +1,384 @@
+"""Load an rtcap eBPF probe (CO-RE or per-kernel object), filter, attach and consume it.
+
+The ring buffer is read straight from its memory mapping (consumer page read-write,
+producer page and data read-only, the data mapped twice by the kernel so a record never
+wraps): no per-record callback through ctypes, and each record is decoded in place
+before the consumer position moves past it. Wakeups come from epoll on the map fd.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import select
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Final
+
+from runtime.driver import _schema
+from runtime.driver import libbpf as lb
+from runtime.driver.errors import DriverError, ProbeConfigError, SchemaMismatchError
+from runtime.driver.schema import (
+    AT_ENTER_SYSCALLS,
+    GENERIC_ID,
+    NON_SYSCALL_EVENTS,
+    SYSCALL_EVENT,
+    Decoder,
+    machine_arch,
+)
+from runtime.driver._syscalls import SYSCALLS
+from runtime.events import Event
+
+# Names inside the object (driver/bpf/rtcap.bpf.c).
+MAP_RINGBUF: Final = "rtcap_ringbuf"
+MAP_STATS: Final = "rtcap_stats_map"
+MAP_SCRATCH: Final = "rtcap_scratch_map"
+MAP_CTL: Final = ".data.rtcap_ctl"
+MAP_META: Final = ".rodata.rtcap_meta"
+PROG_SYS_EXIT: Final = "rtcap_sys_exit"
+PROG_SYS_ENTER: Final = "rtcap_sys_enter"
+PROG_PROCEXIT: Final = "rtcap_sched_process_exit"
+
+# struct rtcap_ctl of rtcap.bpf.c: filter bytes, then u32 capture, ignore_tgid,
+# wakeup_mask, procexit, count_filtered, 3 reserved.
+_CTL_TAIL: Final = struct.Struct("=8I")
+CTL_SIZE: Final = _schema.MAX_SYSCALLS + _CTL_TAIL.size
+
+# BPF ring buffer record header bits (include/uapi/linux/bpf.h)
+_RB_BUSY: Final = 1 << 31
+_RB_DISCARD: Final = 1 << 30
+_RB_HDR: Final = 8
+_U32: Final = struct.Struct("=I")
+_U64: Final = struct.Struct("=Q")
+_STATS: Final = struct.Struct("=" + "Q" * len(_schema.STATS_FIELDS))
+
+DEFAULT_RINGBUF_BYTES: Final = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CpuStats:
+    """One CPU's counters (field meanings in driver/schema/events.yaml)."""
+
+    cpu: int
+    n_evts: int
+    n_drops_buffer: int
+    n_drops_pf: int
+    n_drops_bug: int
+    n_filtered: int
+    n_ignored_self: int
+    n_partial_pf: int
+    n_truncated: int
+
+    @property
+    def drops(self) -> int:
+        return self.n_drops_buffer + self.n_drops_pf + self.n_drops_bug
+
+    @property
+    def delivered(self) -> int:
+        return self.n_evts - self.drops
+
+
+assert [f.name for f in fields(CpuStats)][1:] == _schema.STATS_FIELDS, "CpuStats drifted"
+
+
+def total(stats: Iterable[CpuStats]) -> CpuStats:
+    """Sum over CPUs (cpu = -1)."""
+    sums = [0] * len(_schema.STATS_FIELDS)
+    for s in stats:
+        for i, name in enumerate(_schema.STATS_FIELDS):
+            sums[i] += getattr(s, name)
+    return CpuStats(-1, *sums)
+
+
+def resolve_filter(syscalls: Iterable[str], arch: str) -> tuple[bytes, bool, bool]:
+    """Filter bytes (syscall nr -> event type id), whether sys_enter is needed, whether
+    procexit is wanted. Names of syscalls another arch has but this one lacks (e.g.
+    `open` on arm64) are skipped, since rules are written for every arch at once."""
+    table = SYSCALLS[arch]
+    known_anywhere = {name for t in SYSCALLS.values() for name in t}
+    filt = bytearray(_schema.MAX_SYSCALLS)
+    need_enter = procexit = False
+    for name in syscalls:
+        if name in NON_SYSCALL_EVENTS:
+            procexit = procexit or name == "procexit"
+            continue
+        nr = table.get(name)
+        if nr is None:
+            if name in known_anywhere:
+                continue
+            raise ProbeConfigError(
+                f"syscall {name!r} is unknown: use a name from the {arch} syscall table"
+            )
+        if nr >= _schema.MAX_SYSCALLS:
+            raise ProbeConfigError(f"syscall {name!r} has nr {nr} beyond the filter size")
+        filt[nr] = SYSCALL_EVENT.get(name, GENERIC_ID)
+        need_enter = need_enter or name in AT_ENTER_SYSCALLS
+    return bytes(filt), need_enter, procexit
+
+
+class RingReader:
+    """Consumer side of a BPF_MAP_TYPE_RINGBUF, through its memory mapping."""
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        self.size = size
+        self.mask = size - 1
+        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._prod = mmap.mmap(
+            map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+        )
+        self.data = memoryview(self._prod)[page:]
+        self._epoll = select.epoll()
+        self._epoll.register(map_fd, select.EPOLLIN)
+
+    def available(self) -> int:
+        return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
+
+    def drain(self, decode: Decoder | None, out: list[Event], raw: list[bytes] | None) -> int:
+        """Decode (or copy) every committed record, then release them. Returns count."""
+        cons = _U64.unpack_from(self._cons, 0)[0]
+        prod = _U64.unpack_from(self._prod, 0)[0]
+        data, mask, n = self.data, self.mask, 0
+        unpack_u32 = _U32.unpack_from
+        dec = decode.decode if decode is not None else None
+        while cons < prod:
+            off = cons & mask
+            hdr = unpack_u32(data, off)[0]
+            if hdr & _RB_BUSY:
+                break
+            length = hdr & ~(_RB_BUSY | _RB_DISCARD)
+            if not hdr & _RB_DISCARD:
+                if raw is not None:
+                    raw.append(bytes(data[off + _RB_HDR : off + _RB_HDR + length]))
+                if dec is not None:
+                    out.append(dec(data, off + _RB_HDR))
+                n += 1
+            cons += (length + _RB_HDR + 7) & ~7
+        _U64.pack_into(self._cons, 0, cons)
+        return n
+
+    def wait(self, timeout_ms: int) -> None:
+        self._epoll.poll(max(timeout_ms, 0) / 1000.0)
+
+    def close(self) -> None:
+        self._epoll.close()
+        self.data.release()
+        self._prod.close()
+        self._cons.close()
+
+
+class ProbeSource:
+    """An rtcap eBPF probe on this host. See runtime/driver/__init__.py for the API."""
+
+    def __init__(
+        self,
+        obj_path: str | os.PathLike[str],
+        syscalls: Iterable[str],
+        ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES,
+        *,
+        ignore_self: bool = True,
+        wakeup_every: int = 64,
+        count_filtered: bool = True,
+        arch: str | None = None,
+    ) -> None:
+        self.obj_path = Path(obj_path)
+        self.arch = arch or machine_arch()
+        self.syscalls = frozenset(syscalls)
+        self._filter, self._need_enter, self._procexit = resolve_filter(self.syscalls, self.arch)
+        page = mmap.PAGESIZE
+        if ringbuf_bytes < page or ringbuf_bytes & (ringbuf_bytes - 1):
+            raise ProbeConfigError(
+                f"ringbuf_bytes={ringbuf_bytes}: must be a power of two of at least {page}"
+            )
+        if wakeup_every < 0 or wakeup_every & (wakeup_every - 1) if wakeup_every else False:
+            raise ProbeConfigError(f"wakeup_every={wakeup_every}: use 0 or a power of two")
+        self.ringbuf_bytes = ringbuf_bytes
+        self.ignore_self = ignore_self
+        self.wakeup_every = wakeup_every
+        self.count_filtered = count_filtered
+        self.decoder = Decoder(self.arch)
+        self._obj: int | None = None
+        self._links: list[int] = []
+        self._ring: RingReader | None = None
+        self._ctl_fd = self._stats_fd = -1
+        self._capture = False
+        self._ncpus = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Open, check the schema, size the maps, load, set the filter, attach."""
+        if self._obj is not None:
+            return
+        if not self.obj_path.is_file():
+            raise DriverError(f"probe object {self.obj_path} not found: build it with make -C driver")
+        L = lb.lib()
+        with lb.LogCapture() as log:
+            obj = L.bpf_object__open_file(os.fsencode(self.obj_path), None)
+            if not obj:
+                raise lb.errno_error(f"opening {self.obj_path}")
+            self._obj = obj
+            try:
+                self._check_schema(L, obj)
+                self._size_maps(L, obj)
+                rc = L.bpf_object__load(obj)
+                if rc:
+                    raise DriverError(
+                        f"loading {self.obj_path} failed ({os.strerror(-rc)}); libbpf said:\n"
+                        + log.tail()
+                    )
+                self._ctl_fd = L.bpf_map__fd(self._map(L, obj, MAP_CTL))
+                self._stats_fd = L.bpf_map__fd(self._map(L, obj, MAP_STATS))
+                self._capture = True
+                self._write_ctl()
+                ring_fd = L.bpf_map__fd(self._map(L, obj, MAP_RINGBUF))
+                self._ring = RingReader(ring_fd, self.ringbuf_bytes)
+                self._attach(L, obj, log)
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        """Detach, unmap and free everything; safe to call twice."""
+        L = lb.lib()
+        for link in self._links:
+            L.bpf_link__destroy(link)
+        self._links.clear()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._obj is not None:
+            L.bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> ProbeSource:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- consuming ---------------------------------------------------------------------
+    def poll(self, timeout_ms: int = 100) -> list[Event]:
+        """Events available now, or after waiting up to timeout_ms for some."""
+        ring = self._require_ring()
+        out: list[Event] = []
+        if not ring.drain(self.decoder, out, None) and timeout_ms:
+            ring.wait(timeout_ms)
+            ring.drain(self.decoder, out, None)
+        return out
+
+    def poll_raw(self, timeout_ms: int = 100) -> list[bytes]:
+        """Like poll() but the undecoded records (for capture files)."""
+        ring = self._require_ring()
+        raw: list[bytes] = []
+        if not ring.drain(None, [], raw) and timeout_ms:
+            ring.wait(timeout_ms)
+            ring.drain(None, [], raw)
+        return raw
+
+    def pending_bytes(self) -> int:
+        return self._require_ring().available()
+
+    # -- control -----------------------------------------------------------------------
+    def set_capture(self, on: bool) -> None:
+        self._capture = on
+        self._write_ctl()
+
+    def set_syscalls(self, syscalls: Iterable[str]) -> None:
+        """Change the in-kernel filter while running (enter/procexit hooks as at start)."""
+        self.syscalls = frozenset(syscalls)
+        self._filter, need_enter, procexit = resolve_filter(self.syscalls, self.arch)
+        if (need_enter and not self._need_enter) or (procexit and not self._procexit):
+            raise ProbeConfigError("exit/exit_group/procexit must be requested at start()")
+        self._write_ctl()
+
+    def stats(self) -> list[CpuStats]:
+        """Per-CPU counters, readable at any time while started."""
+        if self._stats_fd < 0:
+            raise DriverError("probe not started")
+        stride = (_STATS.size + 7) & ~7
+        buf = ctypes.create_string_buffer(stride * self._ncpus)
+        key = ctypes.c_uint32(0)
+        rc = lb.lib().bpf_map_lookup_elem(self._stats_fd, ctypes.byref(key), buf)
+        if rc:
+            raise lb.errno_error("reading the stats map", rc)
+        raw = buf.raw
+        return [CpuStats(cpu, *_STATS.unpack_from(raw, cpu * stride)) for cpu in range(self._ncpus)]
+
+    # -- internals ---------------------------------------------------------------------
+    def _require_ring(self) -> RingReader:
+        if self._ring is None:
+            raise DriverError("probe not started: call start() first")
+        return self._ring
+
+    @staticmethod
+    def _map(L: ctypes.CDLL, obj: int, name: str) -> int:
+        m = L.bpf_object__find_map_by_name(obj, name.encode())
+        if not m:
+            raise DriverError(f"map {name} missing from the probe object: not an rtcap probe?")
+        return int(m)
+
+    def _check_schema(self, L: ctypes.CDLL, obj: int) -> None:
+        size = ctypes.c_size_t(0)
+        ptr = L.bpf_map__initial_value(self._map(L, obj, MAP_META), ctypes.byref(size))
+        if not ptr or size.value < 8:
+            raise SchemaMismatchError(f"{self.obj_path}: no schema hash in the object")
+        found = ctypes.c_uint64.from_address(ptr).value
+        if found != _schema.SCHEMA_HASH:
+            raise SchemaMismatchError(
+                f"{self.obj_path} was built for schema {found:#018x}, this decoder speaks "
+                f"{_schema.SCHEMA_HASH:#018x}: rebuild the probe from this source tree"
+            )
+
+    def _size_maps(self, L: ctypes.CDLL, obj: int) -> None:
+        self._ncpus = L.libbpf_num_possible_cpus()
+        if self._ncpus <= 0:
+            raise lb.errno_error("counting possible CPUs", self._ncpus)
+        for name, entries in ((MAP_RINGBUF, self.ringbuf_bytes), (MAP_SCRATCH, self._ncpus)):
+            rc = L.bpf_map__set_max_entries(self._map(L, obj, name), entries)
+            if rc:
+                raise lb.errno_error(f"sizing map {name} to {entries}", rc)
+        if L.bpf_map__value_size(self._map(L, obj, MAP_CTL)) != CTL_SIZE:
+            raise SchemaMismatchError(f"{self.obj_path}: control block size differs from {CTL_SIZE}")
+
+    def _write_ctl(self) -> None:
+        if self._ctl_fd < 0:
+            return
+        tail = _CTL_TAIL.pack(
+            1 if self._capture else 0,
+            os.getpid() if self.ignore_self else 0,
+            self.wakeup_every - 1 if self.wakeup_every else 0,
+            1 if self._procexit else 0,
+            1 if self.count_filtered else 0,
+            0,
+            0,
+            0,
+        )
+        value = ctypes.create_string_buffer(self._filter + tail, CTL_SIZE)
+        key = ctypes.c_uint32(0)
+        rc = lb.lib().bpf_map_update_elem(self._ctl_fd, ctypes.byref(key), value, 0)
+        if rc:
+            raise lb.errno_error("writing the probe control block", rc)
+
+    def _attach(self, L: ctypes.CDLL, obj: int, log: lb.LogCapture) -> None:
+        wanted = [PROG_SYS_EXIT]
+        if self._need_enter:
+            wanted.append(PROG_SYS_ENTER)
+        if self._procexit:
+            wanted.append(PROG_PROCEXIT)
+        for name in wanted:
+            prog = L.bpf_object__find_program_by_name(obj, name.encode())
+            if not prog:
+                raise DriverError(f"program {name} missing from {self.obj_path}")
+            link = L.bpf_program__attach(prog)
+            if not link:
+                err = lb.errno_error(f"attaching {name}")
+                raise DriverError(f"{err}; libbpf said:\n{log.tail()}")
+            self._links.append(int(link))
+
+
+# The CO-RE and the per-kernel objects load the same way.
+CoreProbeSource = ProbeSource

@@ -1,0 +1,391 @@
+"""Decode rtcap records (see driver/include/rtcap_schema.h) into `runtime.events.Event`.
+
+Every producer (CO-RE probe, per-kernel probe, kernel module) writes the same record:
+a fixed header, a u16 length per param, then the param bytes. Decoding is table-driven
+from the generated `_schema` module, with one precompiled `struct.Struct` per event
+type for the lengths and fixed-size params, so a record costs one header unpack, one
+param unpack and the Event construction.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import platform
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from runtime.driver import _schema
+from runtime.driver._syscalls import SYSCALLS
+from runtime.events import Event
+
+HDR: Final = struct.Struct(_schema.HDR_FORMAT)
+HDR_SIZE: Final = _schema.HDR_SIZE
+SCHEMA_HASH: Final = _schema.SCHEMA_HASH
+F_TRUNCATED: Final = _schema.HEADER_FLAGS["TRUNCATED"]
+F_PARAM_FAULT: Final = _schema.HEADER_FLAGS["PARAM_FAULT"]
+_U16: Final = struct.Struct("=H")
+
+# struct codes of fixed-size param types (host byte order, like the records).
+_FIXED_CODE: Final = {
+    "u32": "I",
+    "u64": "Q",
+    "s32": "i",
+    "s64": "q",
+    "fd": "q",
+    "uid": "I",
+    "gid": "I",
+    "mode": "I",
+    "flags32": "I",
+    "flags64": "Q",
+}
+_AF_UNIX: Final = 1
+_AF_INET: Final = 2
+_AF_INET6: Final = 10
+
+
+class DecodeError(ValueError):
+    """A record that does not follow the schema (truncated, unknown type, bad lengths)."""
+
+
+def machine_arch(machine: str | None = None) -> str:
+    """The syscall-table name of this (or the given) `uname -m`."""
+    m = machine or platform.machine()
+    if m in ("x86_64", "amd64"):
+        return "x86_64"
+    if m in ("aarch64", "arm64"):
+        return "arm64"
+    raise DecodeError(f"unsupported architecture {m!r}: rtcap knows x86_64 and arm64")
+
+
+def syscall_table(arch: str | None = None) -> dict[str, int]:
+    return SYSCALLS[arch or machine_arch()]
+
+
+def boot_to_epoch_ns() -> int:
+    """What to add to a CLOCK_BOOTTIME stamp (the records' clock) to get epoch ns."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(
+        time.CLOCK_BOOTTIME
+    )
+
+
+def _cstr(b: bytes) -> str:
+    end = b.find(b"\0")
+    return (b if end < 0 else b[:end]).decode("utf-8", "replace")
+
+
+def _argv(b: bytes) -> list[str]:
+    parts = b.split(b"\0")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    return [p.decode("utf-8", "replace") for p in parts]
+
+
+def _ip(family: int, raw: bytes) -> str:
+    if family == _AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    return str(ipaddress.IPv6Address(raw))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    family: int
+    addr: str  # IP text, or the socket path for AF_UNIX
+    port: int | None
+
+
+def parse_tuple(b: bytes) -> tuple[Endpoint, Endpoint] | None:
+    """(source, destination) of a tuple param, or None when only the family is known."""
+    if not b:
+        return None
+    family = b[0]
+    if family == _AF_INET and len(b) >= 13:
+        sport, dport = struct.unpack_from("=H", b, 5)[0], struct.unpack_from("=H", b, 11)[0]
+        return (
+            Endpoint(family, _ip(family, b[1:5]), sport),
+            Endpoint(family, _ip(family, b[7:11]), dport),
+        )
+    if family == _AF_INET6 and len(b) >= 37:
+        sport, dport = struct.unpack_from("=H", b, 17)[0], struct.unpack_from("=H", b, 35)[0]
+        return (
+            Endpoint(family, _ip(family, b[1:17]), sport),
+            Endpoint(family, _ip(family, b[19:35]), dport),
+        )
+    return None
+
+
+def parse_sockaddr(b: bytes) -> Endpoint | None:
+    """A struct sockaddr as the caller passed it (host-order family, network-order port)."""
+    if len(b) < 2:
+        return None
+    family = struct.unpack_from("=H", b, 0)[0]
+    if family == _AF_INET and len(b) >= 8:
+        return Endpoint(family, _ip(family, b[4:8]), struct.unpack_from("!H", b, 2)[0])
+    if family == _AF_INET6 and len(b) >= 24:
+        return Endpoint(family, _ip(family, b[8:24]), struct.unpack_from("!H", b, 2)[0])
+    if family == _AF_UNIX:
+        path = b[2:]
+        if path[:1] == b"\0":  # abstract socket: Falco shows it with a leading @
+            return Endpoint(family, "@" + path[1:].split(b"\0")[0].decode("utf-8", "replace"), None)
+        return Endpoint(family, _cstr(path), None)
+    return Endpoint(family, "", None)
+
+
+def _fmt(ep: Endpoint) -> str:
+    if ep.port is None:
+        return ep.addr
+    return f"{ep.addr}:{ep.port}"
+
+
+def _set_network(params: dict[str, object], is_accept: bool) -> None:
+    """Falco's `tuple` text plus family/addr/port of the remote end (fd.sip & co)."""
+    raw_tuple = params.pop("tuple", None)
+    sa = params.get("addr")
+    ends = parse_tuple(raw_tuple) if isinstance(raw_tuple, bytes) else None
+    remote: Endpoint | None = None
+    if ends is not None:
+        src, dst = ends
+        params["tuple"] = f"{_fmt(src)}->{_fmt(dst)}"
+        remote = src if is_accept else dst
+    sa_ep = parse_sockaddr(sa) if isinstance(sa, bytes) else None
+    if remote is None and sa_ep is not None:
+        remote = sa_ep
+        params["tuple"] = _fmt(sa_ep) if sa_ep.family == _AF_UNIX else f"->{_fmt(sa_ep)}"
+    elif "tuple" not in params:
+        params["tuple"] = None
+    if isinstance(raw_tuple, bytes) and raw_tuple:
+        params["family"] = raw_tuple[0]
+    elif sa_ep is not None:
+        params["family"] = sa_ep.family
+    else:
+        params["family"] = None
+    params["addr"] = remote.addr if remote else None
+    params["port"] = remote.port if remote else None
+
+
+@dataclass(frozen=True)
+class _EventSpec:
+    id: int
+    name: str
+    ret: str
+    names: tuple[str, ...]
+    types: tuple[str, ...]
+    fixed: struct.Struct | None  # lengths + values, when every param is fixed-size
+    fixed_lens: tuple[int, ...]
+    lens: struct.Struct
+    post: Callable[[dict[str, object]], None] | None
+
+
+def _post_exec(params: dict[str, object]) -> None:
+    argv = params.pop("argv", None)
+    args = argv if isinstance(argv, list) else []
+    params["exe"] = args[0] if args else None
+    params["args"] = args[1:]
+
+
+def _build_specs() -> dict[int, _EventSpec]:
+    specs: dict[int, _EventSpec] = {}
+    posts: dict[str, Callable[[dict[str, object]], None]] = {
+        "execve": _post_exec,
+        "execveat": _post_exec,
+        "connect": lambda p: _set_network(p, is_accept=False),
+        "accept": lambda p: _set_network(p, is_accept=True),
+        "accept4": lambda p: _set_network(p, is_accept=True),
+    }
+    for ev in _schema.EVENTS:
+        names = tuple(n for n, _t in ev["params"])
+        types = tuple(t for _n, t in ev["params"])
+        n = len(names)
+        all_fixed = all(t in _FIXED_CODE for t in types)
+        fixed = (
+            struct.Struct("=" + "H" * n + "".join(_FIXED_CODE[t] for t in types))
+            if all_fixed
+            else None
+        )
+        specs[ev["id"]] = _EventSpec(
+            id=ev["id"],
+            name=ev["name"],
+            ret=ev["ret"],
+            names=names,
+            types=types,
+            fixed=fixed,
+            fixed_lens=tuple(struct.calcsize("=" + _FIXED_CODE[t]) for t in types)
+            if all_fixed
+            else (),
+            lens=struct.Struct("=" + "H" * n),
+            post=posts.get(ev["name"]),
+        )
+    return specs
+
+
+SPECS: Final = _build_specs()
+EVENT_IDS: Final = {s.name: s.id for s in SPECS.values()}
+GENERIC_ID: Final = EVENT_IDS["generic"]
+PROCEXIT_ID: Final = EVENT_IDS["procexit"]
+# syscall name -> event type id for syscalls with a decoded event
+SYSCALL_EVENT: Final = {
+    sc: ev["id"] for ev in _schema.EVENTS for sc in (ev["syscalls"] or [])
+}
+# event types produced at sys_enter (their syscalls never return)
+AT_ENTER_SYSCALLS: Final = frozenset(
+    sc for ev in _schema.EVENTS if ev["at_enter"] for sc in (ev["syscalls"] or [])
+)
+NON_SYSCALL_EVENTS: Final = frozenset(
+    ev["name"] for ev in _schema.EVENTS if ev["syscalls"] is not None and not ev["syscalls"]
+)
+
+
+def _value(ptype: str, raw: bytes) -> object:
+    if not raw:
+        return None
+    if ptype in ("path", "string"):
+        return _cstr(raw)
+    if ptype == "argv":
+        return _argv(raw)
+    if ptype in _FIXED_CODE:
+        return struct.unpack("=" + _FIXED_CODE[ptype], raw)[0]
+    return raw  # bytes, sockaddr, tuple: the post-step of the event interprets them
+
+
+class Decoder:
+    """Turns records into Events for one arch and one boot-to-epoch offset."""
+
+    def __init__(self, arch: str | None = None, epoch_offset_ns: int | None = None) -> None:
+        self.arch = arch or machine_arch()
+        table = SYSCALLS[self.arch]
+        self.names_by_nr: dict[int, str] = {nr: name for name, nr in table.items()}
+        self.epoch_offset_ns = boot_to_epoch_ns() if epoch_offset_ns is None else epoch_offset_ns
+
+    def decode(self, buf: bytes | bytearray | memoryview, off: int = 0) -> Event:
+        """One record starting at `off`."""
+        try:
+            (ts, cgid, ret, length, etype, nparams, nr, cpu, pid, tid, ppid, uid, gid,
+             _flags, comm) = HDR.unpack_from(buf, off)
+        except struct.error as e:
+            raise DecodeError(f"record at {off}: truncated header") from e
+        spec = SPECS.get(etype)
+        if spec is None:
+            raise DecodeError(f"record at {off}: unknown event type {etype}")
+        if nparams != len(spec.names) or length > len(buf) - off:
+            raise DecodeError(
+                f"record at {off}: {spec.name} has {nparams} params and {length} bytes, "
+                f"expected {len(spec.names)} params within {len(buf) - off} bytes"
+            )
+        params: dict[str, object]
+        raw_args: tuple[int, ...] = ()
+        pos = off + HDR_SIZE
+        vals = None
+        if spec.fixed is not None:
+            vals = spec.fixed.unpack_from(buf, pos) if length >= HDR_SIZE + spec.fixed.size else None
+            if vals is not None and vals[:nparams] != spec.fixed_lens:
+                vals = None  # a param came back empty: take the general path
+        if vals is not None:
+            if etype == GENERIC_ID:
+                raw_args = vals[nparams:]
+                params = {}
+            else:
+                params = dict(zip(spec.names, vals[nparams:], strict=True))
+        else:
+            lens = spec.lens.unpack_from(buf, pos)
+            pos += spec.lens.size
+            if HDR_SIZE + spec.lens.size + sum(lens) > length:
+                raise DecodeError(f"record at {off}: param lengths exceed the record length")
+            params = {}
+            for name, ptype, n in zip(spec.names, spec.types, lens, strict=True):
+                params[name] = _value(ptype, bytes(buf[pos : pos + n]))
+                pos += n
+            if etype == GENERIC_ID:
+                raw_args = tuple(int(v) if isinstance(v, int) else 0 for v in params.values())
+                params = {}
+        if spec.post is not None:
+            spec.post(params)
+        params[spec.ret] = ret
+        if nr >= 0:
+            name = self.names_by_nr.get(nr, f"syscall_{nr}")
+        else:
+            name = spec.name
+        end = comm.find(b"\0")
+        return Event(
+            ts=ts + self.epoch_offset_ns,
+            cpu=cpu,
+            type=name,
+            syscall_nr=nr,
+            res=ret,
+            pid=pid,
+            tid=tid,
+            ppid=ppid,
+            uid=uid,
+            gid=gid,
+            comm=(comm if end < 0 else comm[:end]).decode("utf-8", "replace"),
+            cgroup_id=cgid,
+            params=params,
+            raw_args=raw_args,
+        )
+
+    def decode_stream(self, buf: bytes | bytearray | memoryview) -> list[Event]:
+        """Back-to-back records, each at an 8-byte aligned offset (module ring, capture)."""
+        out: list[Event] = []
+        off, size = 0, len(buf)
+        decode = self.decode
+        while off + HDR_SIZE <= size:
+            length = struct.unpack_from("=I", buf, off + 24)[0]
+            if length < HDR_SIZE:
+                raise DecodeError(f"record at {off}: length {length} below the header size")
+            out.append(decode(buf, off))
+            off += (length + 7) & ~7
+        if off < size and any(bytes(buf[off:])):
+            raise DecodeError(f"{size - off} trailing bytes after the last record")
+        return out
+
+    def decode_many(self, records: Iterable[bytes]) -> list[Event]:
+        decode = self.decode
+        return [decode(r) for r in records]
+
+
+def decode_events(
+    buf: bytes | bytearray | memoryview,
+    arch: str | None = None,
+    epoch_offset_ns: int | None = None,
+) -> list[Event]:
+    """Decode a byte stream of records (8-byte aligned, as the module and captures lay
+    them out). `epoch_offset_ns` converts the records' CLOCK_BOOTTIME stamps; None uses
+    this host's current offset, right for records captured since this boot."""
+    return Decoder(arch, epoch_offset_ns).decode_stream(buf)
+
+
+def encode_record(
+    event_name: str,
+    params: list[bytes],
+    *,
+    ret: int = 0,
+    syscall_nr: int = -1,
+    ts: int = 0,
+    pid: int = 0,
+    tid: int = 0,
+    ppid: int = 0,
+    uid: int = 0,
+    gid: int = 0,
+    cpu: int = 0,
+    cgroup_id: int = 0,
+    comm: str = "",
+    flags: int = 0,
+) -> bytes:
+    """Build one record the way a producer would (tests, synthetic captures). `params`
+    are the already-encoded param bytes in schema order."""
+    spec = SPECS[EVENT_IDS[event_name]]
+    if len(params) != len(spec.names):
+        raise ValueError(f"{event_name} takes {len(spec.names)} params, got {len(params)}")
+    body = b"".join(_U16.pack(len(p)) for p in params) + b"".join(params)
+    length = HDR_SIZE + len(body)
+    hdr = HDR.pack(
+        ts, cgroup_id, ret, length, spec.id, len(params), syscall_nr, cpu, pid, tid, ppid,
+        uid, gid, flags, comm.encode()[:15],
+    )
+    return hdr + body
+
+
+def encode_fixed(ptype: str, value: int) -> bytes:
+    return struct.pack("=" + _FIXED_CODE[ptype], value)

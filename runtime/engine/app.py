@@ -1,0 +1,160 @@
+"""The engine's main loop: source -> state.update -> rules_for(type) -> match -> outputs.
+
+Hot path notes (measured, see bench/bench_replay.py): events arrive in decoded batches; the
+per-type rule tuples are looked up in a local dict that already excludes rules under
+`--min-priority`, so an event costs one state update, one dict lookup and only the match
+calls of rules that can fire on its type. Everything periodic (drop checks, metrics) runs
+between batches, never per event.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
+
+from runtime.engine.capture import CaptureWriter
+from runtime.engine.drops import DropMonitor, total_stats
+from runtime.engine.metrics import EngineCounters, Metrics
+from runtime.engine.outputs import Alert, OutputQueue
+from runtime.engine.rules import CompiledRule, Priority, Ruleset
+from runtime.engine.sources import EventSource
+from runtime.engine.state import SystemState
+from runtime.events import Event
+
+DROP_CHECK_INTERVAL_S = 1.0
+READ_TIMEOUT_S = 0.1
+
+
+class Engine:
+    """Evaluates rules on event batches and hands matches to the output queue."""
+
+    def __init__(
+        self,
+        ruleset: Ruleset,
+        state: SystemState,
+        submit: Callable[[Alert], object],
+        *,
+        min_priority: Priority = Priority.DEBUG,
+        counters: EngineCounters | None = None,
+    ) -> None:
+        self.ruleset = ruleset
+        self.state = state
+        self._submit = submit
+        self.min_priority = min_priority
+        self.counters = counters or EngineCounters()
+        self._index: dict[str, tuple[CompiledRule, ...]] = {}
+
+    def _rules_for(self, evt_type: str) -> tuple[CompiledRule, ...]:
+        # Rules under the minimum priority could never produce an alert: don't run them.
+        rules = tuple(
+            r for r in self.ruleset.rules_for(evt_type) if r.priority <= self.min_priority
+        )
+        self._index[evt_type] = rules
+        return rules
+
+    def process(self, events: list[Event]) -> None:
+        update = self.state.update
+        state = self.state
+        index = self._index
+        for ev in events:
+            update(ev)
+            rules = index.get(ev.type)
+            if rules is None:
+                rules = self._rules_for(ev.type)
+            for rule in rules:
+                if rule.match(ev, state):
+                    self._alert(rule, ev)
+        self.counters.events += len(events)
+
+    def _alert(self, rule: CompiledRule, ev: Event) -> None:
+        matches = self.counters.matches
+        matches[rule.name] = matches.get(rule.name, 0) + 1
+        line, fields = rule.format_output(ev, self.state)
+        self._submit(
+            Alert(
+                time_ns=ev.ts,
+                rule=rule.name,
+                priority=rule.priority.falco_name,
+                output=line,
+                output_fields=fields,
+                tags=rule.tags,
+                source=rule.source,
+            )
+        )
+
+
+@dataclass
+class RunOptions:
+    duration_s: float | None = None
+    metrics_interval_s: float | None = None
+    metrics_stream: IO[str] | None = None
+
+
+class Runner:
+    """Drives one source to its end (replay) or until stopped (live)."""
+
+    def __init__(
+        self,
+        source: EventSource,
+        engine: Engine,
+        outputs: OutputQueue,
+        drops: DropMonitor,
+        *,
+        metrics: Metrics | None = None,
+        recorder: CaptureWriter | None = None,
+        options: RunOptions | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.source = source
+        self.engine = engine
+        self.outputs = outputs
+        self.drops = drops
+        self.metrics = metrics
+        self.recorder = recorder
+        self.options = options or RunOptions()
+        self.stop = stop or threading.Event()
+        self.live = source.kind != "replay"
+
+    def _check_drops(self) -> None:
+        per_cpu = self.source.stats()
+        now_ns = time.time_ns()
+        if self.recorder is not None:
+            self.recorder.write_stats(now_ns, per_cpu)
+        self.drops.check(total_stats(per_cpu), now_ns)
+
+    def run(self) -> None:
+        """Returns on end of stream, stop, or duration; SyscallDropExitError propagates."""
+        opts = self.options
+        start = time.monotonic()
+        next_drop_check = start + DROP_CHECK_INTERVAL_S
+        interval = opts.metrics_interval_s
+        next_metrics = start + interval if interval else float("inf")
+        deadline = start + opts.duration_s if opts.duration_s is not None else float("inf")
+        source, engine, recorder = self.source, self.engine, self.recorder
+        while not self.stop.is_set():
+            batch = source.read(READ_TIMEOUT_S)
+            if batch is None:
+                break
+            if recorder is not None and batch.raw:
+                recorder.write_events(batch.raw)
+            if batch.events:
+                engine.process(batch.events)
+            if batch.stats is not None:
+                # A replayed capture carries the counters its live run saw each second.
+                self.drops.check(total_stats(batch.stats.per_cpu), batch.stats.ts_ns)
+            now = time.monotonic()
+            if self.live and now >= next_drop_check:
+                self._check_drops()
+                next_drop_check = now + DROP_CHECK_INTERVAL_S
+            if now >= next_metrics and self.metrics is not None:
+                self.metrics.write_snapshot(opts.metrics_stream or sys.stderr)
+                next_metrics = now + (interval or 0)
+            if now >= deadline:
+                break
+        if self.live:
+            # Counters of the last partial second still belong in the summary.
+            self._check_drops()

@@ -1,0 +1,291 @@
+"""`rt-engine`: run the rules engine on a live driver or a capture; validate rule files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from driverkit.errors import DriverkitError, UsageError
+from runtime.engine.app import Engine, Runner, RunOptions
+from runtime.engine.capture import CaptureHeader, CaptureWriter
+from runtime.engine.config import DRIVER_KINDS, EngineConfig, load_config, with_overrides
+from runtime.engine.drops import DropMonitor
+from runtime.engine.metrics import EngineCounters, Metrics, PrometheusEndpoint
+from runtime.engine.outputs import OutputQueue, build_sinks
+from runtime.engine.rules import Priority, Ruleset, load_rules
+from runtime.engine.sources import (
+    EventSource,
+    ReplaySource,
+    open_live_source,
+    schema_identity,
+)
+from runtime.engine.state import REQUIRED_SYSCALLS, SystemState
+
+DEFAULT_RULES_NAME = "default_rules.yaml"
+
+
+def default_rules_path() -> Path:
+    return Path(str(resources.files("runtime.engine").joinpath(DEFAULT_RULES_NAME)))
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _load_ruleset(paths: Sequence[Path]) -> Ruleset:
+    files = list(paths) or [default_rules_path()]
+    for path in files:
+        if not path.is_file():
+            raise UsageError(f"rules file {path}: not found; pass an existing --rules FILE")
+    return load_rules(files)
+
+
+def _priority(text: str) -> Priority:
+    try:
+        return Priority.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"--min-priority/priority: {exc}") from None
+
+
+def _open_source(cfg: EngineConfig) -> EventSource:
+    if cfg.replay is not None:
+        return ReplaySource(cfg.replay)
+    return open_live_source(cfg.driver, probe=cfg.probe, buffer_bytes=cfg.buffer_bytes)
+
+
+def _needed_event_types(ruleset: Ruleset) -> frozenset[str] | None:
+    if ruleset.needs_all_events:
+        # Some rule has no evt.type constraint (Falco warns about these too): it can only
+        # be served by capturing everything.
+        names = ", ".join(r.name for r in ruleset.rules if r.event_types is None)
+        _log(f"rt-engine: rules without an evt.type filter need every event: {names}")
+        return None
+    return frozenset(ruleset.required_syscalls() | REQUIRED_SYSCALLS)
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM set a flag the loop checks between reads; a second signal is fatal."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop.is_set():
+            raise KeyboardInterrupt
+        self._stop.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def run_engine(cfg: EngineConfig) -> int:
+    """Build everything from a resolved config, run, and always print the drop summary."""
+    min_priority = _priority(cfg.priority)
+    ruleset = _load_ruleset(cfg.rules_files)
+    for warning in ruleset.warnings:
+        _log(f"rt-engine: warning: {warning}")
+    _log(f"rt-engine: loaded {len(ruleset)} rules")
+
+    sinks = build_sinks(
+        stdout=cfg.outputs.stdout,
+        json_output=cfg.json_output,
+        file=cfg.outputs.file,
+        webhook_url=cfg.webhook.url,
+        webhook_timeout=cfg.webhook.timeout,
+    )
+    outputs = OutputQueue(sinks, maxsize=cfg.outputs.queue_size)
+    counters = EngineCounters()
+    state = SystemState()
+    source: EventSource | None = None
+    recorder: CaptureWriter | None = None
+    prometheus: PrometheusEndpoint | None = None
+    drops = DropMonitor(
+        cfg.syscall_event_drops,
+        emit_alert=outputs.submit,
+        log=_log,
+        now_ns=time.time_ns(),
+        extra_fields={"driver": cfg.driver if cfg.replay is None else "replay"},
+    )
+    try:
+        source = _open_source(cfg)
+        if source.kind != "replay":
+            seeded = state.seed_from_proc("/proc")
+            _log(f"rt-engine: seeded {seeded} threads from /proc")
+        source.start(_needed_event_types(ruleset))
+        if cfg.record is not None:
+            api, schema_hash = schema_identity()
+            recorder = CaptureWriter(
+                cfg.record,
+                CaptureHeader(
+                    api_version=api,
+                    schema_hash=schema_hash,
+                    boot_offset_ns=source.boot_offset_ns,
+                    metadata={
+                        "driver": source.kind,
+                        "hostname": socket.gethostname(),
+                        "kernel": os.uname().release,
+                        "created_ns": time.time_ns(),
+                    },
+                ),
+            )
+        engine = Engine(
+            ruleset, state, outputs.submit, min_priority=min_priority, counters=counters
+        )
+        metrics: Metrics | None = None
+        if cfg.metrics.enabled or cfg.metrics.prometheus_port is not None:
+            metrics = Metrics(counters, source.stats, lambda: outputs.counters.dropped_queue_full)
+        if metrics is not None and cfg.metrics.prometheus_port is not None:
+            prometheus = PrometheusEndpoint(
+                metrics, port=cfg.metrics.prometheus_port, addr=cfg.metrics.prometheus_addr
+            )
+            addr = cfg.metrics.prometheus_addr
+            _log(f"rt-engine: prometheus metrics on {addr}:{prometheus.port}")
+        metrics_stream = None
+        if cfg.metrics.enabled and cfg.metrics.output_file is not None:
+            metrics_stream = cfg.metrics.output_file.open("a", encoding="utf-8")
+        stop = threading.Event()
+        runner = Runner(
+            source,
+            engine,
+            outputs,
+            drops,
+            metrics=metrics,
+            recorder=recorder,
+            options=RunOptions(
+                duration_s=cfg.duration,
+                metrics_interval_s=cfg.metrics.interval if cfg.metrics.enabled else None,
+                metrics_stream=metrics_stream,
+            ),
+            stop=stop,
+        )
+        _log(f"rt-engine: running ({source.kind})")
+        with _StopOnSignal(stop):
+            runner.run()
+        if metrics is not None and cfg.metrics.enabled:
+            metrics.write_snapshot(metrics_stream or sys.stderr)
+        if metrics_stream is not None:
+            metrics_stream.close()
+    finally:
+        if source is not None:
+            source.close()
+        if recorder is not None:
+            # Even after a failure what was captured so far is a complete, readable file.
+            recorder.close()
+            _log(f"rt-engine: capture written to {recorder.path}")
+        outputs.close()
+        if prometheus is not None:
+            prometheus.close()
+        _log(
+            f"rt-engine: events: {counters.events}, alerts: {sum(counters.matches.values())},"
+            f" output queue drops: {outputs.counters.dropped_queue_full}"
+        )
+        _log(drops.summary.text())
+    return 0
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """rt-engine: Falco-style rules over rtcap driver events."""
+
+
+@main.command()
+@click.option("--driver", type=click.Choice(DRIVER_KINDS), default=None, help="Live source.")
+@click.option("--probe", type=click.Path(path_type=Path), default=None,
+              help="Probe object (.o) or module for the driver.")
+@click.option("--rules", "rules", multiple=True, type=click.Path(path_type=Path),
+              help="Rules file (repeatable); default: the bundled ruleset.")
+@click.option("--json", "json_output", is_flag=True, default=None, help="Alerts as JSON lines.")
+@click.option("--record", type=click.Path(path_type=Path), default=None,
+              help="Write the captured driver records to FILE.")
+@click.option("--replay", type=click.Path(path_type=Path), default=None,
+              help="Read events from a capture FILE instead of a driver.")
+@click.option("--min-priority", "priority", default=None, help="Drop alerts below this.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Engine config YAML.")
+@click.option("--buffer-bytes", type=click.IntRange(min=4096), default=None,
+              help="Driver ring buffer size per CPU (or total for the BPF ring).")
+@click.option("--duration", type=click.FloatRange(min=0), default=None,
+              help="Stop after S seconds.")
+@click.option("--stats-interval", type=click.FloatRange(min=0.01), default=None,
+              help="Print a metrics snapshot every S seconds (JSON lines on stderr).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+def run(  # noqa: PLR0917 - one parameter per click option
+    driver: str | None,
+    probe: Path | None,
+    rules: tuple[Path, ...],
+    json_output: bool | None,
+    record: Path | None,
+    replay: Path | None,
+    priority: str | None,
+    config_path: Path | None,
+    buffer_bytes: int | None,
+    duration: float | None,
+    stats_interval: float | None,
+    metrics_port: int | None,
+) -> None:
+    """Evaluate rules on live events (--driver) or a capture (--replay)."""
+    try:
+        cfg = with_overrides(
+            load_config(config_path),
+            driver=driver,
+            probe=probe,
+            rules_files=rules,
+            json_output=json_output,
+            record=record,
+            replay=replay,
+            priority=priority,
+            buffer_bytes=buffer_bytes,
+            duration=duration,
+            stats_interval=stats_interval,
+            metrics_port=metrics_port,
+        )
+        if cfg.replay is not None and driver is not None:
+            raise UsageError("--replay and --driver exclude each other; pass one of them")
+        code = run_engine(cfg)
+    except DriverkitError as exc:
+        click.echo(f"rt-engine: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--rules", "rules", multiple=True, required=True,
+              type=click.Path(path_type=Path), help="Rules file (repeatable).")
+def validate(rules: tuple[Path, ...]) -> None:
+    """Load rule files and report what they contain, or the first error."""
+    try:
+        ruleset = _load_ruleset(rules)
+    except DriverkitError as exc:
+        click.echo(f"rt-engine: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    for warning in ruleset.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    needed = _needed_event_types(ruleset)
+    click.echo(
+        f"{', '.join(str(p) for p in rules)}: ok, {len(ruleset)} enabled rules,"
+        f" event types: {', '.join(sorted(needed)) if needed is not None else 'all'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Pure tests: rendered Dockerfiles and build scripts, image tags, artifact naming."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from driverkit.artifacts import manifest_name, output_dir
+from driverkit.config import load_config, resolve_plan
+from driverkit.errors import UsageError
+from driverkit.images import builder_image_tag
+from driverkit.plan import BuildPlan
+from driverkit.render import render_build_script, render_dockerfile
+from driverkit.targets.base import BuilderSpec, Mirrors
+
+BOOKWORM = BuilderSpec("debian", "debian:bookworm", "bookworm", "12")
+MIRRORS = Mirrors(debian="http://mirror.invalid/debian")
+
+
+def _plan(release: str = "6.1.0-47-amd64", **changes: object) -> BuildPlan:
+    cfg = load_config({})
+    plan = resolve_plan(release, cfg, MIRRORS, target="debian")
+    return dataclasses.replace(plan, **changes) if changes else plan
+
+
+@pytest.mark.parametrize(
+    ("suite", "gcc"), [("bullseye", "10"), ("bookworm", "12"), ("trixie", "14"), ("sid", "16")]
+)
+def test_dockerfile_per_suite(suite: str, gcc: str) -> None:
+    text = render_dockerfile(BuilderSpec("debian", f"debian:{suite}", suite, gcc), "registry")
+    assert f"\nFROM debian:{suite}\n" in text
+    assert f"gcc-{gcc}" in text
+    for tool in ("make", "clang", "llvm", "libbpf-dev", "libelf-dev", "bc"):
+        assert re.search(rf"\s{re.escape(tool)}(\s|;)", text), tool
+    # The mirror is a build argument: no host name is ever written into the Dockerfile.
+    assert "ARG DEBIAN_MIRROR" in text
+    assert "http://" not in text and "https://" not in text
+    assert ("$suite-updates main" in text) == (suite != "sid")
+
+
+def test_base_from_does_not_change_the_dockerfile_but_changes_the_tag() -> None:
+    assert render_dockerfile(BOOKWORM, "registry") == render_dockerfile(BOOKWORM, "debootstrap")
+    assert builder_image_tag(BOOKWORM, "registry") != builder_image_tag(BOOKWORM, "debootstrap")
+
+
+def test_image_tag_is_a_pure_content_hash() -> None:
+    tag = builder_image_tag(BOOKWORM)
+    assert re.fullmatch(r"driverkit-builder-debian-bookworm-gcc12:[0-9a-f]{12}", tag)
+    assert builder_image_tag(BOOKWORM) == tag
+    other_gcc = dataclasses.replace(BOOKWORM, gcc="11")
+    assert builder_image_tag(other_gcc) != tag
+    assert builder_image_tag(other_gcc).startswith("driverkit-builder-debian-bookworm-gcc11:")
+
+
+def test_unknown_suite_or_base_from_is_one_clear_error() -> None:
+    with pytest.raises(UsageError, match="jessie"):
+        render_dockerfile(BuilderSpec("debian", "debian:jessie", "jessie", "4.9"))
+    with pytest.raises(UsageError, match="base-from"):
+        render_dockerfile(BOOKWORM, "quay")
+    with pytest.raises(UsageError, match=r"Dockerfile\.centos\.j2"):
+        render_dockerfile(BuilderSpec("centos", "centos:7", "7", "4.8"))
+
+
+def test_build_script_names_the_plan_artifacts_and_is_valid_sh() -> None:
+    plan = _plan()
+    script = render_build_script(plan)
+    assert f"KMOD_NAME={plan.kmod_name}" in script
+    assert f"PROBE_NAME={plan.probe_name}" in script
+    assert 'make -C "$WORK/kmod-src"' in script and " probe " in script
+    assert "CO-RE" not in script
+    sh = shutil.which("sh")
+    assert sh is not None
+    subprocess.run([sh, "-n"], input=script, text=True, check=True)
+
+
+def test_build_script_sections_follow_the_plan_flags() -> None:
+    only_probe = render_build_script(_plan(build_kmod=False))
+    assert " kmod " not in only_probe and " probe " in only_probe
+    core = render_build_script(_plan(build_kmod=False, build_probe=False), build_core=True)
+    assert " core " in core and "DK_KERNELDIR" not in core
+    assert "CORE_NAME=rtcap_core.o" in core
+
+
+def test_build_script_quotes_what_it_renders() -> None:
+    # Release validation already refuses metacharacters; quoting is the second wall.
+    plan = _plan()
+    odd = dataclasses.replace(plan, driver_name="rt cap$(id)")
+    script = render_build_script(odd)
+    assert "KMOD_NAME='rt cap$(id)_debian_" in script
+    assert "$(id)_debian" not in script.replace("'rt cap$(id)_debian", "")
+
+
+def test_output_layout() -> None:
+    plan = _plan()
+    assert output_dir(Path("/o"), plan) == Path("/o") / plan.driver_version / "amd64"
+    assert manifest_name(plan) == plan.artifact_stem() + ".json"
+    assert plan.kmod_name == "rtcap_debian_6.1.0-47-amd64_1.ko"

