@@ -18,6 +18,7 @@ verdicts and timings, and exits non-zero if any kernel failed.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -25,7 +26,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,15 +69,20 @@ class BootResult:
         return [c for c in self.verdict.get("checks", []) if not c.get("ok")]
 
 
-def _driver_digest() -> str:
-    """Content hash of the module's sources: a rebuilt module only when they change."""
+def _driver_digest(parts: tuple[str, ...] = ("kmod", "include")) -> str:
+    """Content hash of driver sources: rebuild an artifact only when they change."""
     h = hashlib.sha256()
-    for sub in ("kmod", "include"):
-        for path in sorted((DRIVER_DIR / sub).rglob("*")):
+    for sub in parts:
+        base = DRIVER_DIR / sub
+        paths = sorted(base.rglob("*")) if base.is_dir() else [base]
+        for path in paths:
             if path.is_file():
                 h.update(str(path.relative_to(DRIVER_DIR)).encode())
                 h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+_PROBE_SOURCES = ("bpf", "include", "Makefile", "VERSION")
 
 
 def module_for(tree: KernelTree) -> Path:
@@ -85,6 +93,44 @@ def module_for(tree: KernelTree) -> Path:
         if not ko.exists():
             build_kmod(tree, DRIVER_DIR, out)
     return ko
+
+
+def _make_driver(target: str, out: Path, *extra: str) -> None:
+    with tempfile.TemporaryDirectory(prefix=f"rtcap-{target}-") as tmp:
+        proc = subprocess.run(
+            ["make", "-C", str(DRIVER_DIR), target, f"OUT={tmp}", *extra],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+            raise BuildFailedError(f"make -C driver {target} failed: {tail}")
+        built = [p for p in Path(tmp).glob("*.o")]
+        if len(built) != 1:
+            raise BuildFailedError(f"make -C driver {target} left {len(built)} objects")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staged = out.with_suffix(".tmp")
+        shutil.copy2(built[0], staged)
+        os.replace(staged, out)
+
+
+def probe_for(tree: KernelTree) -> Path:
+    """The per-kernel eBPF probe (helper target `make -C driver probe`) for this kernel."""
+    out = cache_root() / "probe-builds" / tree.release / _driver_digest(_PROBE_SOURCES)
+    obj = out / "rtcap_probe.o"
+    with _locked(out.parent / ".build.lock"):
+        if not obj.exists():
+            _make_driver("probe", obj, f"KERNELDIR={tree.headers}")
+    return obj
+
+
+def core_probe() -> Path:
+    """The CO-RE probe (`make -C driver core`), built once per source revision."""
+    out = cache_root() / "probe-builds" / "core" / _driver_digest(_PROBE_SOURCES)
+    obj = out / "rtcap_core.o"
+    with _locked(out.parent / ".build.lock"):
+        if not obj.exists():
+            _make_driver("core", obj)
+    return obj
 
 
 def vng_command(tree: KernelTree, guest_cmd: str, shared: Path, *, cpus: int = 2,
@@ -131,12 +177,14 @@ def boot(tree: KernelTree, guest_cmd: str, shared: Path, *,
     return BootResult(tree.release, rc, wall, console, verdict, timings)
 
 
-def verify_kmod(tree: KernelTree, foreign: KernelTree | None) -> BootResult:
-    """The whole module proof on one kernel (see tests/guest/kmod_check.py)."""
+def verify_kmod(tree: KernelTree, foreign: KernelTree | None, *,
+                with_probes: bool = True) -> BootResult:  # fmt: skip
+    """The whole driver proof on one kernel (see tests/guest/kmod_check.py): the module,
+    and with `with_probes` the per-kernel and CO-RE eBPF probes in the same boot."""
     ko = module_for(tree)
     shared = cache_root() / "bootverify" / tree.release
     shared.mkdir(parents=True, exist_ok=True)
-    # The guest sees the host's filesystem read-only except `shared`: stage modules there.
+    # The guest sees the host's filesystem read-only except `shared`: stage files there.
     staged = shared / "rtcap.ko"
     shutil.copy2(ko, staged)
     guest = [sys.executable, "-m", "tests.guest.kmod_check", "--ko", str(staged),
@@ -145,7 +193,29 @@ def verify_kmod(tree: KernelTree, foreign: KernelTree | None) -> BootResult:
         foreign_staged = shared / "foreign-rtcap.ko"
         shutil.copy2(module_for(foreign), foreign_staged)
         guest += ["--foreign-ko", str(foreign_staged)]
-    return boot(tree, shlex.join(guest), shared)
+    # A probe that does not build is a failed probe check, not a reason to skip the
+    # module's proof in this boot.
+    host_checks: list[dict[str, Any]] = []
+    if with_probes:
+        builds: list[tuple[str, str, Callable[[], Path]]] = [
+            ("kernel", "--probe", functools.partial(probe_for, tree)),
+            ("core", "--core", core_probe),
+        ]
+        for label, flag, build in builds:
+            try:
+                obj = build()
+            except BuildFailedError as exc:
+                host_checks.append({"name": f"probe_{label}_built", "ok": False,
+                                    "detail": str(exc)})  # fmt: skip
+                continue
+            target = shared / obj.name
+            shutil.copy2(obj, target)
+            guest += [flag, str(target)]
+    result = boot(tree, shlex.join(guest), shared)
+    if result.verdict is not None and host_checks:
+        result.verdict["checks"].extend(host_checks)
+        result.verdict["ok"] = False
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

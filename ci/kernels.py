@@ -37,14 +37,12 @@ from driverkit.errors import BuildFailedError, DownloadError, UsageError
 # The kernels the QEMU tests boot: one of each series the issue names, newest ABI of each.
 # Selectors, not pinned releases, because the mirror drops superseded ABIs.
 TEST_KERNELS: tuple[str, ...] = ("5.10", "6.1", "6.12", "7")
-# Also compile-checked (not booted): the other 6.12 line and the cloud/rt flavors.
-COMPILE_KERNELS: tuple[str, ...] = (
-    *TEST_KERNELS,
-    "6.12-deb12",
-    "6.1-cloud",
-    "6.1-rt",
-    "6.12-rt",
-)
+# Also booted, module only: PREEMPT_RT turns spinlocks into sleeping locks, so the
+# module's atomic-context paths are proven there too.
+RT_BOOT_KERNELS: tuple[str, ...] = ("6.1-rt",)
+# Compile-checked only (warning-free): the other 6.12 line and the cloud/rt flavors.
+COMPILE_ONLY_KERNELS: tuple[str, ...] = ("6.12-deb12", "6.1-cloud", "6.1-rt", "6.12-rt")
+COMPILE_KERNELS: tuple[str, ...] = (*TEST_KERNELS, *COMPILE_ONLY_KERNELS)
 
 
 @dataclass(frozen=True)
@@ -274,8 +272,9 @@ class KernelTree:
         return GCC_SUITE.get(self.gcc_major, "sid")
 
 
-def fetch(release: str, apt: PrivateApt | None = None) -> KernelTree:
-    """Download and extract one kernel's image + headers; a cache hit does no network I/O."""
+def fetch(release: str, apt: PrivateApt | None = None, *, image: bool = True) -> KernelTree:
+    """Download and extract one kernel's headers (+ image and modules unless `image` is
+    False: compile checks need no boot); a cache hit does no network I/O."""
     if not RELEASE_RE.match(release):
         raise UsageError(f"kernel release {release!r} has characters a release cannot have")
     base = cache_root() / "kernels" / release
@@ -283,7 +282,8 @@ def fetch(release: str, apt: PrivateApt | None = None) -> KernelTree:
     with _locked(base.parent / f".{release}.lock"):
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
-            return KernelTree(release, meta["version"], base / "root", int(meta["gcc_major"]))
+            if meta.get("image", True) or not image:
+                return KernelTree(release, meta["version"], base / "root", int(meta["gcc_major"]))
         apt = apt or PrivateApt()
         apt.update()
         headers = package_info(apt, f"linux-headers-{release}")
@@ -300,11 +300,12 @@ def fetch(release: str, apt: PrivateApt | None = None) -> KernelTree:
             packages.append(f"{dep}={info.version}" if info.version else dep)
         # Since 7.x the image is a metapackage over linux-binary-* (vmlinuz) and
         # linux-modules-*; older image packages carry both themselves.
-        image = package_info(apt, f"linux-image-{release}")
-        packages.append(f"linux-image-{release}={image.version}")
-        for dep in image.depends:
-            if re.match(r"linux-(binary|modules)-", dep):
-                packages.append(f"{dep}={package_info(apt, dep).version}")
+        if image:
+            image_pkg = package_info(apt, f"linux-image-{release}")
+            packages.append(f"linux-image-{release}={image_pkg.version}")
+            for dep in image_pkg.depends:
+                if re.match(r"linux-(binary|modules)-", dep):
+                    packages.append(f"{dep}={package_info(apt, dep).version}")
         shutil.rmtree(base, ignore_errors=True)
         staging = base.parent / f".{release}.staging"
         shutil.rmtree(staging, ignore_errors=True)
@@ -314,9 +315,9 @@ def fetch(release: str, apt: PrivateApt | None = None) -> KernelTree:
             _run(["dpkg-deb", "-x", str(deb), str(staging / "root")], what=f"extract {deb.name}")
         shutil.rmtree(staging / "debs")
         meta = {"release": release, "version": headers.version, "gcc_major": gcc,
-                "packages": packages}  # fmt: skip
+                "packages": packages, "image": image}  # fmt: skip
         staged = KernelTree(release, headers.version, staging / "root", gcc)
-        if not staged.vmlinuz.exists() or not staged.headers.is_dir():
+        if (image and not staged.vmlinuz.exists()) or not staged.headers.is_dir():
             raise DownloadError(f"kernel {release}: packages lack vmlinuz or a headers tree")
         # meta.json last: its presence is what marks the entry complete.
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -445,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         status = 0
         for rel in releases:
             started = time.monotonic()
-            tree = fetch(rel, apt)
+            tree = fetch(rel, apt, image=args.cmd == "fetch")
             if args.cmd == "fetch":
                 print(f"{rel} gcc-{tree.gcc_major} {tree.root} ({time.monotonic() - started:.1f}s)")
                 continue

@@ -9,6 +9,14 @@ API (used by driverkit.cli):
     BuildSummary.built / .skipped / .failed             lists of KernelOutcome
     BuildSummary.artifact_paths() -> {file name: Path}  every artifact of this run
     KernelOutcome(plan, status "built"|"skipped"|"failed", error, duration_s, artifacts)
+Elsewhere:
+    render.render_dockerfile(spec, base_from) / render.render_build_script(plan)   dry run
+    images.builder_image_tag(spec, base_from) (pure), ensure_image(engine, spec, base_from,
+        mirrors=None, cache_dir=None), list_images(engine) -> [line], prune_images(engine)
+    engine.docker_engine() -> context manager yielding a pinged DockerEngine
+    headers.check_headers(plan, mirrors, cache_dir) -> [URL]     `resolve --check`
+    catalog.load_catalog(path) -> [CatalogEntry(kernelrelease, kernelversion, target,
+        headers)]; `python -m driverkit.catalog crawl-debian` rewrites kernels/debian.json
 
 Per kernel: input hash (plan + driver tree + script + builder) -> skip when the
 manifest on disk has the same hash and its files are intact; else resolve headers
@@ -22,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import shutil
 import tempfile
 import threading
 import time
@@ -57,7 +64,6 @@ from driverkit.targets.base import BuilderSpec, Mirrors
 
 if TYPE_CHECKING:
     from driverkit.config import BuildConfig
-    from driverkit.engine import DockerEngine
 
 # The CO-RE probe does not depend on a kernel; one fixed builder keeps its input hash
 # independent of which kernels a run happens to include.
@@ -255,11 +261,14 @@ def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
 def _safe_build(plan: BuildPlan, ctx: _Context, kind: str) -> KernelOutcome:
     if ctx.cancelled.is_set():
         return KernelOutcome(plan, "failed", error="cancelled", label=plan.artifact_stem())
+    started = time.monotonic()
     try:
         return _build(plan, ctx, kind=kind)
     except DriverkitError as exc:
         label = core_probe_name(plan.driver_name) if kind == "core" else plan.artifact_stem()
-        return KernelOutcome(plan, "failed", error=str(exc), label=label)
+        return KernelOutcome(
+            plan, "failed", error=str(exc), duration_s=time.monotonic() - started, label=label
+        )
 
 
 def core_plan(plan: BuildPlan) -> BuildPlan:
@@ -278,26 +287,23 @@ def core_plan(plan: BuildPlan) -> BuildPlan:
 
 
 @contextlib.contextmanager
-def _processor(opts: BuildOptions) -> Iterator[tuple[Processor, DockerEngine | None]]:
+def _processor(opts: BuildOptions) -> Iterator[Processor]:
     if opts.processor == "local":
         from driverkit.processors.local import LocalProcessor
 
-        yield LocalProcessor(opts.driver_dir, opts.make_jobs), None
+        yield LocalProcessor(opts.driver_dir, opts.make_jobs)
         return
     from driverkit.engine import docker_engine
     from driverkit.processors.docker import DockerProcessor
 
     with docker_engine() as engine:
-        yield (
-            DockerProcessor(
-                engine,
-                opts.driver_dir,
-                base_from=opts.base_from,
-                mirrors=opts.mirrors,
-                cache_dir=opts.cache_dir,
-                make_jobs=opts.make_jobs,
-            ),
+        yield DockerProcessor(
             engine,
+            opts.driver_dir,
+            base_from=opts.base_from,
+            mirrors=opts.mirrors,
+            cache_dir=opts.cache_dir,
+            make_jobs=opts.make_jobs,
         )
 
 
@@ -315,6 +321,7 @@ def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
     """Build every plan (and the CO-RE probe once), in parallel; never raises for one
     kernel's failure: failures are in the summary. Ctrl-C removes live containers."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     started = time.monotonic()
@@ -324,7 +331,7 @@ def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
     jobs: list[tuple[BuildPlan, str]] = [(p, "kernel") for p in plans]
     if opts.build_core and plans and plans[0].build_probe:
         jobs.insert(0, (_align_image(core_plan(plans[0]), opts.base_from), "core"))
-    with _processor(opts) as (processor, engine):
+    with _processor(opts) as processor:
         ctx = _Context(opts, processor)
         progress = Progress(
             TextColumn("{task.description}"),
@@ -347,13 +354,16 @@ def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
                         mark = {"built": "[green]built", "skipped": "[blue]skipped"}.get(
                             outcome.status, "[red]failed"
                         )
-                        console.print(f"{mark}[/] {outcome.name} ({outcome.duration_s:.1f} s)")
+                        console.print(
+                            f"{mark}[/] {escape(outcome.name)} ({outcome.duration_s:.1f} s)"
+                        )
             except KeyboardInterrupt:
+                # Queued builds never start; running ones lose their container or
+                # process group, so the pool's shutdown returns promptly. Artifacts are
+                # only ever renamed into place, so nothing partial is left behind.
                 ctx.cancelled.set()
-                for future in futures:
-                    future.cancel()
-                if engine is not None:
-                    engine.remove_all_live()
+                pool.shutdown(wait=False, cancel_futures=True)
+                processor.cancel_all()
                 raise
     summary.wall_s = time.monotonic() - started
     if opts.show_progress:
@@ -361,25 +371,31 @@ def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
     return summary
 
 
+def _headline(error: str) -> str:
+    """The line of an error worth a table cell: the first compiler error if there is one."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    for line in lines[1:]:
+        if "error:" in line or "not found" in line:
+            return line
+    return lines[0] if lines else ""
+
+
 def print_summary(summary: BuildSummary, console: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("artifact", "status", "time", "error", title="driverkit build")
     order = {"failed": 0, "built": 1, "skipped": 2}
     for o in sorted(summary.outcomes, key=lambda o: (order.get(o.status, 3), o.name)):
         colour = {"built": "green", "skipped": "blue"}.get(o.status, "red")
-        first_error = o.error.splitlines()[0] if o.error else ""
-        table.add_row(o.name, f"[{colour}]{o.status}[/]", f"{o.duration_s:.1f} s", first_error)
+        first_error = _headline(o.error)
+        table.add_row(
+            escape(o.name), f"[{colour}]{o.status}[/]", f"{o.duration_s:.1f} s", escape(first_error)
+        )
     console.print(table)
     console.print(
         f"built {len(summary.built)}, skipped {len(summary.skipped)}, failed {len(summary.failed)} "
         f"in {summary.wall_s:.1f} s"
     )
     for o in summary.failed:
-        console.print(f"[red]{o.name}[/]: {o.error}")
-
-
-def clean_stale_temp(out_root: Path) -> None:
-    """Remove `.build-*` dirs an earlier killed run left behind (never real artifacts)."""
-    for stale in out_root.glob("*/*/.build-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        console.print(f"[red]{escape(o.name)}[/]: {escape(o.error)}")

@@ -268,7 +268,11 @@ class DebianArchive:
 
     def _load_index(self, suite: str, root: str) -> dict[str, list[DebPackage]]:
         base = f"{root.rstrip('/')}/dists/{suite}"
-        release = self.cache.fetch_fresh(f"{base}/InRelease", self.index_max_age_s)
+        try:
+            release = self.cache.fetch_fresh(f"{base}/InRelease", self.index_max_age_s)
+        except DownloadError:
+            # Some mirrors and old suites only publish the unsigned-inline Release.
+            release = self.cache.fetch_fresh(f"{base}/Release", self.index_max_age_s)
         checksums = parse_release(release.read_text(errors="replace"))
         rel_path = f"main/binary-{self.arch}/Packages.xz"
         if rel_path not in checksums:

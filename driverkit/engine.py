@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import tarfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -104,6 +105,12 @@ def tar_bytes(files: Mapping[str, bytes | Path]) -> bytes:
     return buf.getvalue()
 
 
+def owner_tag() -> str:
+    """Who started a container: lets a caller (or a test) find exactly its own ones
+    among builds that other processes run on the same daemon."""
+    return os.environ.get("DK_BUILD_OWNER") or f"pid-{os.getpid()}"
+
+
 class DockerContainer:
     def __init__(self, engine: DockerEngine, raw: Any):
         self._engine = engine
@@ -171,6 +178,7 @@ class DockerEngine:
     """ContainerEngine over the docker SDK. Create with `docker_engine()`."""
 
     LABEL = "io.driverkit.managed"
+    OWNER_LABEL = "io.driverkit.owner"
 
     def __init__(self, client: Any):
         self._client = client
@@ -278,7 +286,7 @@ class DockerEngine:
                 ],
                 environment=dict(env or {}),
                 network_disabled=not network,
-                labels={self.LABEL: "build"},
+                labels={self.LABEL: "build", self.OWNER_LABEL: owner_tag()},
                 detach=True,
             )
         except docker.errors.ImageNotFound as exc:

@@ -12,15 +12,17 @@ which is why the mount path in the container must equal the host path.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from driverkit.errors import DownloadError, HeadersNotFoundError
 from driverkit.plan import BuildPlan
 from driverkit.targets.base import Mirrors
 
-_EXTRACT_FORMAT = 3  # bump when the extraction layout or fix-ups change
+_EXTRACT_FORMAT = 5  # bump when the extraction layout or fix-ups change
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class HeaderPackage:
 
 @dataclass(frozen=True)
 class ResolvedHeaders:
-    root: Path  # directory to mount read-only, at the same path
+    root: Path  # directory to mount read-only, at the same path (all shared packages)
     kernel_dir: Path  # KERNELDIR for `make -C`
     packages: tuple[HeaderPackage, ...]
     tried: tuple[str, ...]  # URLs considered, for error messages and the manifest
@@ -64,26 +66,91 @@ def _ar_members(data: bytes) -> dict[str, bytes]:
     return members
 
 
-def _open_data_tar(payload: bytes, member: str) -> tarfile.TarFile:
+def _decompress(payload: bytes, member: str) -> bytes:
+    """The plain tar stream of a .deb's data member (xz, gzip, zstd or none)."""
+    if member.endswith(".xz"):
+        return lzma.decompress(payload)
+    if member.endswith(".gz"):
+        return gzip.decompress(payload)
     if member.endswith(".zst"):
         # Python 3.11 has no zstd; the `zstd` tool is a documented host prerequisite.
-        payload = subprocess.run(
+        return subprocess.run(
             ["zstd", "-dc"], input=payload, capture_output=True, check=True
         ).stdout
-        return tarfile.open(fileobj=io.BytesIO(payload), mode="r:")
-    return tarfile.open(fileobj=io.BytesIO(payload), mode="r:*")
+    return payload
 
 
-def extract_deb(deb: Path, dest: Path) -> None:
-    """`dpkg-deb -x` in pure Python (works on non-Debian hosts too)."""
-    members = _ar_members(deb.read_bytes())
-    data_name = next((n for n in members if n.startswith("data.tar")), None)
-    if data_name is None:
-        raise DownloadError(f"{deb}: .deb without data.tar member")
-    with _open_data_tar(members[data_name], data_name) as tar:
+def _untar(raw: bytes, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    if shutil.which("tar"):
+        # GNU tar is ~4x faster than tarfile on a 15k-file -common package; it strips
+        # leading "/" and refuses ".." members by default.
+        done = subprocess.run(
+            ["tar", "-x", "--no-same-owner", "-C", str(dest), "-f", "-"],
+            input=raw,
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise DownloadError(f"tar failed: {done.stderr.decode(errors='replace').strip()}")
+        return
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
         # Symlinks inside headers point across packages (headers -> kbuild), so the
         # "tar" filter (no absolute names, no escaping paths) is the right strictness.
         tar.extractall(dest, filter="tar")
+
+
+_RPM_MAGIC = b"\xed\xab\xee\xdb"
+
+
+def extract_package(package: Path, dest: Path) -> None:
+    """A .deb (ar), an .rpm (through rpm2cpio) or a plain tarball of headers."""
+    with package.open("rb") as fh:
+        magic = fh.read(8)
+    if magic == b"!<arch>\n":
+        extract_deb(package, dest)
+        return
+    if magic.startswith(_RPM_MAGIC):
+        _extract_rpm(package, dest)
+        return
+    try:
+        with tarfile.open(package) as tar:
+            tar.extractall(dest, filter="tar")
+    except tarfile.TarError as exc:
+        raise DownloadError(f"{package}: neither a .deb nor a tarball ({exc})") from exc
+
+
+def _extract_rpm(rpm: Path, dest: Path) -> None:
+    if shutil.which("rpm2cpio") is None or shutil.which("cpio") is None:
+        raise DownloadError(f"{rpm}: extracting .rpm headers needs rpm2cpio and cpio on the host")
+    dest.mkdir(parents=True, exist_ok=True)
+    with subprocess.Popen(["rpm2cpio", str(rpm)], stdout=subprocess.PIPE) as conv:
+        done = subprocess.run(
+            ["cpio", "-idm", "--quiet", "--no-absolute-filenames"],
+            stdin=conv.stdout,
+            cwd=dest,
+            capture_output=True,
+            check=False,
+        )
+    if conv.returncode != 0 or done.returncode != 0:
+        raise DownloadError(
+            f"{rpm}: rpm2cpio | cpio failed: {done.stderr.decode(errors='replace')}"
+        )
+
+
+def extract_deb(deb: Path, dest: Path) -> None:
+    """`dpkg-deb -x` without dpkg: our ar reader, then tar (works on non-Debian hosts)."""
+    try:
+        members = _ar_members(deb.read_bytes())
+    except (DownloadError, ValueError) as exc:
+        raise DownloadError(f"{deb}: {exc}") from exc
+    data_name = next((n for n in members if n.startswith("data.tar")), None)
+    if data_name is None:
+        raise DownloadError(f"{deb}: .deb without data.tar member")
+    try:
+        _untar(_decompress(members[data_name], data_name), dest)
+    except (DownloadError, lzma.LZMAError, OSError, tarfile.TarError) as exc:
+        raise DownloadError(f"{deb}: cannot unpack {data_name}: {exc}") from exc
 
 
 def _kernel_dir(root: Path, release: str) -> Path:
@@ -129,11 +196,17 @@ class HeaderResolver:
                 ) from exc
             pkgs = tuple(HeaderPackage(p.url, p.sha256, p.size) for p in found.packages)
             return pkgs, tuple(p.url for p in pkgs)
+        # Without an index, every candidate that exists is taken: some targets need
+        # several packages (Ubuntu's flavour + common headers), and alternatives for one
+        # package collapse to one blob in the content-addressed cache.
+        existing: dict[str, HeaderPackage] = {}
         for url in plan.headers:
             tried.append(url)
             if self.cache.is_cached(url) or self.cache.exists(url):
                 path = self.cache.fetch(url)
-                return (HeaderPackage(url, path.name, path.stat().st_size),), tuple(tried)
+                existing.setdefault(path.name, HeaderPackage(url, path.name, path.stat().st_size))
+        if existing:
+            return tuple(existing.values()), tuple(tried)
         raise HeadersNotFoundError(
             f"no headers for {release} ({plan.target}): tried {', '.join(tried) or 'no URLs'}"
         )
@@ -142,38 +215,88 @@ class HeaderResolver:
         pkgs, tried = self.packages_for(plan)
         key_src = f"{_EXTRACT_FORMAT}\n" + "\n".join(sorted(p.sha256 for p in pkgs))
         key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
-        root = self.cache.root / "headers" / key
-        release = str(plan.kernel)
-        if not (root / ".complete").exists():
-            paths = [self.cache.fetch(p.url, p.sha256, p.size) for p in pkgs]
-            self._extract(paths, root)
-        return ResolvedHeaders(root, _kernel_dir(root, release), pkgs, tried)
+        headers_root = self.cache.root / "headers"
+        tree = headers_root / "trees" / key
+        if not (tree / ".complete").exists():
+            pkg_dirs = [
+                self._extracted(self.cache.fetch(p.url, p.sha256, p.size), headers_root)
+                for p in pkgs
+            ]
+            _assemble_tree(pkg_dirs, tree)
+        return ResolvedHeaders(headers_root, _kernel_dir(tree, str(plan.kernel)), pkgs, tried)
 
-    def _extract(self, debs: Sequence[Path], root: Path) -> None:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    @staticmethod
+    def _extracted(package: Path, headers_root: Path) -> Path:
+        """Each package is unpacked once and shared: the 60 MB `-common` tree serves
+        every flavor (amd64, cloud, rt) of its kernel."""
+        dest = headers_root / "pkgs" / package.name[:32]
+        if (dest / ".complete").exists():
+            return dest
+        return _atomic_dir(dest, lambda tmp: extract_package(package, tmp))
+
+
+def _atomic_dir(dest: Path, fill: Callable[[Path], None]) -> Path:
+    """Fill a temp dir and rename it to `dest`; a concurrent identical fill may win."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        fill(tmp)
+        (tmp / ".complete").write_text("")
         try:
-            for deb in debs:
-                extract_deb(deb, tmp)
-            # Includes must name the final path, which is only valid after the rename.
-            _rewrite_absolute_includes_at(tmp, root)
-            (tmp / ".complete").write_text("")
-            try:
-                os.rename(tmp, root)
-            except OSError:
-                # A parallel build of the same kernel won the race: theirs is identical.
-                if not (root / ".complete").exists():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            os.rename(tmp, dest)
+        except OSError:
+            if not (dest / ".complete").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
-def _rewrite_absolute_includes_at(tree: Path, final_root: Path) -> None:
-    for makefile in (tree / "usr" / "src").glob("linux-headers-*/Makefile"):
+def _assemble_tree(pkg_dirs: Sequence[Path], tree: Path) -> None:
+    """A kernel's headers tree made of links into the shared package dirs.
+
+    `usr/src/<name>/` are real directories so relative links inside them (`scripts ->
+    ../../lib/linux-kbuild-6.1/scripts`) resolve within this tree, where the other
+    packages are; their entries link to the package dirs. Makefiles naming
+    `/usr/src/...` get a rewritten copy pointing at this tree.
+    """
+
+    def fill(tmp: Path) -> None:
+        for pkg in pkg_dirs:
+            for top in ("usr/src", "usr/lib", "lib/modules"):
+                src_top = pkg / top
+                if not src_top.is_dir():
+                    continue
+                for entry in sorted(src_top.iterdir()):
+                    target = tmp / top / entry.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if entry.is_symlink() or top != "usr/src" or not entry.is_dir():
+                        _link_like(entry, target)
+                        continue
+                    target.mkdir(exist_ok=True)
+                    for item in sorted(entry.iterdir()):
+                        _link_like(item, target / item.name)
+        _rewrite_absolute_paths(tmp, tree)
+
+    _atomic_dir(tree, fill)
+
+
+def _link_like(entry: Path, target: Path) -> None:
+    if target.exists() or target.is_symlink():
+        return  # an earlier package already provides it (shared doc dirs etc.)
+    if entry.is_symlink():
+        os.symlink(os.readlink(entry), target)
+    else:
+        os.symlink(entry, target)
+
+
+def _rewrite_absolute_paths(tmp: Path, final_root: Path) -> None:
+    for makefile in (tmp / "usr" / "src").glob("linux-headers-*/Makefile"):
         text = makefile.read_text()
         fixed = re.sub(r"(?<![\w/.])/usr/src/", f"{final_root}/usr/src/", text)
         if fixed != text:
+            makefile.unlink()  # a link into the shared package: replace, never edit
             makefile.write_text(fixed)
 
 

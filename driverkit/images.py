@@ -147,18 +147,28 @@ def ensure_image(
     with _build_lock, _host_lock(cache_dir or default_cache_dir()):
         if engine.image_exists(tag):  # another thread or process built it while we waited
             return tag
+        base_was_local = engine.image_exists(spec.base_image)
         ensure_base(engine, spec, base_from, mirrors, cache_dir)
-        engine.build_image(
-            render_dockerfile(spec, base_from),
-            tag,
-            buildargs={"DEBIAN_MIRROR": mirrors.debian, **host_apt_buildargs()},
-            labels={
-                KIND_LABEL: "1",
-                "io.driverkit.base-from": base_from,
-                "io.driverkit.suite": spec.distro_release,
-                "io.driverkit.gcc": spec.gcc,
-            },
-        )
+        try:
+            engine.build_image(
+                render_dockerfile(spec, base_from),
+                tag,
+                buildargs={"DEBIAN_MIRROR": mirrors.debian, **host_apt_buildargs()},
+                labels={
+                    KIND_LABEL: "1",
+                    "io.driverkit.base-from": base_from,
+                    "io.driverkit.suite": spec.distro_release,
+                    "io.driverkit.gcc": spec.gcc,
+                },
+            )
+        except ContainerEngineError as exc:
+            if base_from == "registry" and not base_was_local:
+                raise ContainerEngineError(
+                    f"building {tag} needs {spec.base_image} from a registry, which failed "
+                    f"({str(exc).splitlines()[0][:160]}); "
+                    "without registry access use --base-from debootstrap"
+                ) from exc
+            raise
     return tag
 
 

@@ -36,9 +36,11 @@ _DEBIAN_SUITES: dict[str, DebianSuiteTools] = {
     "sid": DebianSuiteTools(False, ("bpftool",)),
 }
 
-# Module build: make + the kernel's gcc + libelf (objtool); probes: clang/llvm/libbpf.
+# Module build: make + the kernel's gcc + libelf (objtool) + pahole (6.x kbuild calls it
+# for module BTF and fails with "pahole: not found"); probes: clang/llvm/libbpf.
 _DEBIAN_COMMON_PACKAGES = (
     "make",
+    "dwarves",
     "libc6-dev",
     "binutils",
     "bc",

@@ -58,7 +58,7 @@ def test_round_trip_stores_mirror_tokens(tmp_path: Path) -> None:
     ("text", "needle"),
     [
         ("not json", "not valid JSON"),
-        ("[]", "expected {distro: [entries]}"),
+        ("[]", r"expected \{distro"),
         ('{"Debian": {}}', "must map to a list"),
         ('{"Debian": [{"kernelversion": "1"}]}', "kernelrelease"),
         (

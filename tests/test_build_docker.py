@@ -32,7 +32,8 @@ FIXTURE_DRIVER = FIXTURES / "build" / "driver"
 FIXTURE_PROBE = ProbeSpec(programs=("dk_sys_enter",), maps=("dk_counts",))
 BASE_FROM = os.environ.get("DK_BASE_FROM", "debootstrap")
 
-pytestmark = [pytest.mark.network]
+# One worker runs these: builds are CPU-heavy and the machine is small.
+pytestmark = [pytest.mark.network, pytest.mark.xdist_group("docker-build")]
 
 
 def _plans(releases: Sequence[str], ci_cache: Path) -> list[BuildPlan]:
@@ -59,9 +60,18 @@ def _opts(out: Path, ci_cache: Path, driver: Path, probe: ProbeSpec, **kw: objec
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def _own_containers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tag this test's containers so parallel tests and benches do not count."""
+    import uuid
+
+    monkeypatch.setenv("DK_BUILD_OWNER", f"test-{uuid.uuid4().hex[:12]}")
+
+
 def _leftover_containers() -> list[str]:
+    owner = os.environ["DK_BUILD_OWNER"]
     done = subprocess.run(
-        ["docker", "ps", "-a", "-q", "--filter", "label=io.driverkit.managed"],
+        ["docker", "ps", "-a", "-q", "--filter", f"label=io.driverkit.owner={owner}"],
         capture_output=True,
         text=True,
         check=True,
@@ -264,3 +274,64 @@ def test_docker_daemon_down_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyP
     message = str(info.value)
     assert "\n" not in message
     assert "dockerd" in message and "--processor local" in message
+
+
+_INTERRUPTED_RUN = """
+import sys
+from pathlib import Path
+from driverkit.artifacts import ProbeSpec
+from driverkit.build import BuildOptions, run_builds
+from driverkit.config import load_config, resolve_plan
+from driverkit.mirrors import default_mirrors
+
+release, out, cache, driver, base_from = sys.argv[1:6]
+mirrors = default_mirrors()
+plan = resolve_plan(release, load_config({"base_from": base_from}), mirrors, target="debian")
+opts = BuildOptions(output_dir=Path(out), base_from=base_from, cache_dir=Path(cache),
+                    mirrors=mirrors, driver_dir=Path(driver), probe_spec=ProbeSpec(),
+                    build_core=False, show_progress=False, timeout_s=600)
+run_builds([plan], opts)
+"""
+
+
+@pytest.mark.docker
+def test_ctrl_c_removes_containers_and_leaves_no_artifacts(tmp_path: Path, ci_cache: Path) -> None:
+    import signal
+    import sys
+
+    driver = tmp_path / "slow-driver"
+    shutil.copytree(FIXTURE_DRIVER, driver)
+    makefile = driver / "Makefile"
+    makefile.write_text(makefile.read_text().replace("kmod:\n", "kmod:\n\tsleep 300\n", 1))
+    release = bookworm_release(ci_cache)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _INTERRUPTED_RUN,
+            release,
+            str(out),
+            str(ci_cache),
+            str(driver),
+            BASE_FROM,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _leftover_containers() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            time.sleep(0.3)
+        assert _leftover_containers(), "the build container never appeared"
+        time.sleep(2)  # let the probe step finish so only the sleeping kmod step runs
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert b"KeyboardInterrupt" in output
+    assert _leftover_containers() == []
+    assert [p for p in out.rglob("*") if p.is_file() or p.name.startswith(".build-")] == []

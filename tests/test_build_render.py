@@ -71,8 +71,8 @@ def test_build_script_names_the_plan_artifacts_and_is_valid_sh() -> None:
     script = render_build_script(plan)
     assert f"KMOD_NAME={plan.kmod_name}" in script
     assert f"PROBE_NAME={plan.probe_name}" in script
-    assert 'make -C "$WORK/kmod-src"' in script and " probe " in script
-    assert "CO-RE" not in script
+    assert "\nstep kmod kmod " in script and "\nstep probe probe " in script
+    assert "\nstep core" not in script
     sh = shutil.which("sh")
     assert sh is not None
     subprocess.run([sh, "-n"], input=script, text=True, check=True)
@@ -80,9 +80,9 @@ def test_build_script_names_the_plan_artifacts_and_is_valid_sh() -> None:
 
 def test_build_script_sections_follow_the_plan_flags() -> None:
     only_probe = render_build_script(_plan(build_kmod=False))
-    assert " kmod " not in only_probe and " probe " in only_probe
+    assert "\nstep kmod" not in only_probe and "\nstep probe probe " in only_probe
     core = render_build_script(_plan(build_kmod=False, build_probe=False), build_core=True)
-    assert " core " in core and "DK_KERNELDIR" not in core
+    assert "\nstep core core " in core and "DK_KERNELDIR" not in core
     assert "CORE_NAME=rtcap_core.o" in core
 
 

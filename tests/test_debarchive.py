@@ -109,6 +109,9 @@ def test_archive_over_loopback_mirror(tmp_path: Path) -> None:
         # Depends says kbuild >= 6.1.170-3: the one the suite has (6.1.176-1) satisfies it.
         assert found.packages[2].version == "6.1.176-1"
         assert found.packages[0].url.startswith(f"{base}/debian/pool/main/l/linux/")
+        image = archive.find_image("6.1.0-47-amd64")
+        assert image is not None and image.name == "linux-image-6.1.0-47-amd64-unsigned"
+        assert archive.find_image("6.1.0-50-amd64") is None  # not in the excerpt
         releases = {e.release for e in archive.kernel_releases("bookworm")}
         assert releases == {
             "6.1.0-47-amd64",
@@ -129,6 +132,19 @@ def test_archive_over_loopback_mirror(tmp_path: Path) -> None:
         )
         assert again.find_headers("6.1.0-47-amd64") == found
         assert hits["/debian/dists/bookworm/main/binary-amd64/Packages.xz"] == before == 1
+
+
+def test_release_is_used_when_inrelease_is_missing(tmp_path: Path) -> None:
+    _make_mirror(tmp_path / "www", EXCERPT.read_text())
+    dists = tmp_path / "www/debian/dists/bookworm"
+    (dists / "InRelease").rename(dists / "Release")
+    with serve_dir(tmp_path / "www") as (base, _):
+        archive = DebianArchive(
+            Mirrors(debian=f"{base}/debian"),
+            DownloadCache(tmp_path / "cache"),
+            codenames=("bookworm",),
+        )
+        assert archive.find_headers("6.1.0-50-amd64").version == "6.1.176-1"
 
 
 def test_archive_rejects_an_index_that_does_not_match_inrelease(tmp_path: Path) -> None:

@@ -120,3 +120,12 @@ def test_alerts_to_file_and_metrics_snapshots(tmp_path: Path) -> None:
     snaps = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert snaps[-1]["events_total"] == len(WORLD)
     assert snaps[-1]["rule_matches"]["Sensitive file opened by untrusted program"] == 1
+
+
+def test_live_driver_needs_a_probe_and_a_power_of_two_buffer(tmp_path: Path) -> None:
+    result = rt_engine("run", "--driver", "core")
+    assert result.returncode == 2 and "--probe" in result.stderr
+    assert "make -C driver core" in result.stderr
+    result = rt_engine("run", "--driver", "core", "--probe", tmp_path / "p.o",
+                       "--buffer-bytes", "100000")
+    assert result.returncode == 2 and "power of two" in result.stderr and "65536" in result.stderr

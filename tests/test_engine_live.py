@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import require
 
@@ -144,7 +146,11 @@ def test_cat_etc_shadow_raises_sensitive_file_rule(
         check=False, capture_output=True, text=True, timeout=300,
     )
     assert replay.returncode == 0, replay.stderr
-    assert any(_is_cat_shadow(json.loads(line)) for line in replay.stdout.splitlines())
+    replayed = [a for a in map(json.loads, replay.stdout.splitlines()) if _is_cat_shadow(a)]
+    # Same fields, parent name included: the capture carries the /proc snapshot the live
+    # run seeded from, so pre-existing processes (cat's parent) are known in replay too.
+    assert [a["output_fields"] for a in replayed] == [fields]
+    assert fields["proc.pname"] not in (None, "<NA>")
 
 
 STORM = """
@@ -183,13 +189,19 @@ def test_tiny_buffer_under_storm_raises_drop_alert(
     assert "seconds with drops: 0" not in summary
 
 
-def test_sigterm_shuts_down_cleanly_with_summary(
+def test_metrics_endpoint_and_sigterm_shutdown(
     core_probe: Path, engine_factory: Callable[..., Engine]
 ) -> None:
     engine = engine_factory("--driver", "core", "--probe", core_probe, "--json",
-                            "--stats-interval", "0.5")
+                            "--stats-interval", "0.5", "--metrics-port", "0")
     engine.wait_running()
     time.sleep(1.5)
+    port = next(int(line.rsplit(":", 1)[1]) for line in engine.stderr
+                if "prometheus metrics on 127.0.0.1:" in line)
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    events = re.search(r"^rtengine_events_total (\S+)$", text, re.M)
+    assert events is not None and float(events.group(1)) > 0
+    assert re.search(r'^rtengine_driver_total\{counter="n_evts",cpu="0"\} \S+$', text, re.M)
     assert engine.stop() == 0, "".join(engine.stderr)
     text = "".join(engine.stderr)
     assert "syscall event drop monitoring" in text

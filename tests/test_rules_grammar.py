@@ -211,6 +211,12 @@ OPERATOR_CASES = [
     ("basename(fd.name) = shadow", True),
     ("proc.name = val(proc.pname)", False),
     ("proc.ppid = val(proc.apid[1])", True),
+    ("evt.arg[0] = /etc/shadow and evt.arg.dirfd = -100", True),
+    ("evt.arg[1] = O_WRONLY", False),
+    ("evt.rawarg.dirfd < 0", True),
+    ("evt.rawarg.dirfd > 0", False),
+    ("evt.arg.nosuchparam exists", False),
+    ("evt.type = openat and evt.num > 0 and evt.cpu = 1", True),
 ]
 
 
@@ -359,3 +365,41 @@ def test_semantic_errors(condition: str, fragment: str) -> None:
         evaluate(condition, make_event())
     assert fragment in str(info.value)
     assert "rule 'probe'" in str(info.value)
+
+
+@pytest.mark.parametrize(("condition", "expected"), [
+    ("proc.aname[7] != a or proc.aname[7] = b or not proc.aname[7] exists", True),
+    ("proc.aname[7] = a or proc.aname[7] = b", False),
+    ("fd.name startswith /etc and fd.name endswith dow and fd.name != x", True),
+    ("fd.directory = /etc and fd.directory != /usr and fd.directory exists", True),
+    ("proc.cmdline contains shadow and proc.cmdline contains -n", True),
+    ("proc.name icontains CA and proc.name icontains AT", True),
+])
+def test_repeated_fields_are_read_once_but_judged_each_time(condition: str,
+                                                           expected: bool) -> None:
+    assert evaluate(condition, make_event("openat", **OPEN_SHADOW)) is expected
+
+
+def test_shared_fields_across_rules_on_events_without_fd() -> None:
+    rules = "".join(f"""
+- rule: r{i}
+  desc: d
+  condition: fd.name startswith /tmp/{i} or fd.directory = /x{i} or proc.name = p{i}
+  output: o
+  priority: info
+""" for i in range(4))
+    ruleset = load_rules([], extra_texts=[("shared.yaml", rules)])
+    st = world()
+    ev = make_event("getpid", comm="p2")
+    st.update(ev)
+    assert [r.name for r in ruleset.match(ev, st)] == ["r2"]
+    opened = make_event("openat", name="/tmp/3/file", flags=0)
+    st.update(opened)
+    assert [r.name for r in ruleset.match(opened, st)] == ["r3"]
+
+
+def test_list_fields_used_twice_compile() -> None:
+    ev = make_event("openat", **OPEN_SHADOW)
+    assert evaluate("proc.aname = nginx or proc.aname contains ssh", ev)
+    assert evaluate("proc.aname[2] = x or proc.aname[2] startswith ss", ev)
+    assert evaluate("proc.apid > 40 and proc.apid < 60", ev)

@@ -48,7 +48,7 @@ def rules_text(text: str, *paths: Path) -> Ruleset:
 def load_error(*paths: Path, text: str | None = None) -> str:
     with pytest.raises(RuleLoadError) as info:
         load_rules(list(paths), extra_texts=[("inline.yaml", text)] if text else [])
-    assert info.value.exit_code == 20
+    assert info.value.exit_code == 40
     return str(info.value)
 
 
@@ -484,7 +484,7 @@ def test_bad_files(fixture: str, expected: str) -> None:
         load_rules([FIXTURES / "base.yaml", path])
     assert str(info.value) == expected.format(f=path)
     assert info.value.file == str(path)
-    assert info.value.exit_code == 20
+    assert info.value.exit_code == 40
     assert "\n" not in str(info.value)
 
 
@@ -537,3 +537,87 @@ def test_empty_file_is_fine(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing\n")
     assert load_rules([empty]).rules == ()
+
+
+def test_replace_overrides_for_macro_list_output_desc() -> None:
+    rs = rules_text("""
+- list: shell_binaries
+  items: [pwsh]
+  override:
+    items: replace
+- macro: container
+  condition: (container.id = host)
+  override:
+    condition: replace
+- rule: Shell in container
+  desc: replaced description
+  output: "shell %proc.name"
+  override:
+    desc: replace
+    output: replace
+- rule: Read sensitive file
+  output: "(extra=%proc.pid)"
+  override:
+    output: append
+""", FIXTURES / "base.yaml")
+    shell = next(r for r in rs.rules if r.name == "Shell in container")
+    assert shell.desc == "replaced description"
+    read = next(r for r in rs.rules if r.name == "Read sensitive file")
+    assert read.output.endswith("gparent=%proc.aname[2]) (extra=%proc.pid)")
+    pwsh = make_event("execve", res=0, comm="pwsh", filename="/usr/bin/pwsh", exe="pwsh")
+    bash = make_event("execve", res=0, pid=101, comm="bash", filename="/bin/bash", exe="bash")
+    # the replaced macro now means "on the host", the replaced list only holds pwsh
+    assert alerts(rs, [pwsh, bash]) == ["Shell in container"]
+    st = SystemState()
+    st.update(pwsh)
+    assert shell.format_output(pwsh, st)[0] == "shell pwsh"
+
+
+def test_filtered_by_min_priority() -> None:
+    rs = load_rules([FIXTURES / "base.yaml"])
+    assert [r.name for r in rs.filtered(Priority.WARNING).rules] == [
+        "Read sensitive file", "Module load"]
+    assert rs.filtered(Priority.CRITICAL).rules_for("openat") == ()
+    assert rs.filtered(Priority.DEBUG).required_syscalls() == rs.required_syscalls()
+
+
+def test_yaml_1_1_words_stay_strings() -> None:
+    rs = rules_text("""
+- list: words
+  items: [yes, no, on, off, 1]
+- rule: Off
+  desc: named like a boolean
+  condition: evt.type = execve and proc.name in (words)
+  output: x
+  priority: info
+""")
+    assert rs.rules[0].name == "Off"
+    ev = make_event("execve", res=0, comm="yes", filename="/usr/bin/yes", exe="yes")
+    assert alerts(rs, [ev]) == ["Off"]
+
+
+def test_unknown_event_type_is_warned() -> None:
+    rs = rules_text("""
+- rule: Typo
+  desc: d
+  condition: evt.type in (openat, opne) and proc.name = a
+  output: x
+  priority: info
+""")
+    assert any("evt.type opne is not a syscall or event this engine knows" in w
+               for w in rs.warnings)
+    assert not any("openat" in w for w in rs.warnings)
+
+
+def test_several_yaml_documents_in_one_file() -> None:
+    rs = rules_text("""
+- list: l
+  items: [sh]
+---
+- rule: Second document
+  desc: d
+  condition: evt.type = execve and proc.name in (l)
+  output: x
+  priority: info
+""")
+    assert [r.name for r in rs.rules] == ["Second document"]

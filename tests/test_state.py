@@ -292,3 +292,83 @@ def test_fd_tables_are_bounded() -> None:
 def test_required_syscalls_cover_state_keeping() -> None:
     for name in ("execve", "clone", "procexit", "openat", "connect", "accept4", "close"):
         assert name in REQUIRED_SYSCALLS
+
+
+def test_cgroups_param_on_exec_sets_the_container() -> None:
+    st = SystemState()
+    st.update(ev("execve", pid=10, comm="sh", filename="/bin/sh", exe="sh",
+                 cgroups=f"cpu=/docker/{CID}"))
+    th = st.thread(10)
+    assert th is not None and th.container_id == CID[:12]
+
+
+def test_cgroup_id_resolves_through_the_cgroup_tree(tmp_path: Path) -> None:
+    leaf = tmp_path / "system.slice" / f"docker-{CID}.scope"
+    leaf.mkdir(parents=True)
+    st = SystemState(cgroup_root=str(tmp_path))
+    # runc's child starts on the host, joins the container's cgroup, then execs the shell.
+    st.update(ev("clone", res=0, pid=10, comm="runc:[2:INIT]"))
+    exec_ev = Event(ts=1, cpu=0, type="execve", syscall_nr=59, res=0, pid=10, tid=10, ppid=1,
+                    uid=0, gid=0, comm="sh", cgroup_id=leaf.stat().st_ino,
+                    params={"filename": "/bin/sh", "exe": "sh", "args": []})
+    st.update(exec_ev)
+    th = st.thread(10)
+    assert th is not None and th.container_id == CID[:12]
+    assert th.container is not None and th.container.runtime == "docker"
+
+
+def test_connect_with_only_the_destination_known() -> None:
+    st = SystemState()
+    st.update(ev("socket", res=3, pid=10, domain=2, type=2, proto=0))
+    st.update(ev("connect", res=-111, pid=10, fd=3, tuple="->192.0.2.7:53", family=2,
+                 addr="192.0.2.7", port=53))
+    info = st.fd(10, 3)
+    assert info is not None
+    assert (info.cip, info.cport, info.sip, info.sport, info.l4proto) == (
+        None, None, "192.0.2.7", 53, "udp")
+
+
+def test_unix_connect_uses_the_path() -> None:
+    st = SystemState()
+    st.update(ev("connect", pid=10, fd=4, tuple="/run/docker.sock", family=1,
+                 addr="/run/docker.sock", port=None))
+    info = st.fd(10, 4)
+    assert info is not None and info.typechar == "u" and info.name == "/run/docker.sock"
+
+
+def test_seeded_sockets_come_from_proc_net(tmp_path: Path) -> None:
+    net = tmp_path / "net"
+    net.mkdir()
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid" \
+             "  timeout inode\n"
+    (net / "tcp").write_text(
+        header
+        + "   0: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000"
+          "     0        0 1001 1 0 100 0 0 10 0\n"
+        + "   1: 0200000A:0050 0900000A:D431 01 00000000:00000000 00:00000000 00000000"
+          "     0        0 1002 1 0 100 0 0 10 0\n"
+        + "   2: 0200000A:9C40 22D8B85D:01BB 01 00000000:00000000 00:00000000 00000000"
+          "  1000        0 1003 1 0 100 0 0 10 0\n")
+    (net / "tcp6").write_text(
+        header
+        + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000"
+          " 0A 00000000:00000000 00:00000000 00000000     0        0 1004 1 0 100 0 0 10 0\n")
+    (net / "unix").write_text("Num       RefCount Protocol Flags    Type St Inode Path\n"
+                              "0000000081bbdd74: 00000003 00000000 00000000 0001 03 1005"
+                              " /run/docker.sock\n")
+    fake_proc(tmp_path, 7, name="nginx", ppid=1, argv=["nginx"], cgroup="0::/\n",
+              fds={3: "socket:[1001]", 4: "socket:[1002]", 5: "socket:[1003]",
+                   6: "socket:[1004]", 7: "socket:[1005]", 8: "socket:[9999]"})
+    st = SystemState()
+    st.seed_from_proc(str(tmp_path))
+    listen, accepted, outbound = st.fd(7, 3), st.fd(7, 4), st.fd(7, 5)
+    v6, unix, unknown = st.fd(7, 6), st.fd(7, 7), st.fd(7, 8)
+    assert listen is not None and (listen.sip, listen.sport, listen.is_server) == (
+        "0.0.0.0", 80, True)
+    assert accepted is not None and accepted.name == "10.0.0.9:54321->10.0.0.2:80"
+    assert accepted.is_server and accepted.l4proto == "tcp"
+    assert outbound is not None and outbound.name == "10.0.0.2:40000->93.184.216.34:443"
+    assert not outbound.is_server and outbound.fd == 5
+    assert v6 is not None and (v6.typechar, v6.sip, v6.sport) == ("6", "::1", 8080)
+    assert unix is not None and (unix.typechar, unix.name) == ("u", "/run/docker.sock")
+    assert unknown is not None and unknown.typechar == "u" and unknown.name == ""

@@ -19,17 +19,19 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u64 rtcap_schema_hash SEC(".rodata.rtcap_meta") = RTCAP_SCHEMA_HASH;
 
 /*
- * Control block, written by userspace through the mmap'ed data map at any time.
+ * Control block: a global, so reading it costs a load and no helper call; userspace
+ * rewrites it whole (a map update of this data section) whenever a setting changes.
  * The filter comes first so the hot-path lookup is one load at a constant base.
  */
 struct rtcap_ctl {
 	struct rtcap_filter filter;
 	__u32 capture;      /* 0 = emit nothing (filtered syscalls are still counted) */
 	__u32 ignore_tgid;  /* the consumer's own tgid, 0 = none */
-	__u32 wakeup_mask;  /* 0 = adaptive wakeups; else force one every mask+1 events */
+	__u32 wakeup_mask;  /* 0 = the kernel's adaptive wakeups; else see wakeup_flags() */
 	__u32 procexit;     /* emit procexit from sched_process_exit */
 	__u32 count_filtered; /* count filtered-out syscalls in n_filtered */
-	__u32 reserved[3];
+	__u32 wakeup_bytes; /* wake the consumer once this much data is waiting */
+	__u32 reserved[2];
 };
 struct rtcap_ctl rtcap_ctl SEC(".data.rtcap_ctl") = {
 	.capture = 0,
@@ -89,6 +91,7 @@ _Static_assert(CWD_MAX_DEPTH <= 64, "names[] too small");
 struct rtcap_ctx {
 	__u64 a[6];
 	__s64 ret;
+	__u64 pid_tgid;
 	struct task_struct *task;
 	struct rtcap_stats *st;
 };
@@ -100,36 +103,49 @@ static __rtcap_inline struct task_struct *TASK(struct rtcap_ctx *c)
 	return c->task;
 }
 
-/* A record being written: into a ring reservation (fixed-size events; offset and
- * flags on the stack, exact) or into scratch (offset and flags in the map). */
+/*
+ * A record being written. Fixed-size events go straight into a ring reservation and
+ * keep their offset in `off`: a compile-time constant on every path once inlined, so
+ * even old verifiers (which lose 32-bit values spilled to the stack) see exact
+ * bounds. Variable-size events keep offset and flags in the scratch map (see struct
+ * rtcap_scratch). `var` is a constant at every call site; nothing here takes the
+ * address of a field, so the compiler keeps the struct in registers.
+ */
 struct rtcap_wr {
 	char *b;
-	__u32 *offp;
-	__u32 *flagsp;
 	struct rtcap_scratch *s;
-	__u32 off;
+	__u64 off;
 	__u32 flags;
 	__u32 i;
 	__u32 cpu;
+	int var;
 };
 
-/* volatile: the compiler must not carry the value forward in a register, or the
- * verifier would again track every possible offset (see struct rtcap_scratch). */
 static __rtcap_inline __u32 cur(struct rtcap_wr *w)
 {
-	return OFF(*(volatile __u32 *)w->offp);
+	/* volatile: the compiler must not carry the value forward in a register, or
+	 * the verifier would again track every possible offset */
+	if (w->var)
+		return OFF(*(volatile __u32 *)&w->s->off);
+	return w->off;
 }
 
 static __rtcap_inline void set_len(struct rtcap_wr *w, __u32 len)
 {
 	*(__u16 *)(w->b + RTCAP_HDR_SIZE + 2 * (w->i & 15)) = len;
-	*w->offp = cur(w) + len;
+	if (w->var)
+		w->s->off = cur(w) + len;
+	else
+		w->off += len;
 	w->i++;
 }
 
 static __rtcap_inline void flag(struct rtcap_wr *w, __u32 f)
 {
-	*w->flagsp |= f;
+	if (w->var)
+		w->s->flags |= f;
+	else
+		w->flags |= f;
 }
 
 static __rtcap_inline void put_u32(struct rtcap_wr *w, __u32 v)
@@ -494,12 +510,23 @@ static __rtcap_inline void put_param(struct rtcap_wr *w, struct rtcap_ctx *c, in
 	}
 }
 
+static __rtcap_inline __u32 current_ppid(struct rtcap_ctx *c)
+{
+	struct task_struct *parent;
+
+#ifdef RTCAP_CORE
+	if (rtcap_have_task_btf())
+		return bpf_get_current_task_btf()->real_parent->tgid;
+#endif
+	parent = rd(TASK(c)->real_parent);
+	return parent ? rd(parent->tgid) : 0;
+}
+
 static __rtcap_inline void fill_header(struct rtcap_event_hdr *h, struct rtcap_ctx *c,
 				       __u32 type, __u32 nparams, __s32 nr, __u32 cpu)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 pid_tgid = c->pid_tgid;
 	__u64 uid_gid = bpf_get_current_uid_gid();
-	struct task_struct *parent = rd(TASK(c)->real_parent);
 
 	h->ts = bpf_ktime_get_boot_ns();
 	h->cgroup_id = bpf_get_current_cgroup_id();
@@ -510,19 +537,31 @@ static __rtcap_inline void fill_header(struct rtcap_event_hdr *h, struct rtcap_c
 	h->cpu = cpu;
 	h->pid = pid_tgid >> 32;
 	h->tid = (__u32)pid_tgid;
-	h->ppid = parent ? rd(parent->tgid) : 0;
+	h->ppid = current_ppid(c);
 	h->uid = (__u32)uid_gid;
 	h->gid = uid_gid >> 32;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
+/*
+ * A wakeup is an irq_work (an IPI, a VM exit under virtualisation): far dearer than
+ * writing an event. So by default the consumer is woken once every wakeup_mask + 1
+ * events per CPU, or sooner when the ring fills past wakeup_bytes (checked every
+ * 64 events); it polls with a timeout for the stragglers of a quiet period.
+ */
 static __rtcap_inline __u64 wakeup_flags(struct rtcap_stats *st)
 {
 	__u32 mask = rtcap_ctl.wakeup_mask;
+	__u64 n = st->n_evts;
 
 	if (!mask)
 		return 0;
-	return (st->n_evts & mask) ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP;
+	if (!(n & mask))
+		return BPF_RB_FORCE_WAKEUP;
+	if (!(n & 63) &&
+	    bpf_ringbuf_query(&rtcap_ringbuf, BPF_RB_AVAIL_DATA) >= rtcap_ctl.wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
 }
 
 /* Reserve (fixed-size events) or take the scratch area (variable-size ones).
@@ -533,11 +572,16 @@ static __rtcap_inline int begin(struct rtcap_wr *w, struct rtcap_ctx *c, __u32 t
 {
 	__u32 start = RTCAP_HDR_SIZE + 2 * nparams;
 
-	w->cpu = bpf_get_smp_processor_id();
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	w->cpu = cpu;
 	w->i = 0;
 	w->s = 0;
+	w->var = variable;
+	w->off = start;
+	w->flags = 0;
 	if (variable) {
-		w->s = bpf_map_lookup_elem(&rtcap_scratch_map, &w->cpu);
+		w->s = bpf_map_lookup_elem(&rtcap_scratch_map, &cpu);
 		if (!w->s) {
 			c->st->n_drops_bug++;
 			return 0;
@@ -545,18 +589,12 @@ static __rtcap_inline int begin(struct rtcap_wr *w, struct rtcap_ctx *c, __u32 t
 		w->b = w->s->buf;
 		w->s->off = start;
 		w->s->flags = 0;
-		w->offp = &w->s->off;
-		w->flagsp = &w->s->flags;
 	} else {
 		w->b = bpf_ringbuf_reserve(&rtcap_ringbuf, max_size, 0);
 		if (!w->b) {
 			c->st->n_drops_buffer++;
 			return 0;
 		}
-		w->off = start;
-		w->flags = 0;
-		w->offp = &w->off;
-		w->flagsp = &w->flags;
 	}
 	fill_header((struct rtcap_event_hdr *)w->b, c, type, nparams, nr, w->cpu);
 	return 1;
@@ -566,7 +604,8 @@ static __rtcap_inline void finish(struct rtcap_wr *w, struct rtcap_ctx *c, int v
 {
 	struct rtcap_event_hdr *h = (struct rtcap_event_hdr *)w->b;
 	__u64 wake = wakeup_flags(c->st);
-	__u32 len = *w->offp, flags = *w->flagsp;
+	__u32 len = variable ? w->s->off : w->off;
+	__u32 flags = variable ? w->s->flags : w->flags;
 
 	h->len = len;
 	h->flags = flags;
@@ -622,7 +661,8 @@ static __rtcap_inline int admit(struct rtcap_ctx *c)
 	c->st = stats();
 	if (!c->st || !rtcap_ctl.capture)
 		return 0;
-	if (self && (bpf_get_current_pid_tgid() >> 32) == self) {
+	c->pid_tgid = bpf_get_current_pid_tgid();
+	if (self && (c->pid_tgid >> 32) == self) {
 		c->st->n_ignored_self++;
 		return 0;
 	}

@@ -60,8 +60,22 @@ static long (*bpf_probe_read_kernel_str)(void *dst, __u32 size, const void *src)
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) =
 	(void *)BPF_FUNC_ringbuf_reserve;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)BPF_FUNC_ringbuf_submit;
+static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)BPF_FUNC_ringbuf_query;
 static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 flags) =
 	(void *)BPF_FUNC_ringbuf_output;
+
+#ifdef RTCAP_CORE
+/* Kernels >= 5.11 hand out current as a typed pointer that can be dereferenced
+ * directly (exception-guarded loads, no helper call per field). Whether the running
+ * kernel has the helper is a CO-RE relocation, so older kernels take the probe-read
+ * path and the verifier never sees the unknown helper. */
+static struct task_struct *(*bpf_get_current_task_btf)(void) =
+	(void *)BPF_FUNC_get_current_task_btf;
+#define RTCAP_ENUMVAL_EXISTS 0
+#define rtcap_have_task_btf()                                                        \
+	__builtin_preserve_enum_value(*(enum bpf_func_id *)BPF_FUNC_get_current_task_btf, \
+				      RTCAP_ENUMVAL_EXISTS)
+#endif
 
 /*
  * rd(expr): read one kernel value. In CO-RE builds the address is computed with

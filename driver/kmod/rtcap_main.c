@@ -113,12 +113,18 @@ static ssize_t rtcap_drain_cpu(struct rtcap_cpu *c, char __user *ubuf, size_t ro
 			continue;
 		}
 		h = (struct rtcap_event_hdr *)(c->ring + pos);
-		if (h->type == 0) {
-			tail += h->len;
+		if (h->type == 0) {	/* padding always runs to the ring's end */
+			tail += left;
 			continue;
 		}
 		len = h->len;
 		need = RTCAP_ALIGN8(len);
+		if (unlikely(len < RTCAP_HDR_SIZE || need > left || need > head - tail)) {
+			/* Cannot happen unless the producer is broken: discard, never loop. */
+			c->stats.n_drops_bug++;
+			tail = head;
+			break;
+		}
 		/* The stream keeps 8-byte alignment: copy the padding too. */
 		if (need > room - copied)
 			break;

@@ -11,7 +11,7 @@ from driverkit.headers import ResolvedHeaders
 from driverkit.plan import BuildPlan
 
 _ERROR_LINE = re.compile(
-    r"(\berror:|\bError \d+|^ERROR:|undefined reference|No rule to make target)"
+    r"(\berror:|\bError \d+|^ERROR:|undefined reference|No rule to make target|: not found$)"
 )
 MAX_ERROR_LINES = 25
 
@@ -40,6 +40,10 @@ class Processor(Protocol):
         work_dir: Path,
         timeout_s: float,
     ) -> ProcessorResult: ...
+
+    def cancel_all(self) -> int:
+        """Kill every build still running (Ctrl-C); returns how many were stopped."""
+        ...
 
 
 def error_lines(logs: str) -> list[str]:

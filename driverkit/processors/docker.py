@@ -42,6 +42,9 @@ class DockerProcessor:
         self.cache_dir = cache_dir
         self.make_jobs = make_jobs
 
+    def cancel_all(self) -> int:
+        return self.engine.remove_all_live()
+
     def environment_ref(self, plan: BuildPlan) -> str:
         return f"docker:{plan.builder_image}"
 

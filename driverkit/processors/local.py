@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +28,17 @@ class LocalProcessor:
     def __init__(self, driver_dir: Path, make_jobs: int = 1):
         self.driver_dir = driver_dir
         self.make_jobs = make_jobs
+        # Builds run in their own sessions (so a timeout kills the whole tree), which
+        # also keeps Ctrl-C's SIGINT from reaching them: run_builds kills them here.
+        self._live: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def cancel_all(self) -> int:
+        with self._lock:
+            live = list(self._live.values())
+        for proc in live:
+            _kill_group(proc)
+        return len(live)
 
     def environment_ref(self, plan: BuildPlan) -> str:
         return "local"
@@ -53,6 +65,8 @@ class LocalProcessor:
             env=env,
             start_new_session=True,
         )
+        with self._lock:
+            self._live[proc.pid] = proc
         try:
             out, _ = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
@@ -63,6 +77,9 @@ class LocalProcessor:
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            with self._lock:
+                self._live.pop(proc.pid, None)
         logs = out.decode(errors="replace")
         if proc.returncode != 0:
             raise BuildFailedError(failure_message(plan, proc.returncode, logs))

@@ -9,6 +9,7 @@ CPU's ring. Records decode with the shared decoder into `runtime.events.Event`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -17,11 +18,16 @@ import struct
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.driver import _schema
-from runtime.driver.errors import DriverError, ProbeConfigError, SchemaMismatchError
-from runtime.driver.schema import Decoder, boot_to_epoch_ns, syscall_table
+from runtime.driver.errors import DriverError, SchemaMismatchError
+from runtime.driver.probe import resolve_filter
+from runtime.driver.schema import Decoder, boot_to_epoch_ns
 from runtime.events import Event
+
+if TYPE_CHECKING:
+    from runtime.engine.sources import Batch
 
 DEVICE = Path("/dev/rtcap")
 # read(2) must offer room for the largest record, else the module returns EINVAL.
@@ -41,35 +47,15 @@ class KmodSchemaMismatchError(KmodError, SchemaMismatchError):
     exit_code = SchemaMismatchError.exit_code
 
 
-def _event_ids() -> dict[str, int]:
-    return {str(e["name"]): int(e["id"]) for e in _schema.EVENTS}
+def build_filter(syscalls: Iterable[str]) -> bytes:
+    """The SET_FILTER argument: one event-type byte per native (x86-64) syscall number.
 
-
-def _syscalls_by_event() -> dict[str, str]:
-    """syscall name -> event type name, for syscalls the schema decodes."""
-    table: dict[str, str] = {}
-    for e in _schema.EVENTS:
-        for name in e.get("syscalls") or ():
-            table[str(name)] = str(e["name"])
-    return table
-
-
-def build_filter(syscalls: Iterable[str], numbers: dict[str, int] | None = None) -> bytes:
-    """The SET_FILTER argument: one event-type byte per native syscall number.
-
-    A syscall the schema decodes maps to its event; any other known syscall is
-    captured generically (raw args). Unknown names are an error naming the name.
+    The same resolution as the eBPF probes (decoded event, else generic; unknown names
+    refused). `procexit` is accepted but the module emits it whenever capturing: the
+    schema has no switch for it yet.
     """
-    numbers = numbers if numbers is not None else syscall_table("x86_64")
-    ids = _event_ids()
-    decoded = _syscalls_by_event()
-    table = bytearray(_schema.MAX_SYSCALLS)
-    for name in syscalls:
-        nr = numbers.get(name)
-        if nr is None or nr >= _schema.MAX_SYSCALLS:
-            raise ProbeConfigError(f"unknown x86-64 syscall {name!r} in the capture filter")
-        table[nr] = ids[decoded.get(name, "generic")]
-    return bytes(table)
+    table, _needs_enter, _procexit = resolve_filter(syscalls, "x86_64")
+    return table
 
 
 class KmodDevice:
@@ -168,9 +154,12 @@ class KmodDevice:
             # select() on it would return at once: poll at a short interval instead.
             select.select([], [], [], min(left, 0.01))
 
+    def decode(self, raw: bytes) -> list[Event]:
+        return self._decoder.decode_stream(raw)
+
     def read_events(self, timeout_s: float) -> list[Event]:
         raw = self.read_raw(timeout_s)
-        return self._decoder.decode_stream(raw) if raw else []
+        return self.decode(raw) if raw else []
 
     def drain(self, *, idle_s: float = 0.2) -> list[Event]:
         """Read until the rings stay empty for `idle_s`."""
@@ -191,3 +180,47 @@ class KmodDevice:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class KmodSource:
+    """The module as a rt-engine event source (runtime.engine.sources.EventSource).
+
+    `start(None)` captures every syscall the schema decodes; the consumer's own process
+    is ignored so its reads of the device never feed back into the stream.
+    """
+
+    kind = "kmod"
+
+    def __init__(self, path: Path = DEVICE) -> None:
+        self.boot_offset_ns = boot_to_epoch_ns()
+        self._dev = KmodDevice(path, epoch_offset_ns=self.boot_offset_ns)
+
+    def start(self, event_types: frozenset[str] | None) -> None:
+        from runtime.driver.schema import SYSCALL_EVENT
+
+        if event_types is None:
+            syscalls: frozenset[str] = frozenset(SYSCALL_EVENT)
+        else:
+            from runtime.engine.sources import syscalls_for_event_types
+
+            syscalls = syscalls_for_event_types(event_types)
+        self._dev.handshake()
+        self._dev.set_filter(syscalls)
+        self._dev.ignore_tgid(os.getpid())
+        self._dev.start()
+
+    def read(self, timeout_s: float) -> Batch:
+        from runtime.engine.sources import Batch
+
+        raw = self._dev.read_raw(timeout_s)
+        events = self._dev.decode(raw) if raw else []
+        return Batch(events=events, raw=raw or None)
+
+    def stats(self) -> dict[int, dict[str, int]]:
+        return self._dev.stats()
+
+    def close(self) -> None:
+        # Closing the device stops capture anyway; a failed STOP changes nothing.
+        with contextlib.suppress(KmodError):
+            self._dev.stop()
+        self._dev.close()

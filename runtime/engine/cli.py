@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import click
 
 from driverkit.errors import DriverkitError, UsageError
 from runtime.engine.app import Engine, Runner, RunOptions
-from runtime.engine.capture import CaptureHeader, CaptureWriter
+from runtime.engine.capture import CaptureHeader, CaptureWriter, materialise_proc, snapshot_proc
 from runtime.engine.config import DRIVER_KINDS, EngineConfig, load_config, with_overrides
 from runtime.engine.drops import DropMonitor
 from runtime.engine.metrics import EngineCounters, Metrics, PrometheusEndpoint
@@ -112,7 +113,14 @@ def run_engine(cfg: EngineConfig) -> int:
     )
     outputs = OutputQueue(sinks, maxsize=cfg.outputs.queue_size)
     counters = EngineCounters()
-    state = SystemState()
+    live = cfg.replay is None
+    # Live only: a process first seen mid-run is looked up in /proc, and cgroup ids are
+    # mapped to containers through the cgroup v2 mount. A replay must not consult this
+    # host, whose processes and containers are not the recorded ones.
+    state = SystemState(
+        proc_fallback_root="/proc" if live else None,
+        cgroup_root="/sys/fs/cgroup" if live and Path("/sys/fs/cgroup").is_dir() else None,
+    )
     source: EventSource | None = None
     recorder: CaptureWriter | None = None
     prometheus: PrometheusEndpoint | None = None
@@ -125,10 +133,6 @@ def run_engine(cfg: EngineConfig) -> int:
     )
     try:
         source = _open_source(cfg)
-        if source.kind != "replay":
-            seeded = state.seed_from_proc("/proc")
-            _log(f"rt-engine: seeded {seeded} threads from /proc")
-        source.start(_needed_event_types(ruleset))
         if cfg.record is not None:
             api, schema_hash = schema_identity()
             recorder = CaptureWriter(
@@ -145,6 +149,24 @@ def run_engine(cfg: EngineConfig) -> int:
                     },
                 ),
             )
+        if isinstance(source, ReplaySource):
+            seeded = source.seed_state(state)
+            if recorder is not None and source.proc_snapshot is not None:
+                recorder.write_procs(source.proc_snapshot)
+            _log(f"rt-engine: seeded {seeded} threads from the capture's /proc snapshot")
+        elif recorder is not None:
+            # Snapshot /proc once and seed from that very copy, so a replay of this
+            # recording starts from exactly the process table this run started from.
+            snapshot = snapshot_proc()
+            with tempfile.TemporaryDirectory(prefix="rt-engine-proc-") as tmp:
+                seeded = state.seed_from_proc(str(materialise_proc(snapshot, Path(tmp))))
+            recorder.write_procs(snapshot)
+            _log(f"rt-engine: seeded {seeded} threads from /proc (recorded in the capture)")
+        else:
+            seeded = state.seed_from_proc("/proc")
+            _log(f"rt-engine: seeded {seeded} threads from /proc")
+        source.keep_raw = cfg.record is not None
+        source.start(_needed_event_types(ruleset))
         engine = Engine(
             ruleset, state, outputs.submit, min_priority=min_priority, counters=counters
         )
@@ -175,8 +197,10 @@ def run_engine(cfg: EngineConfig) -> int:
             ),
             stop=stop,
         )
-        _log(f"rt-engine: running ({source.kind})")
         with _StopOnSignal(stop):
+            # Logged once the handlers are in place: a SIGTERM sent as soon as this line
+            # is seen must find them.
+            _log(f"rt-engine: running ({source.kind})")
             runner.run()
         if metrics is not None and cfg.metrics.enabled:
             metrics.write_snapshot(metrics_stream or sys.stderr)

@@ -30,7 +30,7 @@ DROP_CATEGORIES = ("n_drops_buffer", "n_drops_pf", "n_drops_bug")
 class SyscallDropExitError(DriverkitError):
     """`syscall_event_drops.actions` contains `exit` and the threshold was reached."""
 
-    exit_code = 20
+    exit_code = 30  # 20-23 belong to driver and rule-loading errors
 
 
 class TokenBucket:

@@ -55,6 +55,8 @@ class BoundField:
     nullable: bool = True
     is_list: bool = False  # a value per ancestor: comparisons hold if any element matches
     needs: frozenset[str] = frozenset()
+    # Helpers the inline expression calls, by name, for the generated code's namespace.
+    helpers: tuple[tuple[str, object], ...] = ()
 
 
 Builder = Callable[[str | None], BoundField]
@@ -73,11 +75,12 @@ FIELDS: dict[str, FieldDef] = {}
 
 
 def _define(name: str, ftype: FieldType, desc: str, extract: Extractor, *,
-            inline: str | None = None, nullable: bool = True) -> None:
+            inline: str | None = None, nullable: bool = True,
+            helpers: tuple[tuple[str, object], ...] = ()) -> None:
     needs = frozenset(n for n in ("_th", "_f") if inline is not None and n in inline)
 
     def build(text: str, arg: str | None) -> BoundField:
-        return BoundField(text, ftype, extract, inline, nullable, needs=needs)
+        return BoundField(text, ftype, extract, inline, nullable, needs=needs, helpers=helpers)
 
     FIELDS[name] = FieldDef(name, ftype, desc, ArgKind.NONE, build)
 
@@ -432,15 +435,18 @@ def _fd_attr(get: Callable[[FdInfo], object]) -> Extractor:
 def _fd_directory(info: FdInfo) -> object:
     if info.typechar == "d":
         return info.name
-    if info.typechar != "f" or not info.name:
+    name = info.name
+    if info.typechar != "f" or not name:
         return None
-    return posixpath.dirname(info.name) or "/"
+    # Names are absolute and normalised by the state: no posixpath needed (hot in rules).
+    return name[:name.rfind("/")] or "/"
 
 
 def _fd_filename(info: FdInfo) -> object:
-    if info.typechar not in ("f", "d") or not info.name:
+    name = info.name
+    if info.typechar not in ("f", "d") or not name:
         return None
-    return posixpath.basename(info.name)
+    return name[name.rfind("/") + 1:]
 
 
 def _local(info: FdInfo) -> tuple[str | None, int | None]:
@@ -465,9 +471,11 @@ _define("fd.num", FieldType.INT, "fd number", _fd_num,
 _define("fd.name", FieldType.STRING, "path, or the socket tuple",
         _fd_attr(lambda i: i.name or None), inline="(_f and (_f.name or None))")
 _define("fd.directory", FieldType.STRING, "directory of the file",
-        _fd_attr(_fd_directory))
+        _fd_attr(_fd_directory), inline="(_f and _fd_directory(_f))",
+        helpers=(("_fd_directory", _fd_directory),))
 _define("fd.filename", FieldType.STRING, "file name without the directory",
-        _fd_attr(_fd_filename))
+        _fd_attr(_fd_filename), inline="(_f and _fd_filename(_f))",
+        helpers=(("_fd_filename", _fd_filename),))
 _define("fd.typechar", FieldType.STRING, "fd type as one character (f, d, 4, 6, u, p, ...)",
         _fd_attr(lambda i: i.typechar),
         inline="(_f and _f.typechar)")

@@ -7,14 +7,27 @@ came from (so `--record` stores exactly what the decoder saw). A source returns 
 
 from __future__ import annotations
 
+import itertools
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from runtime.engine.capture import CaptureHeader, CaptureReader, StatsFrame
+from runtime.engine.capture import (
+    CaptureFormatError,
+    CaptureHeader,
+    CaptureReader,
+    ProcSnapshot,
+    StatsFrame,
+    materialise_proc,
+)
 from runtime.events import Event
+
+if TYPE_CHECKING:
+    from runtime.driver import ProbeSource
+    from runtime.engine.state import SystemState
 
 PerCpuStats = dict[int, dict[str, int]]
 Decoder = Callable[[bytes], list[Event]]
@@ -30,6 +43,7 @@ class Batch:
 class EventSource(Protocol):
     kind: str
     boot_offset_ns: int
+    keep_raw: bool  # set before start() when recording: Batch.raw must then be filled
 
     def start(self, event_types: frozenset[str] | None) -> None:
         """Begin capture; `event_types` None means everything the driver can produce."""
@@ -49,39 +63,39 @@ def schema_identity() -> tuple[int, int]:
 
 
 def syscalls_for_event_types(event_types: frozenset[str]) -> frozenset[str]:
-    """The kernel syscall names producing these event types (`exit` -> exit, exit_group).
+    """The names the driver filter takes for these event types (`exit` -> exit, exit_group).
 
-    Event types without syscalls (procexit comes from the scheduler tracepoint) and names
-    the schema does not know (a rule on a syscall the driver only reports generically) are
-    passed through unchanged, as the driver's filter takes raw syscall names too.
+    Non-syscall events (procexit, from the scheduler tracepoint) keep their name, as the
+    probe accepts it; a rule's event type the schema does not decode (`evt.type = write`) is
+    a syscall name the driver captures generically, so it passes through as well.
     """
     from runtime.driver import _schema
 
-    by_event = {e["name"]: e.get("syscalls") for e in _schema.EVENTS}
+    by_event = {str(e["name"]): e.get("syscalls") for e in _schema.EVENTS}
     names: set[str] = set()
     for evt_type in event_types:
         syscalls = by_event.get(evt_type)
-        if syscalls:
-            names.update(syscalls)
-        elif syscalls is None or evt_type not in by_event:
-            names.add(evt_type)
+        names.update(syscalls or [evt_type])
     return frozenset(names)
 
 
 def default_decoder(boot_offset_ns: int) -> Decoder:
     """The driver's batch decoder, with BOOTTIME stamps turned into wall-clock time."""
-    from runtime.driver import decode_events
+    from runtime.driver import Decoder as DriverDecoder
 
-    def decode(buf: bytes) -> list[Event]:
-        return decode_events(buf, boot_offset_ns=boot_offset_ns)
+    return DriverDecoder(epoch_offset_ns=boot_offset_ns).decode_stream
 
-    return decode
+
+def pad8(record: bytes) -> bytes:
+    """Records sit at 8-byte aligned offsets in a stream (module ring, capture frames)."""
+    return record + b"\0" * (-len(record) % 8)
 
 
 class ReplaySource:
     """Reads a capture file; needs no privileges. Emits recorded stats frames in order."""
 
     kind = "replay"
+    keep_raw = False
 
     def __init__(self, path: Path, *, decoder: Decoder | None = None) -> None:
         _, schema_hash = schema_identity()
@@ -89,23 +103,40 @@ class ReplaySource:
         self.header: CaptureHeader = self._reader.header
         self.boot_offset_ns = self.header.boot_offset_ns
         self._decode = decoder or default_decoder(self.boot_offset_ns)
-        self._frames: Iterator[bytes | StatsFrame] = self._reader.frames()
+        frames = self._reader.frames()
+        first = next(frames, None)
+        # The /proc snapshot, when recorded, leads the file; anything else is put back.
+        self.proc_snapshot = first if isinstance(first, ProcSnapshot) else None
+        lead = [] if first is None or self.proc_snapshot is not None else [first]
+        self._frames: Iterator[bytes | StatsFrame | ProcSnapshot] = itertools.chain(lead, frames)
         self._last_stats: PerCpuStats = {}
-        self._filter: frozenset[str] | None = None
+
+    def seed_state(self, state: SystemState) -> int:
+        """Seed the process table from the recorded /proc snapshot (0 if none recorded)."""
+        if self.proc_snapshot is None:
+            return 0
+        with tempfile.TemporaryDirectory(prefix="rt-engine-proc-") as tmp:
+            return state.seed_from_proc(str(materialise_proc(self.proc_snapshot, Path(tmp))))
 
     def start(self, event_types: frozenset[str] | None) -> None:
-        # A live driver filters in the kernel; a replay has everything, and filtering here
-        # would only hide events the state table needs, so replay keeps them all.
-        self._filter = event_types
+        # A live driver filters in the kernel; a replay holds what was captured, and the
+        # rules index already skips event types no rule wants.
+        pass
 
     def read(self, timeout_s: float) -> Batch | None:
         frame = next(self._frames, None)
+        while isinstance(frame, ProcSnapshot):  # only meaningful at the start
+            frame = next(self._frames, None)
         if frame is None:
             return None
         if isinstance(frame, StatsFrame):
             self._last_stats = frame.per_cpu
             return Batch(events=[], stats=frame)
-        return Batch(events=self._decode(frame), raw=frame)
+        try:
+            events = self._decode(frame)
+        except ValueError as exc:  # the driver's DecodeError: a damaged frame
+            raise CaptureFormatError(f"capture {self._reader.path}: {exc}") from None
+        return Batch(events=events, raw=frame)
 
     def stats(self) -> PerCpuStats:
         return self._last_stats
@@ -114,15 +145,79 @@ class ReplaySource:
         self._reader.close()
 
 
+class BpfSource:
+    """The CO-RE probe or a per-kernel probe: both load through the driver's ProbeSource."""
+
+    def __init__(self, kind: str, *, probe: Path | None, buffer_bytes: int) -> None:
+        from driverkit.errors import UsageError
+        from runtime.driver.schema import boot_to_epoch_ns
+
+        if probe is None:
+            build = "make -C driver core OUT=DIR" if kind == "core" else (
+                "make -C driver probe KERNELDIR=HEADERS OUT=DIR")
+            raise UsageError(f"--driver {kind} needs --probe PATH (build it with `{build}`)")
+        if buffer_bytes & (buffer_bytes - 1):
+            raise UsageError(
+                f"--buffer-bytes {buffer_bytes}: the BPF ring buffer size must be a power"
+                f" of two (e.g. {1 << (buffer_bytes.bit_length() - 1)})"
+            )
+        self.kind = kind
+        self.keep_raw = False
+        self._probe_path = probe
+        self._buffer_bytes = buffer_bytes
+        self.boot_offset_ns = boot_to_epoch_ns()
+        self._src: ProbeSource | None = None
+
+    def start(self, event_types: frozenset[str] | None) -> None:
+        from runtime.driver import ProbeSource
+
+        src = ProbeSource(
+            self._probe_path, filter_syscalls(event_types), self._buffer_bytes,
+            ignore_self=True,  # our own writes and /proc reads must not feed back
+        )
+        src.decoder.epoch_offset_ns = self.boot_offset_ns
+        src.start()
+        self._src = src
+
+    def read(self, timeout_s: float) -> Batch | None:
+        src = self._src
+        assert src is not None, "start() first"
+        timeout_ms = int(timeout_s * 1000)
+        if not self.keep_raw:
+            return Batch(events=src.poll(timeout_ms))
+        records = src.poll_raw(timeout_ms)
+        return Batch(
+            events=src.decoder.decode_many(records),
+            raw=b"".join(pad8(r) for r in records) if records else None,
+        )
+
+    def stats(self) -> PerCpuStats:
+        if self._src is None:
+            return {}
+        return {
+            s.cpu: {name: getattr(s, name) for name in _stats_fields()} for s in self._src.stats()
+        }
+
+    def close(self) -> None:
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+
+
+def _stats_fields() -> list[str]:
+    from runtime.driver import _schema
+
+    return list(_schema.STATS_FIELDS)
+
+
 def all_syscalls() -> frozenset[str]:
     """Every syscall the driver's filter can index (used when some rule has no evt.type)."""
-    import platform
+    from runtime.driver import _schema
+    from runtime.driver.schema import syscall_table
 
-    from runtime.driver import _schema, _syscalls
-
-    arch = {"aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    table = _syscalls.SYSCALLS.get(arch) or _syscalls.SYSCALLS["x86_64"]
-    return frozenset(name for name, nr in table.items() if nr < _schema.MAX_SYSCALLS)
+    table = syscall_table()
+    names = {name for name, nr in table.items() if nr < _schema.MAX_SYSCALLS}
+    return frozenset(names | {"procexit"})
 
 
 def filter_syscalls(event_types: frozenset[str] | None) -> frozenset[str]:
@@ -136,16 +231,18 @@ class KmodSource:
 
     def __init__(self, *, module: Path | None = None) -> None:
         from runtime.driver import kmod
+        from runtime.driver.schema import boot_to_epoch_ns
 
         if module is not None and not kmod.DEVICE.exists():
             _insmod(module)
+        self.keep_raw = False
         self._dev = kmod.KmodDevice()
         try:
             self._dev.handshake()
         except Exception:
             self._dev.close()
             raise
-        self.boot_offset_ns = kmod.boot_offset_ns()
+        self.boot_offset_ns = boot_to_epoch_ns()
         self._decode = default_decoder(self.boot_offset_ns)
 
     def start(self, event_types: frozenset[str] | None) -> None:
@@ -179,7 +276,7 @@ def _insmod(module: Path) -> None:
 
 
 def open_live_source(kind: str, *, probe: Path | None, buffer_bytes: int) -> EventSource:
-    """The core/ebpf/kmod source; imported lazily so replay needs no libbpf."""
+    """The core/ebpf/kmod source; the driver modules are imported only when used."""
     if kind == "kmod":
         return KmodSource(module=probe)
     return BpfSource(kind, probe=probe, buffer_bytes=buffer_bytes)

@@ -10,7 +10,7 @@ Public API (what the engine calls; names are stable):
     ruleset = load_rules([Path("rules.yaml"), ...], extra_texts=[("inline.yaml", text)])
         # Files load in order (later files override/append earlier items), then the
         # extra_texts, each a (display name, YAML text) pair. Raises RuleLoadError (exit_code
-        # 20) whose one-line message names FILE:LINE:COL, the item and, for conditions,
+        # 40) whose one-line message names FILE:LINE:COL, the item and, for conditions,
         # the offset in the condition. ruleset.warnings lists non-fatal findings (unused
         # macros/lists) as strings.
     ruleset.rules                 # tuple[CompiledRule, ...]: enabled rules, in load order
@@ -18,6 +18,14 @@ Public API (what the engine calls; names are stable):
                                   # event type (rules without an evt.type constraint too)
     ruleset.required_syscalls()   # set[str]: event types the enabled rules need; add
                                   # state.REQUIRED_SYSCALLS for the in-kernel filter
+    ruleset.needs_all_events      # True if some rule has no evt.type constraint (then the
+                                  # driver must not filter by syscall at all)
+    ruleset.match(ev, state)      # FAST PATH: tuple of matching CompiledRules (load order),
+                                  # usually (); one generated function per event type with
+                                  # evt.type checks folded. Same answers as rules_for+match,
+                                  # ~2.5x cheaper with 100 rules (measured), as one call
+                                  # tests every rule and shares the fd/thread lookups.
+    ruleset.filtered(min_priority)  # Ruleset of the rules with priority <= min_priority
 
     rule.name, rule.priority (Priority), rule.tags (tuple[str, ...]), rule.source ("syscall"),
     rule.desc, rule.output (the raw output template)
@@ -32,8 +40,12 @@ Public API (what the engine calls; names are stable):
     Priority.parse("warning" | "WARNING" | "info" ...) -> Priority (ValueError if unknown);
     Priority.falco_name -> "Warning" (the spelling Falco writes in its JSON output).
 
-    state = SystemState()         # bounded process/fd tables
-    state.seed_from_proc("/proc") # returns the number of threads seeded
+    state = SystemState(          # bounded process/fd tables; all arguments optional:
+        proc_fallback_root="/proc",   # live only: read /proc for a pid first seen mid-run
+        cgroup_root="/sys/fs/cgroup", # live only: event cgroup_id -> container on execve
+    )                             # (replay: leave both None)
+    state.seed_from_proc("/proc") # returns the number of threads seeded; sockets are
+                                  # described from <root>/net/{tcp,udp,raw}{,6} and unix
     state.update(ev)              # call for EVERY event, BEFORE matching it: exec/clone/open
                                   # effects must be visible to the rules; close/exit removals
                                   # are deferred to the next update() so the closing/exiting

@@ -158,13 +158,12 @@ class Expander:
             cached = self._expanded.get(expr.name)
             if cached is not None:
                 return cached
+            # Macros are validated on their own first, so an error here can only be a cycle
+            # reached through this reference: report it where the rule refers to it.
             try:
                 body = self.expand(macro.expr, (*stack, expr.name))
             except CompileError as err:
-                if "cycle" in err.message and stack:
-                    raise CompileError(err.message, expr.pos) from None
-                raise CompileError(
-                    f"in macro '{expr.name}': {err.message}", expr.pos) from None
+                raise CompileError(err.message, expr.pos) from None
             self._expanded[expr.name] = body
             return body
         if isinstance(expr, And):
@@ -265,6 +264,24 @@ def _types_of(expr: Expr, expander: Expander) -> tuple[_TypeSet, _TypeSet]:
     return _ALL, _ALL
 
 
+_UNSET = object()
+
+
+def _field_texts(expr: Expr) -> Iterable[str]:
+    if isinstance(expr, (And, Or)):
+        for child in expr.children:
+            yield from _field_texts(child)
+    elif isinstance(expr, Not):
+        yield from _field_texts(expr.child)
+    elif isinstance(expr, Check):
+        for side in (expr.left, expr.right):
+            if isinstance(side, FieldRef):
+                yield side.text
+            elif isinstance(side, Transform) and side.func == "val" \
+                    and isinstance(side.inner, FieldRef):
+                yield side.inner.text
+
+
 # ---- code generation -----------------------------------------------------------------------
 
 class _CodeGen:
@@ -282,6 +299,18 @@ class _CodeGen:
         self.counter = 0
         self.fields: list[BoundField] = []
         self.needs: set[str] = set()
+        # Fields read more than once in the function: computed once, on first use.
+        self.shared: set[str] = set()
+        self.memo: dict[str, str] = {}  # field text -> local computed lazily on first use
+        self.eager: dict[str, str] = {}  # local -> cheap expression computed up front
+        self.eager_by_field: dict[str, str] = {}
+
+    def share_repeated_fields(self, exprs: Iterable[Expr]) -> None:
+        counts: dict[str, int] = {}
+        for expr in exprs:
+            for text in _field_texts(expr):
+                counts[text] = counts.get(text, 0) + 1
+        self.shared = {text for text, n in counts.items() if n > 1}
 
     def prologue(self) -> str:
         lines = []
@@ -289,6 +318,8 @@ class _CodeGen:
             lines.append("    _th = st.thread_of(ev)\n")
         if "_f" in self.needs:
             lines.append("    _f = st.fd_of(ev)\n")
+        lines.extend(f"    {var} = {code}\n" for var, code in self.eager.items())
+        lines.extend(f"    {var} = _U\n" for var in self.memo.values())
         return "".join(lines)
 
     def const(self, value: object) -> str:
@@ -350,9 +381,29 @@ class _CodeGen:
     def value_code(self, bf: BoundField) -> str:
         if bf.inline is not None:
             self.needs |= bf.needs
-            return bf.inline
-        name = self.const(bf.extract)
-        return f"{name}(ev, st)"
+            self.ns.update(bf.helpers)
+            code = bf.inline
+            cheap = not bf.helpers and "st." not in code
+        else:
+            code = f"{self.const(bf.extract)}(ev, st)"
+            cheap = False
+        # A list field is iterated by a generator, whose iterable may not assign a local.
+        if bf.text not in self.shared or bf.is_list:
+            return code
+        if cheap:
+            # Plain attribute reads off `ev`/`_th`/`_f`: one local read beats re-evaluating.
+            if code.startswith("ev.") and code[3:].isidentifier():
+                return code  # ev.comm and friends are already a single attribute load
+            var = self.eager_by_field.get(bf.text)
+            if var is None:
+                var = self.eager_by_field[bf.text] = f"_e{len(self.eager)}_"
+                self.eager[var] = code
+            return var
+        var = self.memo.get(bf.text)
+        if var is None:
+            var = self.memo[bf.text] = f"_m{len(self.memo)}_"
+            self.ns["_U"] = _UNSET
+        return f"({var} if {var} is not _U else ({var} := {code}))"
 
     def fold_type_check(self, chk: Check) -> str | None:
         if self.known_type is None or not isinstance(chk.left, FieldRef) \
@@ -404,7 +455,9 @@ class _CodeGen:
         pred = self.predicate(chk, bf, op, t, nullable=bf.nullable)
         # `==` and set membership are already false for None, so those need no guard.
         none_safe = op in ("=", "in", "intersects") and bf.type is not FieldType.IPNET
-        if (none_safe or not bf.nullable) and pred.count(t) == 1:
+        if value.isidentifier() or ((none_safe or not bf.nullable) and pred.count(t) == 1):
+            if value.isidentifier() and bf.nullable and not none_safe:
+                return f"({value} is not None and {pred.replace(t, value)})"
             return pred.replace(t, value)
         return f"(({t} := {value}) is not None and {pred})"
 
@@ -478,10 +531,12 @@ class _CodeGen:
             inner = f"_in_networks({x}, {c})"
             return inner if op == "=" else f"(not {inner})"
         if op in _PY_CMP:
-            c = self.const(lit)
             if ftype is FieldType.STRING and op in _NUMERIC_OPS:
+                # Text fields (evt.arg.*) compare numerically with a number, as in Falco.
+                c = self.const(_to_number(lit))
                 n = self.temp()
                 return f"(({n} := _to_number({x})) is not None and {n} {_PY_CMP[op]} {c})"
+            c = self.const(lit)
             if op == "=":
                 return f"({x} == {c})"
             return f"({guard}{x} {_PY_CMP[op]} {c})"
@@ -542,6 +597,7 @@ class _CodeGen:
 def compile_condition(expr: Expr, expander: Expander, label: str) -> MatchFn:
     """Generate and compile `match(ev, st) -> bool` for a macro-expanded condition."""
     gen = _CodeGen(expander)
+    gen.share_repeated_fields([expr])
     body = gen.gen(expr)
     source = f"def match(ev, st):\n{gen.prologue()}    return bool({body})\n"
     code = compile(source, f"<condition of {label}>", "exec")
@@ -559,6 +615,7 @@ def compile_type_dispatch(
     """One function for one event type testing every rule in turn: `evt.type` checks fold
     away and the thread/fd lookups happen once. Returns the matching entries' payloads."""
     gen = _CodeGen(expander, known_type=evt_type)
+    gen.share_repeated_fields(expr for expr, _ in entries)
     tests = []
     for expr, payload in entries:
         code = gen.gen(expr)

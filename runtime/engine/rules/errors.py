@@ -12,7 +12,7 @@ class RuleLoadError(DriverkitError):
     add `(condition offset N)` so the author can find the token inside a folded scalar.
     """
 
-    exit_code = 20
+    exit_code = 40  # distinct: 1-12 driverkit, 20-29 driver host side, 30 drop exit
 
     def __init__(self, message: str, *, file: str = "", item: str = "", line: int = 0,
                  col: int = 0, offset: int | None = None) -> None:

@@ -8,6 +8,7 @@ are read, so macros and lists may be defined after the rules that use them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -341,7 +342,8 @@ class _Loader:
     def read(self, display: str, text: str) -> None:
         lines = tuple(text.splitlines())
         try:
-            root = yaml.compose(text, Loader=_RulesYamlLoader)
+            # Several `---` documents in one file are read in order, like one long list.
+            roots = list(yaml.compose_all(text, Loader=_RulesYamlLoader))
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -353,8 +355,11 @@ class _Loader:
                                 file=display, line=line, col=col) from None
         except yaml.YAMLError as err:
             raise RuleLoadError(f"{display}: YAML error: {err}", file=display) from None
-        if root is None:
-            return
+        for root in roots:
+            if root is not None:
+                self._read_root(display, lines, root)
+
+    def _read_root(self, display: str, lines: tuple[str, ...], root: yaml.Node) -> None:
         if not isinstance(root, yaml.SequenceNode):
             raise RuleLoadError(
                 f"{display}:{root.start_mark.line + 1}:{root.start_mark.column + 1}: "
@@ -587,7 +592,7 @@ class _Loader:
             elif key == "output":
                 piece = item.scalar("output")
                 if how == "append":
-                    rule.output = _Scalar(rule.output.text + " " + piece.text, piece.pos,
+                    rule.output = _Scalar(rule.output.text.rstrip() + " " + piece.text, piece.pos,
                                           piece.style, piece.end_line, piece.source_lines)
                 else:
                     rule.output = piece
@@ -822,6 +827,10 @@ class _Loader:
                                 file=pos.file, item=rule.name, line=pos.line,
                                 col=pos.col) from None
         types = event_types(expanded, expander)
+        unknown = sorted(types - _known_event_types()) if types else []
+        if unknown:
+            self.warnings.append(f"{rule.pos}: rule '{rule.name}': evt.type {', '.join(unknown)}"
+                                 " is not a syscall or event this engine knows; it never matches")
         if types is None and rule.warn_evttypes and rule.enabled:
             self.warnings.append(f"{rule.pos}: rule '{rule.name}' has no evt.type constraint:"
                                  " it is evaluated for every event")
@@ -839,6 +848,16 @@ class _Loader:
             format_output=fmt,
             expr=full,
         )
+
+
+@functools.cache
+def _known_event_types() -> frozenset[str]:
+    """Every syscall name (any arch the driver supports) and the non-syscall events."""
+    from runtime.driver._syscalls import SYSCALLS
+    from runtime.driver.schema import NON_SYSCALL_EVENTS
+
+    names = {name for table in SYSCALLS.values() for name in table}
+    return frozenset(names | set(NON_SYSCALL_EVENTS))
 
 
 def _macro_refs(expr: Expr) -> list[MacroRef]:

@@ -36,8 +36,15 @@ def _split_field(text: str) -> tuple[str, str | None]:
     return text, None
 
 
+# Falco replaces this placeholder with its container format when no -pc/-pk option is set.
+CONTAINER_INFO = "%container.info"
+CONTAINER_INFO_FORMAT = "container_id=%container.id container_name=%container.name"
+
+
 def compile_output(template: str) -> FormatFn:
     """Resolve every field in `template` now (unknown field -> OutputError)."""
+    if CONTAINER_INFO in template:
+        template = template.replace(CONTAINER_INFO, CONTAINER_INFO_FORMAT)
     literals: list[str] = []
     fields: list[BoundField] = []
     last = 0

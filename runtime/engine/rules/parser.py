@@ -52,6 +52,7 @@ class _Parser:
         return ConditionSyntaxError(message, self.s.pos if offset is None else offset)
 
     def enter(self) -> None:
+        """One more level of parentheses (or `val(`/transformer nesting)."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise self.error(f"condition nests deeper than {MAX_DEPTH} levels")
@@ -80,18 +81,15 @@ class _Parser:
         return False
 
     def parse_or(self) -> Expr:
-        self.enter()
         pos = self.s.pos
         children = [self.parse_and()]
         self.s.blank()
         while self._connective("or"):
             children.append(self.parse_and())
             self.s.blank()
-        self.depth -= 1
         return children[0] if len(children) == 1 else Or(tuple(children), pos)
 
     def parse_and(self) -> Expr:
-        self.enter()
         self.s.blank()
         pos = self.s.pos
         children = [self.parse_not()]
@@ -99,11 +97,9 @@ class _Parser:
         while self._connective("and"):
             children.append(self.parse_not())
             self.s.blank()
-        self.depth -= 1
         return children[0] if len(children) == 1 else And(tuple(children), pos)
 
     def parse_not(self) -> Expr:
-        self.enter()
         self.s.blank()
         pos = self.s.pos
         negate = False
@@ -111,7 +107,6 @@ class _Parser:
             negate = not negate
             self.s.blank()
         child = self.parse_check()
-        self.depth -= 1
         return Not(child, pos) if negate else child
 
     def parse_check(self) -> Expr:
@@ -119,10 +114,12 @@ class _Parser:
         s.blank()
         pos = s.pos
         if s.literal("("):
+            self.enter()
             inner = self.parse_or()
             s.blank()
             if not s.literal(")"):
                 raise self.error("expected ')' to close the '(' at offset " + str(pos))
+            self.depth -= 1
             return inner
         if s.at_end():
             raise self.error("expected a field check, a macro name or '(' but found the end")
@@ -165,6 +162,7 @@ class _Parser:
         s.blank()
         arg_pos = s.pos
         inner: FieldRef | Transform | None = None
+        self.enter()
         if ident != "val":
             inner = self.try_transformer(allow_val=False)
         if inner is None:
@@ -175,6 +173,7 @@ class _Parser:
         s.blank()
         if not s.literal(")"):
             raise self.error(f"expected ')' to close '{ident}('")
+        self.depth -= 1
         return Transform(ident, inner, start)
 
     def parse_condition(self, left: FieldRef | Transform, pos: int) -> Check:

@@ -97,6 +97,11 @@ class Ruleset:
         self._dispatch[evt_type] = fn
         return fn
 
+    def filtered(self, min_priority: Priority) -> Ruleset:
+        """The rules at `min_priority` or more severe (`--min-priority`), same fast paths."""
+        kept = [r for r in self.rules if r.priority <= min_priority]
+        return Ruleset(kept, self.warnings, self._expander)
+
     def required_syscalls(self) -> set[str]:
         """Event types the rules need; empty-typed rules need everything (see `needs_all`)."""
         needed: set[str] = set()

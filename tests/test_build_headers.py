@@ -1,0 +1,140 @@
+"""Header extraction: real .deb archives built here with dpkg-deb, unpacked by our
+pure-Python reader, assembled into a per-kernel tree of links to shared packages."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from driverkit.cache import DownloadCache
+from driverkit.config import load_config, resolve_plan
+from driverkit.errors import DownloadError
+from driverkit.headers import HeaderPackage, HeaderResolver, extract_deb
+from driverkit.targets.base import Mirrors
+from tests.build_helpers import serve_dir
+from tests.conftest import require
+
+RELEASE = "6.1.0-47-amd64"
+
+
+def _deb(tmp: Path, name: str, files: dict[str, str], links: dict[str, str]) -> Path:
+    require(shutil.which("dpkg-deb") is not None, "needs dpkg-deb to build test packages")
+    root = tmp / f"{name}-root"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"
+    )
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    for rel, target in links.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(target)
+    out = tmp / f"{name}.deb"
+    subprocess.run(
+        ["dpkg-deb", "-Zxz", "--build", str(root), str(out)], check=True, capture_output=True
+    )
+    return out
+
+
+@pytest.fixture
+def packages(tmp_path: Path) -> list[Path]:
+    common = "linux-headers-6.1.0-47-common"
+    include = f"include /usr/src/{common}/Makefile\n"
+    return [
+        _deb(
+            tmp_path,
+            f"linux-headers-{RELEASE}",
+            {
+                f"usr/src/linux-headers-{RELEASE}/Makefile": include,
+                f"usr/src/linux-headers-{RELEASE}/.config": "CONFIG_X=y\n",
+            },
+            {f"usr/src/linux-headers-{RELEASE}/scripts": "../../lib/linux-kbuild-6.1/scripts"},
+        ),
+        _deb(
+            tmp_path,
+            common,
+            {f"usr/src/{common}/Makefile": "# top\n", f"usr/src/{common}/include/a.h": "a\n"},
+            {
+                f"usr/src/{common}/scripts": "../../lib/linux-kbuild-6.1/scripts",
+                f"usr/src/{common}/include/b.h": "a.h",
+            },
+        ),
+        _deb(
+            tmp_path, "linux-kbuild-6.1", {"usr/lib/linux-kbuild-6.1/scripts/modpost": "bin\n"}, {}
+        ),
+    ]
+
+
+def test_extract_deb_matches_dpkg(tmp_path: Path, packages: list[Path]) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    extract_deb(packages[1], ours)
+    subprocess.run(["dpkg-deb", "-x", str(packages[1]), str(theirs)], check=True)
+    listing = sorted(str(p.relative_to(ours)) for p in ours.rglob("*"))
+    assert listing == sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*"))
+    link = ours / "usr/src/linux-headers-6.1.0-47-common/include/b.h"
+    assert link.is_symlink() and link.read_text() == "a\n"
+
+
+def test_not_a_package_is_a_download_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "x.deb"
+    bogus.write_bytes(b"<html>captive portal</html>")
+    with pytest.raises(DownloadError, match=r"x\.deb"):
+        extract_deb(bogus, tmp_path / "out")
+
+
+def test_tree_links_shared_packages_and_rewrites_absolute_includes(
+    tmp_path: Path, packages: list[Path]
+) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    for deb in packages:
+        shutil.copy(deb, www / deb.name)
+    cache = DownloadCache(tmp_path / "cache")
+    with serve_dir(www) as (base, hits):
+        pkgs = tuple(
+            HeaderPackage(
+                f"{base}/{d.name}", hashlib.sha256(d.read_bytes()).hexdigest(), d.stat().st_size
+            )
+            for d in packages
+        )
+        plan = resolve_plan(
+            RELEASE,
+            load_config({}),
+            Mirrors(),
+            target="debian",
+            kernel_urls=tuple(p.url for p in pkgs),
+        )
+
+        class Fixed(HeaderResolver):
+            def packages_for(
+                self, plan: object
+            ) -> tuple[tuple[HeaderPackage, ...], tuple[str, ...]]:
+                return pkgs, tuple(p.url for p in pkgs)
+
+        resolver = Fixed(cache)
+        first = resolver.resolve(plan)
+        again = resolver.resolve(plan)
+        assert all(n == 1 for n in hits.values())
+    assert first == again
+    kdir = first.kernel_dir
+    assert kdir.name == f"linux-headers-{RELEASE}" and kdir.is_dir() and not kdir.is_symlink()
+    tree = kdir.parent.parent.parent
+    assert (kdir / "Makefile").read_text() == (
+        f"include {tree}/usr/src/linux-headers-6.1.0-47-common/Makefile\n"
+    )
+    # Relative links reach the kbuild package through the tree; sources stay shared.
+    assert (kdir / "scripts" / "modpost").read_text() == "bin\n"
+    common_inc = tree / "usr/src/linux-headers-6.1.0-47-common/include"
+    assert common_inc.is_symlink() and (common_inc / "b.h").read_text() == "a\n"
+    assert str(common_inc.resolve()).startswith(str(first.root / "pkgs"))
+    # The shared package itself was never edited.
+    pkg_makefiles = list((first.root / "pkgs").glob(f"*/usr/src/linux-headers-{RELEASE}/Makefile"))
+    assert [p.read_text() for p in pkg_makefiles] == [
+        "include /usr/src/linux-headers-6.1.0-47-common/Makefile\n"
+    ]
+    assert first.root == tmp_path / "cache" / "headers"
