@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from driverkit.errors import BuildFailedError, DownloadError, UsageError
+from driverkit.mirrors import debian_mirror_from_apt, debian_security_mirror_from_apt
 
 # The kernels the QEMU tests boot: one of each series the issue names, newest ABI of each.
 # Selectors, not pinned releases, because the mirror drops superseded ABIs.
@@ -78,10 +79,6 @@ def cache_root() -> Path:
 
 
 def _mirrors() -> tuple[str, str]:
-    # Imported late: driverkit.mirrors and driverkit.targets import each other.
-    import driverkit.targets  # noqa: F401
-    from driverkit.mirrors import debian_mirror_from_apt, debian_security_mirror_from_apt
-
     main = debian_mirror_from_apt()
     if not main:
         raise UsageError(

@@ -317,6 +317,40 @@ def _align_image(plan: BuildPlan, base_from: str) -> BuildPlan:
     return plan
 
 
+def split_collisions(plans: Sequence[BuildPlan]) -> tuple[list[BuildPlan], list[KernelOutcome]]:
+    """Keep one plan per artifact name; the others fail up front.
+
+    Two different kernels that a target's naming maps to one file name (Debian's
+    fix-up turns both 6.12.107-1~deb12u1 and 6.12.107-1 into `6.12.107-1-amd64`) would
+    overwrite each other's artifacts and rebuild each other forever; a loader could
+    then fetch a module built for the other kernel. Identical plans are deduplicated.
+    """
+    first: dict[str, BuildPlan] = {}
+    kept: list[BuildPlan] = []
+    failed: list[KernelOutcome] = []
+    for plan in plans:
+        stem = plan.artifact_stem()
+        seen = first.get(stem)
+        if seen is None:
+            first[stem] = plan
+            kept.append(plan)
+        elif seen != plan:
+            failed.append(
+                KernelOutcome(
+                    plan,
+                    "failed",
+                    label=f"{stem} ({plan.kernel})",
+                    error=(
+                        f"artifact name {stem} is also the name for kernel {seen.kernel} "
+                        f"({seen.kernel_version!r}); kernel {plan.kernel} "
+                        f"({plan.kernel_version!r}) would overwrite it: the target's artifact "
+                        "naming must tell them apart"
+                    ),
+                )
+            )
+    return kept, failed
+
+
 def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
     """Build every plan (and the CO-RE probe once), in parallel; never raises for one
     kernel's failure: failures are in the summary. Ctrl-C removes live containers."""
@@ -327,7 +361,8 @@ def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
     started = time.monotonic()
     summary = BuildSummary()
     console = Console(stderr=True)
-    plans = [_align_image(p, opts.base_from) for p in plans]
+    plans, collisions = split_collisions([_align_image(p, opts.base_from) for p in plans])
+    summary.outcomes.extend(collisions)
     jobs: list[tuple[BuildPlan, str]] = [(p, "kernel") for p in plans]
     if opts.build_core and plans and plans[0].build_probe:
         jobs.insert(0, (_align_image(core_plan(plans[0]), opts.base_from), "core"))

@@ -100,3 +100,17 @@ def test_output_layout() -> None:
     assert output_dir(Path("/o"), plan) == Path("/o") / plan.driver_version / "amd64"
     assert manifest_name(plan) == plan.artifact_stem() + ".json"
     assert plan.kmod_name == "rtcap_debian_6.1.0-47-amd64_1.ko"
+
+
+def test_kernels_sharing_an_artifact_name_fail_up_front() -> None:
+    from driverkit.build import split_collisions
+
+    bookworm_612 = _plan("6.12.107+deb12-amd64", kernel_version="#1 SMP Debian 6.12.107-1~deb12u1")
+    trixie_612 = _plan("6.12.107+deb13-amd64", kernel_version="#1 SMP Debian 6.12.107-1")
+    bookworm_612 = dataclasses.replace(
+        bookworm_612, artifact=dataclasses.replace(trixie_612.artifact)
+    )  # what a lossy naming fix-up produces
+    kept, failed = split_collisions([bookworm_612, trixie_612, bookworm_612])
+    assert kept == [bookworm_612]
+    assert [o.plan for o in failed] == [trixie_612]
+    assert "6.12.107+deb12-amd64" in failed[0].error and "overwrite" in failed[0].error

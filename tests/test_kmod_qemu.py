@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,17 @@ from ci.bootverify import BootResult
 from ci.kernels import COMPILE_ONLY_KERNELS, RT_BOOT_KERNELS, TEST_KERNELS
 from tests.conftest import require
 
-pytestmark = [
-    pytest.mark.qemu,
-    pytest.mark.root,
-    pytest.mark.network,
-    pytest.mark.slow,
-    # One boot per kernel is shared by several tests of one worker: keep them together.
-    pytest.mark.xdist_group("qemu-kernels"),
-]
+# Boot/compile tests. One boot per kernel is shared by several tests of one worker,
+# so they stay in one xdist group.
+QEMU = [pytest.mark.qemu, pytest.mark.root, pytest.mark.network, pytest.mark.slow,
+        pytest.mark.xdist_group("qemu-kernels")]  # fmt: skip
+
+
+def qemu_test(fn: Callable[..., None]) -> Callable[..., None]:
+    for mark in QEMU:
+        fn = mark(fn)
+    return fn
+
 
 # Which kernel's module each test kernel must refuse: any other kernel works; these
 # pairs reuse modules the other tests build anyway.
@@ -84,10 +88,13 @@ def _assert_checks(result: BootResult, names: tuple[str, ...], prefix: str) -> N
 
     checks = {c["name"]: c for c in result.verdict.get("checks", []) if mine(c["name"])}
     problems = [f"{prefix}{n}: never ran" for n in names if prefix + n not in checks]
-    problems += [f"{n}: {c.get('detail', '')}" for n, c in checks.items() if not c["ok"]]
+    # Verifier logs run to pages: the head says what failed, console_log has the rest.
+    problems += [f"{n}: {str(c.get('detail', ''))[:600]}" for n, c in checks.items()
+                 if not c["ok"]]  # fmt: skip
     assert not problems, f"{result.release}: " + "; ".join(problems) + f" ({result.console_log})"
 
 
+@qemu_test
 @pytest.mark.parametrize("selector", [*TEST_KERNELS, *RT_BOOT_KERNELS])
 def test_module_on_real_kernel(selector: str) -> None:
     from ci.bootverify import module_for
@@ -100,6 +107,7 @@ def test_module_on_real_kernel(selector: str) -> None:
     _assert_checks(result, MODULE_CHECKS, prefix="")
 
 
+@qemu_test
 @pytest.mark.parametrize("label", ["kernel", "core"])
 @pytest.mark.parametrize("selector", TEST_KERNELS)
 def test_probe_on_real_kernel(selector: str, label: str) -> None:
@@ -107,6 +115,7 @@ def test_probe_on_real_kernel(selector: str, label: str) -> None:
     _assert_checks(_boot(selector), PROBE_CHECKS, prefix=f"probe_{label}_")
 
 
+@qemu_test
 @pytest.mark.parametrize("selector", COMPILE_ONLY_KERNELS)
 def test_module_compiles_warning_free(selector: str, tmp_path: Path) -> None:
     from ci.bootverify import DRIVER_DIR
@@ -119,3 +128,64 @@ def test_module_compiles_warning_free(selector: str, tmp_path: Path) -> None:
     assert ko.stat().st_size > 0
     warnings = build_warnings((out / "build.log").read_text())
     assert not warnings, f"{tree.release}: " + "\n".join(warnings)
+
+
+# ---------------------------------------------------------------- no-VM unit tests
+
+
+def test_gcc_major_comes_from_the_headers_dependencies() -> None:
+    from ci.kernels import _gcc_major
+
+    # As the three generations of Debian headers packages spell it.
+    assert _gcc_major(("linux-headers-5.10.0-46-common", "linux-compiler-gcc-10-x86")) == 10
+    assert _gcc_major(("linux-base", "linux-kbuild-6.12.118+deb13", "gcc-14")) == 14
+    assert _gcc_major(("gcc-16-for-host", "linux-base-7.2.13+deb14-amd64")) == 16
+
+
+def test_release_order_is_numeric() -> None:
+    from ci.kernels import _release_key
+
+    releases = ["5.10.0-9-amd64", "5.10.0-46-amd64", "5.10.0-10-amd64"]
+    assert max(releases, key=_release_key) == "5.10.0-46-amd64"
+    assert max(["6.12.9+deb13-amd64", "6.12.10+deb13-amd64"], key=_release_key).startswith(
+        "6.12.10"
+    )
+
+
+def test_selectors_and_releases_resolve_without_guessing() -> None:
+    from ci.kernels import resolve
+    from driverkit.errors import UsageError
+
+    assert resolve("6.1.0-56-amd64") == "6.1.0-56-amd64"  # a release passes through
+    with pytest.raises(UsageError, match="neither a release nor a selector"):
+        resolve("6.1;rm -rf /")
+
+
+def test_filter_maps_decoded_syscalls_to_their_event_and_others_to_generic() -> None:
+    from runtime.driver import _schema
+    from runtime.driver._syscalls import SYSCALLS
+    from runtime.driver.kmod import build_filter
+
+    ids = {e["name"]: e["id"] for e in _schema.EVENTS}
+    nr = SYSCALLS["x86_64"]
+    table = build_filter(["openat", "exit_group", "getppid", "procexit"])
+    assert len(table) == _schema.MAX_SYSCALLS
+    assert table[nr["openat"]] == ids["openat"]
+    assert table[nr["exit_group"]] == ids["exit"]
+    assert table[nr["getppid"]] == ids["generic"]
+    assert sum(1 for b in table if b) == 3  # procexit is no syscall
+
+
+def test_filter_refuses_an_unknown_syscall_by_name() -> None:
+    from runtime.driver.errors import DriverError
+    from runtime.driver.kmod import build_filter
+
+    with pytest.raises(DriverError, match="no_such_syscall"):
+        build_filter(["openat", "no_such_syscall"])
+
+
+def test_missing_device_is_one_clear_error(tmp_path: Path) -> None:
+    from runtime.driver.kmod import KmodDevice, KmodError
+
+    with pytest.raises(KmodError, match="load the rtcap module"):
+        KmodDevice(tmp_path / "rtcap")

@@ -27,6 +27,7 @@ from runtime.driver.schema import (
     GENERIC_ID,
     NON_SYSCALL_EVENTS,
     SYSCALL_EVENT,
+    DecodeError,
     Decoder,
     machine_arch,
 )
@@ -133,6 +134,7 @@ class RingReader:
         self.data = memoryview(self._prod)[page:]
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
+        self.decode_errors = 0  # records that did not follow the schema (skipped)
 
     def available(self) -> int:
         prod: int = _U64.unpack_from(self._prod, 0)[0]
@@ -156,7 +158,11 @@ class RingReader:
                 if raw is not None:
                     raw.append(bytes(data[off + _RB_HDR : off + _RB_HDR + length]))
                 if dec is not None:
-                    out.append(dec(data, off + _RB_HDR))
+                    try:
+                        out.append(dec(data, off + _RB_HDR))
+                    except DecodeError:
+                        # Skip it rather than stall the ring on one bad record.
+                        self.decode_errors += 1
                 n += 1
             cons += (length + _RB_HDR + 7) & ~7
         _U64.pack_into(self._cons, 0, cons)
@@ -285,6 +291,11 @@ class ProbeSource:
 
     def pending_bytes(self) -> int:
         return self._require_ring().available()
+
+    @property
+    def decode_errors(self) -> int:
+        """Records skipped because they did not decode (0 unless something is broken)."""
+        return self._ring.decode_errors if self._ring is not None else 0
 
     # -- control -----------------------------------------------------------------------
     def set_capture(self, on: bool) -> None:
