@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import tempfile
 import time
@@ -64,11 +65,18 @@ def main() -> int:
     parser.add_argument("--skip-j1", action="store_true", help="skip the -j1 matrix run")
     args = parser.parse_args()
 
+    snapshot = Path(tempfile.mkdtemp(prefix="dk-bench-driver-"))
     driver, probe = (
         (FIXTURE_DRIVER, ProbeSpec(("dk_sys_enter",), ("dk_counts",)))
         if args.fixture
         else (args.driver, RTCAP_PROBE)
     )
+    # A frozen copy: edits to driver/ during the bench would otherwise (rightly) make
+    # every run rebuild everything, and the rerun figure would mean nothing.
+    shutil.copytree(
+        driver, snapshot / "driver", ignore=shutil.ignore_patterns("build", "*.o", "*.ko")
+    )
+    driver = snapshot / "driver"
     mirrors = default_mirrors()
     cfg = load_config({"base_from": args.base_from})
     entries = load_catalog(args.catalog)
@@ -85,6 +93,14 @@ def main() -> int:
         )
         for e in entries
     ]
+    from driverkit.build import split_collisions
+
+    _kept, collisions = split_collisions(plans)
+    if collisions:
+        print(
+            f"{len(collisions)} kernels share an artifact name with another kernel and fail "
+            "up front in every run (target naming), e.g.:\n  " + collisions[0].error
+        )
     shared_cache = default_cache_dir()
     print(f"{len(plans)} kernels from {args.catalog}, driver {driver}, base {args.base_from}")
 
@@ -140,6 +156,7 @@ def main() -> int:
             _line("  per-kernel build at -j2, median", built[len(built) // 2])
         wall, summary = _run(plans, dataclasses.replace(base, output_dir=tmp / "j2", jobs=2))
         _line("matrix unchanged rerun -j2", wall, "10s", _counts(summary))
+    shutil.rmtree(snapshot, ignore_errors=True)
     return 0
 
 

@@ -7,6 +7,8 @@ One run measures, with tight C loops pinned to one CPU (ns per iteration):
   captured   the probe capturing getppid, openat and close, a C consumer draining
              the ring on another CPU (drops reported: a drop means "not every call")
   filtered   the probe attached with getppid outside its filter (getppid loop)
+  unbatched  (with --unbatched) as captured, but one ring record per event
+             (batch_bytes=0), to show what per-CPU batching saves
 Each figure is the minimum over --reps runs (other load on the machine only ever
 adds time). Targets: captured getppid <= 2.5x untraced, open+close <= 1.6x,
 filtered getppid <= floor + 10 ns.
@@ -161,6 +163,10 @@ def main() -> int:
     ap.add_argument("--getppid", type=int, default=2_000_000, help="iterations per run")
     ap.add_argument("--openclose", type=int, default=300_000, help="iterations per run")
     ap.add_argument("--ringbuf", type=int, default=64 << 20)
+    ap.add_argument("--batch-bytes", type=int, default=None,
+                    help="probe batch size (default: the loader's)")
+    ap.add_argument("--unbatched", action="store_true",
+                    help="also measure with batching off (batch_bytes=0)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("run as root: loading BPF programs needs it", file=sys.stderr)
@@ -176,6 +182,10 @@ def main() -> int:
 
         captured_syscalls = {"getppid", "openat", "close"}
         drops: dict[str, list[int]] = {m: [0, 0, 0, 0] for m in n}
+        batch = {} if args.batch_bytes is None else {"batch_bytes": args.batch_bytes}
+        captured_phases = [("captured", batch)]
+        if args.unbatched:
+            captured_phases.append(("unbatched", {"batch_bytes": 0}))
         modes = list(n)
         # Phases interleave within each repetition so they all see the same background
         # load on a shared machine; the minimum over repetitions is reported.
@@ -185,17 +195,23 @@ def main() -> int:
             with Floor(floor_obj):
                 for mode in n:
                     measure("floor", mode)
-            with ProbeSource(probe, captured_syscalls, args.ringbuf) as src:
-                for mode in modes:
-                    with CConsumer(helper, src) as consumer:
-                        before = total(src.stats())
-                        measure("captured", mode)
-                        after = total(src.stats())
-                    d = drops[mode]
-                    d[0] += after.n_evts - before.n_evts
-                    d[1] += after.drops - before.drops
-                    d[2] += consumer.consumed
-                    d[3] += n[mode] * (2 if mode == "openclose" else 1)
+            for phase, opts in captured_phases:
+                with ProbeSource(probe, captured_syscalls, args.ringbuf, **opts) as src:
+                    for mode in modes:
+                        with CConsumer(helper, src) as consumer:
+                            before = total(src.stats())
+                            measure(phase, mode)
+                            src.set_capture(False)
+                            src.flush()  # what the quiet CPUs still stage
+                            after = total(src.stats())
+                        src.set_capture(True)
+                        if phase != "captured":
+                            continue
+                        d = drops[mode]
+                        d[0] += after.n_evts - before.n_evts
+                        d[1] += after.drops - before.drops
+                        d[2] += consumer.consumed
+                        d[3] += n[mode] * (2 if mode == "openclose" else 1)
             for count_filtered in (True, False):
                 key = "filtered" if count_filtered else "filtered-nocount"
                 with ProbeSource(probe, {"openat"}, args.ringbuf, count_filtered=count_filtered):
@@ -203,7 +219,7 @@ def main() -> int:
         # The probe's own cost per run, timed by the kernel (other probes excluded).
         prog_cost: dict[str, tuple[float, int]] = {}
         others = prog_ids("rtcap_sys_exit")
-        with ProbeSource(probe, captured_syscalls, args.ringbuf) as src, CConsumer(
+        with ProbeSource(probe, captured_syscalls, args.ringbuf, **batch) as src, CConsumer(
             helper, src
         ), BpfStats():
             loop(helper, "getppid", n["getppid"], 1)
@@ -218,7 +234,7 @@ def main() -> int:
     print(f"ns per iteration, min over {args.reps} runs (median in brackets); "
           f"loop on CPU {LOOP_CPU}, consumer on CPU 1")
     print(f"{'':18}{'getppid':>26}{'open+close':>26}")
-    for phase in ("untraced", "floor", "captured", "filtered", "filtered-nocount"):
+    for phase in ("untraced", "floor", "captured", "unbatched", "filtered", "filtered-nocount"):
         row = f"{phase:18}"
         for mode in ("getppid", "openclose"):
             row += f"{fmt(res[(phase, mode)]):>26}" if (phase, mode) in res else f"{'-':>26}"
@@ -232,6 +248,10 @@ def main() -> int:
           f"open+close {fl['openclose'] / base['openclose']:.2f}x")
     print(f"captured   getppid {cap['getppid'] / base['getppid']:.2f}x (target <= 2.5x)   "
           f"open+close {cap['openclose'] / base['openclose']:.2f}x (target <= 1.6x)")
+    if args.unbatched:
+        ub = {m: min(res[("unbatched", m)]) for m in n}
+        print(f"unbatched  getppid {ub['getppid'] / base['getppid']:.2f}x   "
+              f"open+close {ub['openclose'] / base['openclose']:.2f}x")
     for key in ("filtered", "filtered-nocount"):
         f = min(res[(key, "getppid")])
         print(f"{key:16} getppid floor {f - fl['getppid']:+.1f} ns (target <= +10 ns)")

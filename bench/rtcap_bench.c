@@ -6,7 +6,7 @@
  *       tight syscall loop pinned to CPU; prints the mean ns per iteration
  *   rtcap_bench consume RING_FD RING_BYTES CPU
  *       drains a BPF ring buffer (inherited fd) until SIGTERM, pinned to CPU; prints
- *       the number of records it consumed. Plain mmap + epoll, like libbpf's consumer
+ *       the number of rtcap records it consumed. Plain mmap + epoll, like libbpf's consumer
  *       minus the callback, so the consumer costs what a C engine would.
  */
 #define _GNU_SOURCE
@@ -27,6 +27,7 @@
 #define RB_BUSY (1U << 31)
 #define RB_DISCARD (1U << 30)
 #define RB_HDR 8
+#define RTCAP_HDR_SIZE 80
 
 static volatile sig_atomic_t stop;
 
@@ -96,9 +97,22 @@ static uint64_t drain(uint64_t *cons_pos, const uint64_t *prod_pos, const unsign
 
 		if (len & RB_BUSY)
 			break;
-		if (!(len & RB_DISCARD))
-			count++;
 		len &= ~(RB_BUSY | RB_DISCARD);
+		if (!(*hdr & RB_DISCARD)) {
+			/* a ring record holds a batch of rtcap records, each 8-aligned with its
+			 * length at offset 24 of its header */
+			const unsigned char *rec = (const unsigned char *)(hdr + 2);
+			uint32_t pos = 0;
+
+			while (pos + RTCAP_HDR_SIZE <= len) {
+				uint32_t rlen = *(const uint32_t *)(rec + pos + 24);
+
+				if (rlen < RTCAP_HDR_SIZE)
+					break;
+				count++;
+				pos += (rlen + 7) & ~7u;
+			}
+		}
 		cons += (len + RB_HDR + 7) & ~7ull;
 	}
 	__atomic_store_n(cons_pos, cons, __ATOMIC_RELEASE);

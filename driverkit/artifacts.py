@@ -220,6 +220,7 @@ def publish(files: Mapping[str, Path], out_dir: Path) -> dict[str, dict[str, Any
         os.close(fd)
         try:
             shutil.copyfile(src, tmp_name)
+            os.chmod(tmp_name, 0o644)  # mkstemp's 0600 would hide artifacts from a web server
             os.replace(tmp_name, out_dir / name)
         finally:
             Path(tmp_name).unlink(missing_ok=True)

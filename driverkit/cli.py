@@ -46,7 +46,11 @@ def table_options(command: str) -> Callable[[F], F]:
             if command in opt.commands:
                 func = _click_option(opt)(func)
         return click.option(
-            "-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
+            "-c",
+            "--config",
+            "config_path",
+            type=click.Path(path_type=Path),
+            default=None,
             help="driverkit-compatible config YAML.",
         )(func)
 
@@ -162,7 +166,10 @@ def targets() -> None:
     table = Table("target", "family", "format", "gcc rule", "header source")
     for target in all_targets():
         table.add_row(
-            target.name, target.family, target.package_format, target.gcc_rule(),
+            target.name,
+            target.family,
+            target.package_format,
+            target.gcc_rule(),
             target.header_source,
         )
     Console(width=200).print(table)
@@ -184,8 +191,13 @@ def images_list() -> None:
 
 
 @images.command("build")
-@click.option("--kernel", "kernels", multiple=True, required=True,
-              help="Build the images these kernel releases need.")
+@click.option(
+    "--kernel",
+    "kernels",
+    multiple=True,
+    required=True,
+    help="Build the images these kernel releases need.",
+)
 @click.option("--target", default=None)
 @click.option("--base-from", type=click.Choice(["registry", "debootstrap"]), default="registry")
 def images_build(kernels: tuple[str, ...], target: str | None, base_from: str) -> None:

@@ -57,9 +57,7 @@ class BuildConfig:
         discovered = default_mirrors()
         return Mirrors(
             debian=(self.debian_mirror or discovered.debian).rstrip("/"),
-            debian_security=(self.debian_security_mirror or discovered.debian_security).rstrip(
-                "/"
-            ),
+            debian_security=(self.debian_security_mirror or discovered.debian_security).rstrip("/"),
             ubuntu=discovered.ubuntu,
         )
 
@@ -135,8 +133,10 @@ def resolve_plan(
     builder = chosen.builder(kr)
     if cfg.gcc_version:
         builder = dataclasses.replace(builder, gcc=cfg.gcc_version)
-    headers = kernel_urls or cfg.kernel_urls or chosen.header_urls(
-        kr, raw_version, mirrors, arch=cfg.arch
+    headers = (
+        kernel_urls
+        or cfg.kernel_urls
+        or chosen.header_urls(kr, raw_version, mirrors, arch=cfg.arch)
     )
     return BuildPlan(
         kernel=kr,

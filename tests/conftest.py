@@ -31,7 +31,8 @@ def require(condition: bool, reason: str) -> None:
 def _docker_up() -> bool:
     if shutil.which("docker") is None:
         return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    return probe.returncode == 0
 
 
 def _bpf_ready() -> bool:

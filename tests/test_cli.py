@@ -13,15 +13,21 @@ import pytest
 from driverkit.errors import InvalidKernelReleaseError, TargetInferenceError, UnknownTargetError
 
 
-def run_driverkit(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-                  ) -> subprocess.CompletedProcess[str]:
+def run_driverkit(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIVERKIT_")}
     # A fixed mirror keeps the output independent of the machine's apt sources.
     full_env["DRIVERKIT_DEBIAN_MIRROR"] = "http://mirror.invalid/debian"
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "driverkit.cli", *args],
-        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=60,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
     )
 
 
@@ -31,15 +37,20 @@ def test_resolve_amazonlinux2_offline() -> None:
     plan = json.loads(proc.stdout)
     assert plan["target"] == "amazonlinux2"
     assert plan["kernel"] == {
-        "full_version": "5.10.0", "version": 5, "patch_level": 10, "sublevel": 0,
-        "extra_version": "amzn2", "full_extra_version": "-amzn2",
+        "full_version": "5.10.0",
+        "version": 5,
+        "patch_level": 10,
+        "sublevel": 0,
+        "extra_version": "amzn2",
+        "full_extra_version": "-amzn2",
     }
     assert plan["gcc"]
     assert plan["builder_image"]
     assert plan["headers"] and all(url.startswith("http") for url in plan["headers"])
     assert plan["artifacts"] == [
         f"rtcap_{plan['target_id']}_{plan['artifact_kernel_release']}_"
-        f"{plan['artifact_kernel_version']}.{ext}" for ext in ("ko", "o")
+        f"{plan['artifact_kernel_version']}.{ext}"
+        for ext in ("ko", "o")
     ]
 
 
@@ -52,7 +63,9 @@ def test_dry_run_prints_debian_plan_and_script_without_running() -> None:
     assert "make" in proc.stdout  # the build script
 
 
-@pytest.mark.parametrize("bad", ["5.10.0;id", "$(id)", "`id`", "5.10.0 -x", "5.10'0", "../5.10.0", "5.10.0/x"])
+@pytest.mark.parametrize(
+    "bad", ["5.10.0;id", "$(id)", "`id`", "5.10.0 -x", "5.10'0", "../5.10.0", "5.10.0/x"]
+)
 def test_unsafe_release_fails_before_rendering(bad: str) -> None:
     proc = run_driverkit("build", "--kernel", bad, "--dry-run")
     assert proc.returncode == InvalidKernelReleaseError.exit_code
@@ -75,13 +88,21 @@ def test_uninferable_release_asks_for_target() -> None:
 
 def test_config_file_env_and_flags_precedence(tmp_path: Path) -> None:
     config = tmp_path / "dk.yaml"
-    config.write_text("kernelrelease: 5.10.0-amzn2\ntarget: amazonlinux2\ndriverversion: from-file\n")
+    config.write_text(
+        "kernelrelease: 5.10.0-amzn2\ntarget: amazonlinux2\ndriverversion: from-file\n"
+    )
     proc = run_driverkit("resolve", "-c", str(config))
     assert json.loads(proc.stdout)["driver_version"] == "from-file"
     proc = run_driverkit("resolve", "-c", str(config), env={"DRIVERKIT_DRIVERVERSION": "from-env"})
     assert json.loads(proc.stdout)["driver_version"] == "from-env"
-    proc = run_driverkit("resolve", "-c", str(config), "--driver-version", "from-flag",
-                         env={"DRIVERKIT_DRIVERVERSION": "from-env"})
+    proc = run_driverkit(
+        "resolve",
+        "-c",
+        str(config),
+        "--driver-version",
+        "from-flag",
+        env={"DRIVERKIT_DRIVERVERSION": "from-env"},
+    )
     assert json.loads(proc.stdout)["driver_version"] == "from-flag"
 
 
@@ -96,8 +117,28 @@ def test_unknown_config_key_fails_with_suggestion(tmp_path: Path) -> None:
 def test_targets_table_lists_every_driverkit_target() -> None:
     proc = run_driverkit("targets")
     assert proc.returncode == 0, proc.stderr
-    for name in ("alinux", "almalinux", "amazonlinux", "amazonlinux2", "amazonlinux2022",
-                 "amazonlinux2023", "arch", "bottlerocket", "centos", "debian", "fedora",
-                 "flatcar", "minikube", "ol", "opensuse", "photon", "redhat", "rocky", "sles",
-                 "talos", "ubuntu", "vanilla"):
+    for name in (
+        "alinux",
+        "almalinux",
+        "amazonlinux",
+        "amazonlinux2",
+        "amazonlinux2022",
+        "amazonlinux2023",
+        "arch",
+        "bottlerocket",
+        "centos",
+        "debian",
+        "fedora",
+        "flatcar",
+        "minikube",
+        "ol",
+        "opensuse",
+        "photon",
+        "redhat",
+        "rocky",
+        "sles",
+        "talos",
+        "ubuntu",
+        "vanilla",
+    ):
         assert f" {name} " in proc.stdout, name

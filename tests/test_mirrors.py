@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from driverkit.errors import UsageError
-from driverkit.mirrors import apt_uris, debian_mirror_from_apt, default_mirrors, require_debian_mirror
+from driverkit.mirrors import (
+    apt_uris,
+    debian_mirror_from_apt,
+    default_mirrors,
+    require_debian_mirror,
+)
 from driverkit.targets.base import Mirrors
 
 

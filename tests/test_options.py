@@ -38,26 +38,34 @@ def test_driverkit_config_keys_are_understood() -> None:
 
 
 def test_unknown_yaml_key_suggests_the_right_one() -> None:
-    with pytest.raises(UsageError, match=r"unknown key 'kernelrelaese' \(did you mean 'kernelrelease'\?\)"):
+    with pytest.raises(
+        UsageError, match=r"unknown key 'kernelrelaese' \(did you mean 'kernelrelease'\?\)"
+    ):
         values_from_yaml({"kernelrelaese": "5.10.0"}, "cfg.yaml")
 
 
 def test_unknown_nested_key_is_reported_with_its_section() -> None:
-    with pytest.raises(UsageError, match=r"unknown key 'output.modul' \(did you mean 'output.module'\?\)"):
+    with pytest.raises(
+        UsageError, match=r"unknown key 'output.modul' \(did you mean 'output.module'\?\)"
+    ):
         values_from_yaml({"output": {"modul": "x"}}, "cfg.yaml")
 
 
 def test_wrong_types_name_the_key() -> None:
-    with pytest.raises(UsageError, match="cfg.yaml: timeout: expected a whole number"):
+    with pytest.raises(UsageError, match=r"cfg\.yaml: timeout: expected a whole number"):
         values_from_yaml({"timeout": "soon"}, "cfg.yaml")
-    with pytest.raises(UsageError, match="architecture: 'sparc' is not one of amd64, arm64"):
+    with pytest.raises(UsageError, match=r"architecture: 'sparc' is not one of amd64, arm64"):
         values_from_yaml({"architecture": "sparc"}, "cfg.yaml")
 
 
 def test_env_vars_follow_the_table() -> None:
     values = values_from_env(
-        {"DRIVERKIT_KERNELRELEASE": "6.1.0-56-amd64,5.10.0-30-amd64", "DRIVERKIT_JOBS": "2",
-         "DRIVERKIT_DEBIAN_MIRROR": "http://mirror.invalid/debian", "PATH": "/bin"}
+        {
+            "DRIVERKIT_KERNELRELEASE": "6.1.0-56-amd64,5.10.0-30-amd64",
+            "DRIVERKIT_JOBS": "2",
+            "DRIVERKIT_DEBIAN_MIRROR": "http://mirror.invalid/debian",
+            "PATH": "/bin",
+        }
     )
     assert values == {
         "kernels": ("6.1.0-56-amd64", "5.10.0-30-amd64"),
@@ -67,5 +75,7 @@ def test_env_vars_follow_the_table() -> None:
 
 
 def test_unknown_env_var_suggests() -> None:
-    with pytest.raises(UsageError, match="DRIVERKIT_KERNELRELASE.*did you mean 'DRIVERKIT_KERNELRELEASE'"):
+    with pytest.raises(
+        UsageError, match=r"DRIVERKIT_KERNELRELASE.*did you mean 'DRIVERKIT_KERNELRELEASE'"
+    ):
         values_from_env({"DRIVERKIT_KERNELRELASE": "5.10.0"})

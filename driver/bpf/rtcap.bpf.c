@@ -5,10 +5,19 @@
  * as per-kernel objects from this one file (see rtcap_bpf.h).
  *
  * Hot path, in order: syscall number -> filter byte (a global, no helper call) -> out
- * if not captured. Everything else happens only for captured syscalls. Events without
- * variable-size params are written straight into a ring buffer reservation; the others
- * are assembled in a per-CPU scratch area and copied once with bpf_ringbuf_output,
- * because reserving their worst case (several KiB) per event would waste the ring.
+ * if not captured. Everything else happens only for captured syscalls.
+ *
+ * Records are staged per CPU and handed to the ring buffer several at a time: one ring
+ * record holds a batch of 8-byte aligned rtcap records (the stream layout of
+ * rtcap_schema.h). Each ring reserve/commit takes the ring's spinlock and costs about
+ * as much as filling a record, so batching pays it once per batch. Fixed-size records
+ * are written straight into the stage; variable-size ones are assembled in the scratch
+ * area and copied in (or, if larger than a batch, output on their own after the stage
+ * is flushed, so a CPU's records stay in order).
+ *
+ * Latency stays bounded: a batch goes out when full, when its first record is older
+ * than batch_age_us at the next record, and on a quiet CPU when userspace runs
+ * rtcap_flush there (BPF_PROG_TEST_RUN on that CPU) for a batch it sees waiting.
  */
 #include "rtcap_bpf.h"
 #include "rtcap_schema.h"
@@ -31,7 +40,8 @@ struct rtcap_ctl {
 	__u32 procexit;     /* emit procexit from sched_process_exit */
 	__u32 count_filtered; /* count filtered-out syscalls in n_filtered */
 	__u32 wakeup_bytes; /* wake the consumer once this much data is waiting */
-	__u32 reserved[2];
+	__u32 batch_bytes;  /* flush a CPU's stage past this many bytes; 0 = every record */
+	__u32 batch_age_us; /* flush at the next record once the oldest waited this long */
 };
 struct rtcap_ctl rtcap_ctl SEC(".data.rtcap_ctl") = {
 	.capture = 0,
@@ -81,6 +91,37 @@ struct {
 } rtcap_scratch_map SEC(".maps");
 
 _Static_assert(RTCAP_MAX_RECORD_SIZE < SCRATCH_HALF, "scratch too small for a record");
+
+/*
+ * Per-CPU stage of the batch being collected. Userspace maps this array
+ * (BPF_F_MMAPABLE) to see which CPUs hold a batch and since when, without a syscall;
+ * the leading fields are read there at fixed offsets (runtime/driver/probe.py).
+ * Appends start below STAGE_HALF and are smaller than STAGE_HALF, so masked offsets
+ * keep every write inside buf. `busy` is set while a program works on the stage: the
+ * flush program may interrupt one on the same CPU (it runs from an IPI) and must then
+ * leave the stage alone.
+ */
+#define STAGE_HALF 4096
+#define STAGE_SLOT 256 /* room kept for the next fixed-size record */
+struct rtcap_stage {
+	__u64 first_ts;   /* ts of the oldest staged record */
+	__u32 pend;       /* staged bytes, 8-aligned, < STAGE_HALF */
+	__u32 nevts;      /* staged records */
+	__u32 busy;
+	__u32 since_wake; /* records output since the consumer was last woken */
+	__u64 reserved[5];
+	char buf[2 * STAGE_HALF];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256); /* the loader sets the possible CPUs */
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct rtcap_stage);
+} rtcap_stage_map SEC(".maps");
+
+_Static_assert(__builtin_offsetof(struct rtcap_stage, buf) == 64, "stage header");
+_Static_assert(RTCAP_EVT_GENERIC_MAX_SIZE + 8 <= STAGE_SLOT, "fixed records fit a slot");
 _Static_assert(RTCAP_PT_PATH_MAX <= SCRATCH_SIZE - SCRATCH_HALF, "scratch tail");
 _Static_assert(CWD_MAX_DEPTH <= 64, "names[] too small");
 
@@ -94,6 +135,7 @@ struct rtcap_ctx {
 	__u64 pid_tgid;
 	struct task_struct *task;
 	struct rtcap_stats *st;
+	struct rtcap_stage *stg;
 };
 
 /* rd() must not see our own structs in its access chain (CO-RE would try to relocate
@@ -545,35 +587,65 @@ static __rtcap_inline void fill_header(struct rtcap_event_hdr *h, struct rtcap_c
 
 /*
  * A wakeup is an irq_work (an IPI, a VM exit under virtualisation): far dearer than
- * writing an event. So by default the consumer is woken once every wakeup_mask + 1
- * events per CPU, or sooner when the ring fills past wakeup_bytes (checked every
- * 64 events); it polls with a timeout for the stragglers of a quiet period.
+ * writing a batch. So by default the consumer is woken once at least wakeup_mask + 1
+ * records went out on this CPU since its last wakeup, or sooner when the ring fills
+ * past wakeup_bytes; it polls with a timeout for the stragglers of a quiet period.
  */
-static __rtcap_inline __u64 wakeup_flags(struct rtcap_stats *st)
+static __rtcap_inline __u64 wakeup_flags(struct rtcap_stage *stg, __u32 n)
 {
 	__u32 mask = rtcap_ctl.wakeup_mask;
-	__u64 n = st->n_evts;
+	__u32 since = stg->since_wake + n;
 
 	if (!mask)
 		return 0;
-	if (!(n & mask))
+	if (since > mask ||
+	    bpf_ringbuf_query(&rtcap_ringbuf, BPF_RB_AVAIL_DATA) >= rtcap_ctl.wakeup_bytes) {
+		stg->since_wake = 0;
 		return BPF_RB_FORCE_WAKEUP;
-	if (!(n & 63) &&
-	    bpf_ringbuf_query(&rtcap_ringbuf, BPF_RB_AVAIL_DATA) >= rtcap_ctl.wakeup_bytes)
-		return BPF_RB_FORCE_WAKEUP;
+	}
+	stg->since_wake = since;
 	return BPF_RB_NO_WAKEUP;
 }
 
-/* Reserve (fixed-size events) or take the scratch area (variable-size ones).
- * `variable` is a constant at every call site: the verifier must know on each path
- * which kind of memory w->b is, so it cannot come from a runtime field. */
+/* Hand the staged batch to the ring as one record; a full ring drops all of it. */
+static __rtcap_inline void flush(struct rtcap_stage *stg, struct rtcap_stats *st)
+{
+	__u32 len = stg->pend & (2 * STAGE_HALF - 1);
+	__u32 n = stg->nevts;
+
+	if (!len)
+		return;
+	if (bpf_ringbuf_output(&rtcap_ringbuf, stg->buf, len, wakeup_flags(stg, n)))
+		st->n_drops_buffer += n;
+	stg->pend = 0;
+	stg->nevts = 0;
+}
+
+static __rtcap_inline __u32 batch_bytes(void)
+{
+	__u32 bb = rtcap_ctl.batch_bytes;
+
+	return bb > STAGE_HALF ? STAGE_HALF : bb;
+}
+
+/* Fixed-size events are written in the stage at its current end; variable-size ones
+ * in the scratch area. `variable` is a constant at every call site: the verifier must
+ * know on each path which kind of memory w->b is, so it cannot come from a runtime
+ * field. On success the stage is ours (busy) until finish(). */
 static __rtcap_inline int begin(struct rtcap_wr *w, struct rtcap_ctx *c, __u32 type,
 				__u32 nparams, __s32 nr, int variable, __u32 max_size)
 {
 	__u32 start = RTCAP_HDR_SIZE + 2 * nparams;
-
 	__u32 cpu = bpf_get_smp_processor_id();
+	struct rtcap_stage *stg = bpf_map_lookup_elem(&rtcap_stage_map, &cpu);
 
+	/* busy here would mean two programs nested on one CPU, which tracepoints with
+	 * preemption off never do; counted rather than risk a torn batch */
+	if (!stg || stg->busy) {
+		c->st->n_drops_bug++;
+		return 0;
+	}
+	c->stg = stg;
 	w->cpu = cpu;
 	w->i = 0;
 	w->s = 0;
@@ -590,12 +662,13 @@ static __rtcap_inline int begin(struct rtcap_wr *w, struct rtcap_ctx *c, __u32 t
 		w->s->off = start;
 		w->s->flags = 0;
 	} else {
-		w->b = bpf_ringbuf_reserve(&rtcap_ringbuf, max_size, 0);
-		if (!w->b) {
-			c->st->n_drops_buffer++;
+		if (max_size > STAGE_SLOT) {
+			c->st->n_drops_bug++;
 			return 0;
 		}
+		w->b = stg->buf + (stg->pend & (STAGE_HALF - 1));
 	}
+	*(volatile __u32 *)&stg->busy = 1;
 	fill_header((struct rtcap_event_hdr *)w->b, c, type, nparams, nr, w->cpu);
 	return 1;
 }
@@ -603,9 +676,11 @@ static __rtcap_inline int begin(struct rtcap_wr *w, struct rtcap_ctx *c, __u32 t
 static __rtcap_inline void finish(struct rtcap_wr *w, struct rtcap_ctx *c, int variable)
 {
 	struct rtcap_event_hdr *h = (struct rtcap_event_hdr *)w->b;
-	__u64 wake = wakeup_flags(c->st);
+	struct rtcap_stage *stg = c->stg;
 	__u32 len = variable ? w->s->off : w->off;
 	__u32 flags = variable ? w->s->flags : w->flags;
+	__u32 bb = batch_bytes(), alen = RTCAP_ALIGN8(len), pend;
+	__u64 ts = h->ts;
 
 	h->len = len;
 	h->flags = flags;
@@ -613,16 +688,32 @@ static __rtcap_inline void finish(struct rtcap_wr *w, struct rtcap_ctx *c, int v
 		c->st->n_partial_pf++;
 	if (flags & RTCAP_F_TRUNCATED)
 		c->st->n_truncated++;
-	if (!variable) {
-		bpf_ringbuf_submit(w->b, wake);
-		return;
+	if (variable) {
+		if (len > RTCAP_MAX_RECORD_SIZE) {
+			c->st->n_drops_bug++;
+			goto out;
+		}
+		if (stg->pend && stg->pend + alen > bb)
+			flush(stg, c->st);
+		if (alen > bb || alen >= STAGE_HALF) {
+			/* larger than a batch: straight from scratch, the stage is empty */
+			if (bpf_ringbuf_output(&rtcap_ringbuf, w->b, len, wakeup_flags(stg, 1)))
+				c->st->n_drops_buffer++;
+			goto out;
+		}
+		pend = stg->pend & (STAGE_HALF - 1);
+		/* both copies are in map memory of this CPU and cannot fault */
+		bpf_probe_read_kernel(stg->buf + pend, alen & (STAGE_HALF - 1), w->b);
 	}
-	if (len > RTCAP_MAX_RECORD_SIZE) {
-		c->st->n_drops_bug++;
-		return;
-	}
-	if (bpf_ringbuf_output(&rtcap_ringbuf, w->b, len, wake))
-		c->st->n_drops_buffer++;
+	if (!stg->nevts)
+		stg->first_ts = ts;
+	stg->pend += alen;
+	stg->nevts++;
+	if (stg->pend + STAGE_SLOT > bb ||
+	    ts - stg->first_ts >= (__u64)rtcap_ctl.batch_age_us * 1000)
+		flush(stg, c->st);
+out:
+	*(volatile __u32 *)&stg->busy = 0;
 }
 
 #define PUT_PARAM(type, src, arg, sub) put_param(&w, cx, type, src, arg, sub);
@@ -755,5 +846,28 @@ int rtcap_sched_process_exit(__u64 *ctx __attribute__((unused)))
 		RTCAP_PARAMS_PROCEXIT(PUT_PARAM)
 		finish(&w, &c, 0);
 	}
+	return 0;
+}
+
+/*
+ * Userspace runs this on one CPU (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU) when
+ * that CPU has held a batch for a while with no record to push it out. Returns 1 when
+ * it found the stage in use (it interrupted a producer, which will flush by itself or
+ * at the next try), 0 otherwise.
+ */
+SEC("raw_tp")
+int rtcap_flush(void *ctx __attribute__((unused)))
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct rtcap_stage *stg = bpf_map_lookup_elem(&rtcap_stage_map, &cpu);
+	struct rtcap_stats *st = stats();
+
+	if (!stg || !st)
+		return 0;
+	if (stg->busy)
+		return 1;
+	*(volatile __u32 *)&stg->busy = 1;
+	flush(stg, st);
+	*(volatile __u32 *)&stg->busy = 0;
 	return 0;
 }

@@ -28,6 +28,31 @@ LIBBPF_INFO: Final = 1
 LIBBPF_DEBUG: Final = 2
 
 
+class TestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts of libbpf's bpf.h (libbpf >= 0.7)."""
+
+    _fields_ = [
+        ("sz", _c_size_t),
+        ("data_in", _c_void_p),
+        ("data_out", _c_void_p),
+        ("data_size_in", _c_uint32),
+        ("data_size_out", _c_uint32),
+        ("ctx_in", _c_void_p),
+        ("ctx_out", _c_void_p),
+        ("ctx_size_in", _c_uint32),
+        ("ctx_size_out", _c_uint32),
+        ("retval", _c_uint32),
+        ("repeat", _c_int),
+        ("duration", _c_uint32),
+        ("flags", _c_uint32),
+        ("cpu", _c_uint32),
+        ("batch_size", _c_uint32),
+    ]
+
+
+BPF_F_TEST_RUN_ON_CPU: Final = 1
+
+
 def _load() -> ctypes.CDLL:
     for name in ("libbpf.so.1", ctypes.util.find_library("bpf")):
         if not name:
@@ -64,6 +89,8 @@ def _declare(L: ctypes.CDLL) -> ctypes.CDLL:
         "bpf_map__fd": (_c_int, [_c_void_p]),
         "bpf_map__initial_value": (_c_void_p, [_c_void_p, ctypes.POINTER(_c_size_t)]),
         "bpf_program__attach": (_c_void_p, [_c_void_p]),
+        "bpf_program__fd": (_c_int, [_c_void_p]),
+        "bpf_prog_test_run_opts": (_c_int, [_c_int, ctypes.POINTER(TestRunOpts)]),
         "bpf_program__set_autoload": (_c_int, [_c_void_p, ctypes.c_bool]),
         "bpf_link__destroy": (_c_int, [_c_void_p]),
         "bpf_map_lookup_elem": (_c_int, [_c_int, _c_void_p, _c_void_p]),

@@ -4,15 +4,23 @@ The ring buffer is read straight from its memory mapping (consumer page read-wri
 producer page and data read-only, the data mapped twice by the kernel so a record never
 wraps): no per-record callback through ctypes, and each record is decoded in place
 before the consumer position moves past it. Wakeups come from epoll on the map fd.
+
+The probe stages records per CPU and outputs them in batches (one ring record holds
+several 8-byte aligned rtcap records). A batch goes out when full or, at the next
+record, when old; a CPU that falls quiet with a batch staged is flushed from here:
+poll() reads the stages' state through their memory mapping and runs the probe's
+rtcap_flush program on any CPU whose batch waited longer than flush_after_ms.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import select
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,12 +47,14 @@ MAP_STATS: Final = "rtcap_stats_map"
 MAP_SCRATCH: Final = "rtcap_scratch_map"
 MAP_CTL: Final = ".data.rtcap_ctl"
 MAP_META: Final = ".rodata.rtcap_meta"
+MAP_STAGE: Final = "rtcap_stage_map"
 PROG_SYS_EXIT: Final = "rtcap_sys_exit"
 PROG_SYS_ENTER: Final = "rtcap_sys_enter"
 PROG_PROCEXIT: Final = "rtcap_sched_process_exit"
+PROG_FLUSH: Final = "rtcap_flush"
 
 # struct rtcap_ctl of rtcap.bpf.c: filter bytes, then u32 capture, ignore_tgid,
-# wakeup_mask, procexit, count_filtered, wakeup_bytes, 2 reserved.
+# wakeup_mask, procexit, count_filtered, wakeup_bytes, batch_bytes, batch_age_us.
 _CTL_TAIL: Final = struct.Struct("=8I")
 CTL_SIZE: Final = _schema.MAX_SYSCALLS + _CTL_TAIL.size
 
@@ -55,8 +65,16 @@ _RB_HDR: Final = 8
 _U32: Final = struct.Struct("=I")
 _U64: Final = struct.Struct("=Q")
 _STATS: Final = struct.Struct("=" + "Q" * len(_schema.STATS_FIELDS))
+_LEN_AT: Final = 24  # rtcap_event_hdr.len
+
+# struct rtcap_stage of rtcap.bpf.c: u64 first_ts, u32 pend, u32 nevts, ...
+_STAGE_HEAD: Final = struct.Struct("=QII")
+STAGE_BYTES_MAX: Final = 4096  # STAGE_HALF: the most a batch may hold
 
 DEFAULT_RINGBUF_BYTES: Final = 8 * 1024 * 1024
+DEFAULT_BATCH_BYTES: Final = 2048
+DEFAULT_BATCH_AGE_US: Final = 1000
+DEFAULT_FLUSH_AFTER_MS: Final = 10
 
 
 @dataclass(frozen=True)
@@ -142,7 +160,8 @@ class RingReader:
         return prod - cons
 
     def drain(self, decode: Decoder | None, out: list[Event], raw: list[bytes] | None) -> int:
-        """Decode (or copy) every committed record, then release them. Returns count."""
+        """Decode (or copy) every committed record, then release them. Returns the
+        number of rtcap records (a ring record holds a batch of them)."""
         cons = _U64.unpack_from(self._cons, 0)[0]
         prod = _U64.unpack_from(self._prod, 0)[0]
         data, mask, n = self.data, self.mask, 0
@@ -155,15 +174,23 @@ class RingReader:
                 break
             length = hdr & ~(_RB_BUSY | _RB_DISCARD)
             if not hdr & _RB_DISCARD:
-                if raw is not None:
-                    raw.append(bytes(data[off + _RB_HDR : off + _RB_HDR + length]))
-                if dec is not None:
-                    try:
-                        out.append(dec(data, off + _RB_HDR))
-                    except DecodeError:
-                        # Skip it rather than stall the ring on one bad record.
+                pos, end = off + _RB_HDR, off + _RB_HDR + length
+                while pos < end:
+                    rec_len = unpack_u32(data, pos + _LEN_AT)[0]
+                    if rec_len < _schema.HDR_SIZE or pos + rec_len > end:
+                        # The rest of this batch cannot be framed: skip it rather
+                        # than stall the ring on it.
                         self.decode_errors += 1
-                n += 1
+                        break
+                    if raw is not None:
+                        raw.append(bytes(data[pos : pos + rec_len]))
+                    if dec is not None:
+                        try:
+                            out.append(dec(data, pos))
+                        except DecodeError:
+                            self.decode_errors += 1
+                    n += 1
+                    pos += (rec_len + 7) & ~7
             cons += (length + _RB_HDR + 7) & ~7
         _U64.pack_into(self._cons, 0, cons)
         return n
@@ -176,6 +203,30 @@ class RingReader:
         self.data.release()
         self._prod.close()
         self._cons.close()
+
+
+class StageView:
+    """Read-only view of the probe's per-CPU stages (an mmap'able array map), so
+    userspace can tell which CPUs hold a batch, and since when, without a syscall."""
+
+    def __init__(self, map_fd: int, value_size: int, ncpus: int) -> None:
+        self.stride = (value_size + 7) & ~7
+        self.ncpus = ncpus
+        length = -(-self.stride * ncpus // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._map = mmap.mmap(map_fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
+
+    def waiting(self, older_than_ns: int) -> list[int]:
+        """CPUs whose staged batch started more than older_than_ns ago (boot clock)."""
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        cpus = []
+        for cpu in range(self.ncpus):
+            first_ts, _pend, nevts = _STAGE_HEAD.unpack_from(self._map, cpu * self.stride)
+            if nevts and now - first_ts >= older_than_ns:
+                cpus.append(cpu)
+        return cpus
+
+    def close(self) -> None:
+        self._map.close()
 
 
 class ProbeSource:
@@ -191,6 +242,9 @@ class ProbeSource:
         wakeup_every: int = 1024,
         count_filtered: bool = True,
         arch: str | None = None,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        batch_age_us: int = DEFAULT_BATCH_AGE_US,
+        flush_after_ms: int = DEFAULT_FLUSH_AFTER_MS,
     ) -> None:
         self.obj_path = Path(obj_path)
         self.arch = arch or machine_arch()
@@ -203,7 +257,21 @@ class ProbeSource:
             )
         if wakeup_every < 0 or (wakeup_every and wakeup_every & (wakeup_every - 1)):
             raise ProbeConfigError(f"wakeup_every={wakeup_every}: use 0 or a power of two")
+        if not 0 <= batch_bytes <= STAGE_BYTES_MAX:
+            raise ProbeConfigError(
+                f"batch_bytes={batch_bytes}: use 0 (no batching) to {STAGE_BYTES_MAX}"
+            )
+        if not 0 <= batch_age_us < 1 << 32 or flush_after_ms < 1:
+            raise ProbeConfigError(
+                f"batch_age_us={batch_age_us}, flush_after_ms={flush_after_ms}: "
+                "use batch_age_us >= 0 and flush_after_ms >= 1"
+            )
         self.ringbuf_bytes = ringbuf_bytes
+        # A batch is one ring record: keep several of them fitting in the ring, or a
+        # small ring would refuse every batch.
+        self.batch_bytes = min(batch_bytes, ringbuf_bytes // 4)
+        self.batch_age_us = batch_age_us
+        self.flush_after_ms = flush_after_ms
         self.ignore_self = ignore_self
         self.wakeup_every = wakeup_every
         self.count_filtered = count_filtered
@@ -211,6 +279,10 @@ class ProbeSource:
         self._obj: int | None = None
         self._links: list[int] = []
         self._ring: RingReader | None = None
+        self._stages: StageView | None = None
+        self._flush_fd = -1
+        self._next_flush_check = 0.0
+        self.flushes = 0  # batches pushed out from userspace (quiet CPUs)
         self._ctl_fd = self._stats_fd = -1
         self._capture = False
         self._ncpus = 0
@@ -245,6 +317,14 @@ class ProbeSource:
                 self._write_ctl()
                 ring_fd = L.bpf_map__fd(self._map(L, obj, MAP_RINGBUF))
                 self._ring = RingReader(ring_fd, self.ringbuf_bytes)
+                stage = self._map(L, obj, MAP_STAGE)
+                self._stages = StageView(
+                    L.bpf_map__fd(stage), L.bpf_map__value_size(stage), self._ncpus
+                )
+                flush_prog = L.bpf_object__find_program_by_name(obj, PROG_FLUSH.encode())
+                if not flush_prog:
+                    raise DriverError(f"program {PROG_FLUSH} missing from {self.obj_path}")
+                self._flush_fd = L.bpf_program__fd(flush_prog)
                 self._attach(L, obj, log)
             except BaseException:
                 self.close()
@@ -256,6 +336,10 @@ class ProbeSource:
         for link in self._links:
             L.bpf_link__destroy(link)
         self._links.clear()
+        if self._stages is not None:
+            self._stages.close()
+            self._stages = None
+        self._flush_fd = -1
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -273,21 +357,64 @@ class ProbeSource:
     # -- consuming ---------------------------------------------------------------------
     def poll(self, timeout_ms: int = 100) -> list[Event]:
         """Events available now, or after waiting up to timeout_ms for some."""
-        ring = self._require_ring()
         out: list[Event] = []
-        if not ring.drain(self.decoder, out, None) and timeout_ms:
-            ring.wait(timeout_ms)
-            ring.drain(self.decoder, out, None)
+        self._read(self.decoder, out, None, timeout_ms)
         return out
 
     def poll_raw(self, timeout_ms: int = 100) -> list[bytes]:
         """Like poll() but the undecoded records (for capture files)."""
-        ring = self._require_ring()
         raw: list[bytes] = []
-        if not ring.drain(None, [], raw) and timeout_ms:
-            ring.wait(timeout_ms)
-            ring.drain(None, [], raw)
+        self._read(None, [], raw, timeout_ms)
         return raw
+
+    def flush(self, older_than_ms: int = 0) -> int:
+        """Push out the batches staged on every CPU (those waiting longer than
+        older_than_ms); returns how many CPUs were flushed. poll() calls it on its own
+        so a quiet CPU's events arrive within about flush_after_ms."""
+        if self._stages is None or self._flush_fd < 0:
+            raise DriverError("probe not started: call start() first")
+        L = lb.lib()
+        done = 0
+        for cpu in self._stages.waiting(older_than_ms * 1_000_000):
+            opts = lb.TestRunOpts(
+                sz=ctypes.sizeof(lb.TestRunOpts), flags=lb.BPF_F_TEST_RUN_ON_CPU, cpu=cpu
+            )
+            rc = L.bpf_prog_test_run_opts(self._flush_fd, ctypes.byref(opts))
+            if rc == -errno.ENXIO:
+                continue  # CPU went offline: its batch goes out when it is back
+            if rc:
+                raise lb.errno_error(f"running {PROG_FLUSH} on CPU {cpu}", rc)
+            # retval 1: a producer was mid-record there; it or the next try flushes
+            done += opts.retval == 0
+        self.flushes += done
+        return done
+
+    def _flush_quiet_cpus(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_flush_check:
+            return False
+        self._next_flush_check = now + self.flush_after_ms / 2000
+        return self.flush(self.flush_after_ms) > 0
+
+    def _read(
+        self, decoder: Decoder | None, out: list[Event], raw: list[bytes] | None,
+        timeout_ms: int,
+    ) -> None:
+        ring = self._require_ring()
+        self._flush_quiet_cpus()
+        if ring.drain(decoder, out, raw):
+            return
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        while True:
+            if self._flush_quiet_cpus() and ring.drain(decoder, out, raw):
+                return
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return
+            # wake up in time to flush quiet CPUs: their batches wake nobody
+            ring.wait(min(left_ms, self.flush_after_ms))
+            if ring.drain(decoder, out, raw):
+                return
 
     def pending_bytes(self) -> int:
         return self._require_ring().available()
@@ -352,7 +479,11 @@ class ProbeSource:
         self._ncpus = L.libbpf_num_possible_cpus()
         if self._ncpus <= 0:
             raise lb.errno_error("counting possible CPUs", self._ncpus)
-        for name, entries in ((MAP_RINGBUF, self.ringbuf_bytes), (MAP_SCRATCH, self._ncpus)):
+        for name, entries in (
+            (MAP_RINGBUF, self.ringbuf_bytes),
+            (MAP_SCRATCH, self._ncpus),
+            (MAP_STAGE, self._ncpus),
+        ):
             rc = L.bpf_map__set_max_entries(self._map(L, obj, name), entries)
             if rc:
                 raise lb.errno_error(f"sizing map {name} to {entries}", rc)
@@ -371,8 +502,8 @@ class ProbeSource:
             1 if self._procexit else 0,
             1 if self.count_filtered else 0,
             self.ringbuf_bytes // 8,
-            0,
-            0,
+            self.batch_bytes,
+            self.batch_age_us,
         )
         value = ctypes.create_string_buffer(self._filter + tail, CTL_SIZE)
         key = ctypes.c_uint32(0)

@@ -13,6 +13,7 @@ import ipaddress
 import platform
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -277,24 +278,183 @@ def _value(ptype: str, raw: bytes) -> object:
 
 _TYPE_AT: Final = _schema.HDR_OFFSETS["type"]
 _LEN_AT: Final = _schema.HDR_OFFSETS["len"]
+# Length and type sit next to each other in the header: one unpack frames a record.
+_LEN_TYPE: Final = struct.Struct("=IH")
+assert _schema.HDR_OFFSETS["type"] == _LEN_AT + 4
+# The u16 type's low and high byte (records are in host byte order): two byte reads
+# beat a Struct call in the batch loop.
+_TYPE_LO: Final = _TYPE_AT + (sys.byteorder == "big")
+_TYPE_HI: Final = _TYPE_AT + (sys.byteorder == "little")
 _RecordDecoder = Callable[[bytes | bytearray | memoryview, int], Event]
+# (buffer, offset, buffer size) -> Event, or None when the record needs the careful path.
+_FastDecoder = Callable[[Any, int, int], "Event | None"]
+# (buffer, offset, buffer size, append) -> next record's offset, or -1 (careful path).
+_FastStreamDecoder = Callable[[Any, int, int, Callable[[Event], None]], int]
+_new_event: Final = object.__new__
+
+
+def _careful_into(buf: Any, off: int, size: int, append: Callable[[Event], None]) -> int:
+    return -1  # placeholder for types without a fast decoder: the careful path decides
+_COMM_CACHE_MAX: Final = 4096
+
+
+def _fast_source(spec: _EventSpec) -> tuple[str, dict[str, object]]:
+    """Python source of one event type's fast decoder (see `Decoder._make_fast`).
+
+    The common record (every fixed-size param at its full size) is read with one Struct
+    for header + length table + the leading fixed params, then one Struct per run of fixed
+    params between variable ones; the Event is filled slot by slot without calling
+    __init__ (a 14-argument call costs twice as much). Anything unusual returns None and
+    the general decoder handles it, with its precise error messages."""
+    n = len(spec.names)
+    ns: dict[str, object] = {}
+    nhdr = len(_schema.HDR_FIELDS)
+    lens = [f"l{i}" for i in range(n)]
+    vals = [f"p{i}" for i in range(n)]
+    # Leading run of fixed params, folded into the header Struct.
+    lead = 0
+    while lead < n and spec.types[lead] in _FIXED_CODE:
+        lead += 1
+    head = struct.Struct(
+        HDR.format + "H" * n + "".join(_FIXED_CODE[t] for t in spec.types[:lead])
+    )
+    ns["HEAD"] = head.unpack_from
+    hdr_names = ["ts", "cgid", "ret", "length", "_t", "nparams", "nr", "cpu", "pid", "tid",
+                 "ppid", "uid", "gid", "_f", "comm_raw"]
+    assert len(hdr_names) == nhdr
+    lines = [f"    ({', '.join(hdr_names + lens + vals[:lead])},) = HEAD(buf, off)"]
+    checks = [f"nparams != {n}", "off + length > size", f"length < {HDR_SIZE}"]
+    for i, t in enumerate(spec.types):
+        if t in _FIXED_CODE:
+            checks.append(f"l{i} != {struct.calcsize('=' + _FIXED_CODE[t])}")
+    lines.append(f"    if {' or '.join(checks)}:\n        return None")
+    lines.append(f"    pos = off + {head.size}")
+    i = lead
+    while i < n:
+        t = spec.types[i]
+        if t in _FIXED_CODE:
+            j = i
+            while j < n and spec.types[j] in _FIXED_CODE:
+                j += 1
+            run = struct.Struct("=" + "".join(_FIXED_CODE[x] for x in spec.types[i:j]))
+            ns[f"RUN{i}"] = run.unpack_from
+            lines.append(f"    ({', '.join(vals[i:j])},) = RUN{i}(buf, pos)")
+            lines.append(f"    pos += {run.size}")
+            i = j
+            continue
+        if t in ("path", "string"):
+            # Like _converter's text(): one trailing NUL is the terminator, not text.
+            lines.append(
+                f"    if l{i}:\n"
+                f"        end = pos + l{i}\n"
+                f"        p{i} = str(buf[pos:end - 1 if buf[end - 1] == 0 else end],"
+                f" 'utf-8', 'replace')\n"
+                f"        pos = end\n"
+                f"    else:\n        p{i} = None")
+        elif t == "argv":
+            ns["_argv"] = _argv
+            lines.append(
+                f"    if l{i}:\n        p{i} = _argv(bytes(buf[pos:pos + l{i}]))\n"
+                f"        pos += l{i}\n    else:\n        p{i} = None")
+        else:  # bytes, sockaddr, tuple: the post-step interprets them
+            lines.append(
+                f"    if l{i}:\n        p{i} = bytes(buf[pos:pos + l{i}])\n"
+                f"        pos += l{i}\n    else:\n        p{i} = None")
+        i += 1
+    if lead < n:
+        lines.append("    if pos - off > length:\n        return None")
+    is_generic = spec.id == GENERIC_ID
+    if is_generic:
+        lines.append(f"    raw_args = ({', '.join(vals)},)")
+        lines.append(f"    params = {{{spec.ret!r}: ret}}")
+    else:
+        lines.append("    raw_args = ()")
+        items = [f"{name!r}: {v}" for name, v in zip(spec.names, vals, strict=True)]
+        if spec.post is None:
+            items.append(f"{spec.ret!r}: ret")
+            lines.append(f"    params = {{{', '.join(items)}}}")
+        else:
+            ns["POST"] = spec.post
+            lines.append(f"    params = {{{', '.join(items)}}}")
+            lines.append(f"    POST(params)\n    params[{spec.ret!r}] = ret")
+    lines.append(
+        "    comm = COMMS_GET(comm_raw)\n"
+        "    if comm is None:\n"
+        "        z = comm_raw.find(b'\\0')\n"
+        "        comm = (comm_raw if z < 0 else comm_raw[:z]).decode('utf-8', 'replace')\n"
+        "        if len(COMMS) < COMM_MAX:\n"
+        "            COMMS[comm_raw] = comm\n"
+        "    name = NAME_OF(nr) if nr >= 0 else EV_NAME\n"
+        "    if name is None:\n"
+        "        name = f'syscall_{nr}'\n"
+        "    ev = NEW(Event)\n"
+        "    ev.ts = ts + EPOCH\n    ev.cpu = cpu\n    ev.type = name\n"
+        "    ev.syscall_nr = nr\n    ev.res = ret\n    ev.pid = pid\n    ev.tid = tid\n"
+        "    ev.ppid = ppid\n    ev.uid = uid\n    ev.gid = gid\n    ev.comm = comm\n"
+        "    ev.cgroup_id = cgid\n    ev.params = params\n    ev.raw_args = raw_args")
+    ns["EV_NAME"] = spec.name
+    body = "\n".join(lines)
+    # Two entry points from one body: one record (returns the Event, or None), and the
+    # stream variant (appends, returns the next record's offset, or -1).
+    source = (
+        "def decode(buf, off, size):\n" + body + "\n    return ev\n\n"
+        "def decode_into(buf, off, size, append):\n"
+        + body.replace("return None", "return -1")
+        + "\n    append(ev)\n    return off + ((length + 7) & -8)\n"
+    )
+    return source, ns
 
 
 class Decoder:
     """Turns records into Events for one arch and one boot-to-epoch offset.
 
-    Each event type gets its own closure: one Struct covering header, length table and
-    (for all-fixed events) every value, so the common record costs a single unpack."""
+    Each event type gets a generated fast decoder for the common record (see _fast_source)
+    and a general closure for the rest (empty params, damaged records, precise errors)."""
 
     def __init__(self, arch: str | None = None, epoch_offset_ns: int | None = None) -> None:
         self.arch = arch or machine_arch()
         table = SYSCALLS[self.arch]
         self.names_by_nr: dict[int, str] = {nr: name for name, nr in table.items()}
-        self.epoch_offset_ns = boot_to_epoch_ns() if epoch_offset_ns is None else epoch_offset_ns
         self._comms: dict[bytes, str] = {}
+        self._epoch_offset_ns = (
+            boot_to_epoch_ns() if epoch_offset_ns is None else epoch_offset_ns
+        )
+        self._build()
+
+    @property
+    def epoch_offset_ns(self) -> int:
+        return self._epoch_offset_ns
+
+    @epoch_offset_ns.setter
+    def epoch_offset_ns(self, value: int) -> None:
+        # The decoders bake the offset in as a constant: rebuild them with the new one.
+        self._epoch_offset_ns = value
+        self._build()
+
+    def _build(self) -> None:
         self._by_type: dict[int, _RecordDecoder] = {
             spec.id: self._make(spec) for spec in SPECS.values()
         }
+        size = max(SPECS) + 1
+        fast: list[_FastDecoder | None] = [None] * size
+        # Unknown types get the careful path (which raises), so the loop never tests None.
+        into: list[_FastStreamDecoder] = [_careful_into] * size
+        for spec in SPECS.values():
+            fast[spec.id], into[spec.id] = self._make_fast(spec)
+        self._fast: tuple[_FastDecoder | None, ...] = tuple(fast)
+        self._fast_into: tuple[_FastStreamDecoder, ...] = tuple(into)
+
+    def _make_fast(self, spec: _EventSpec) -> tuple[_FastDecoder, _FastStreamDecoder]:
+        source, ns = _fast_source(spec)
+        comms = self._comms
+        ns.update(
+            Event=Event, NEW=_new_event, EPOCH=self._epoch_offset_ns, COMMS=comms,
+            COMMS_GET=comms.get, COMM_MAX=_COMM_CACHE_MAX, NAME_OF=self.names_by_nr.get,
+        )
+        exec(compile(source, f"<rtcap decoder of {spec.name}>", "exec"), ns)
+        one, into = ns["decode"], ns["decode_into"]
+        assert callable(one) and callable(into)
+        return one, into  # type: ignore[return-value]
 
     def _syscall_name(self, nr: int, fallback: str) -> str:
         if nr < 0:
@@ -308,7 +468,7 @@ class Decoder:
         fixed_lens = spec.fixed_lens
         names, ret_name, post = spec.names, spec.ret, spec.post
         is_generic = spec.id == GENERIC_ID
-        epoch = self.epoch_offset_ns
+        epoch = self._epoch_offset_ns
         comms = self._comms
         syscall_name = self._syscall_name
         ev_name = spec.name
@@ -361,7 +521,7 @@ class Decoder:
             if comm is None:
                 end = comm_raw.find(b"\0")
                 comm = (comm_raw if end < 0 else comm_raw[:end]).decode("utf-8", "replace")
-                if len(comms) < 4096:
+                if len(comms) < _COMM_CACHE_MAX:
                     comms[comm_raw] = comm
             return Event(ts + epoch, cpu, syscall_name(nr, ev_name), nr, ret, pid, tid, ppid,
                          uid, gid, comm, cgid, params, raw_args)
@@ -370,6 +530,22 @@ class Decoder:
 
     def decode(self, buf: bytes | bytearray | memoryview, off: int = 0) -> Event:
         """One record starting at `off`."""
+        try:
+            length, etype = _LEN_TYPE.unpack_from(buf, off + _LEN_AT)
+        except struct.error as e:
+            raise DecodeError(f"record at {off}: truncated header") from e
+        fast = self._fast[etype] if etype < len(self._fast) else None
+        if fast is not None:
+            try:
+                ev = fast(buf, off, len(buf))
+            except (struct.error, IndexError):
+                ev = None
+            if ev is not None:
+                return ev
+        return self.decode_careful(buf, off)
+
+    def decode_careful(self, buf: bytes | bytearray | memoryview, off: int = 0) -> Event:
+        """One record through the general decoder: every check, precise errors."""
         try:
             etype = _U16.unpack_from(buf, off + _TYPE_AT)[0]
         except struct.error as e:
@@ -382,17 +558,38 @@ class Decoder:
     def decode_stream(self, buf: bytes | bytearray | memoryview) -> list[Event]:
         """Back-to-back records, each at an 8-byte aligned offset (module ring, capture)."""
         out: list[Event] = []
-        off, size = 0, len(buf)
-        decode = self.decode
-        while off + HDR_SIZE <= size:
-            length = struct.unpack_from("=I", buf, off + 24)[0]
-            if length < HDR_SIZE:
-                raise DecodeError(f"record at {off}: length {length} below the header size")
-            out.append(decode(buf, off))
-            off += (length + 7) & ~7
-        if off < size and any(bytes(buf[off:])):
-            raise DecodeError(f"{size - off} trailing bytes after the last record")
+        size = len(buf)
+        end = self.decode_into(buf, 0, size, out)
+        if end < size and any(bytes(buf[end:])):
+            raise DecodeError(f"{size - end} trailing bytes after the last record")
         return out
+
+    def decode_into(self, buf: bytes | bytearray | memoryview, start: int, end: int,
+                    out: list[Event]) -> int:
+        """Decode the 8-byte aligned records in buf[start:end] onto `out`; returns the
+        offset after the last whole record. The batch path: one generated call per record,
+        framing included (a ring or capture frame holds many records back to back)."""
+        off = start
+        append = out.append
+        fast = self._fast_into
+        careful = self._careful_into
+        while off + HDR_SIZE <= end:
+            try:
+                nxt = fast[buf[off + _TYPE_LO] | buf[off + _TYPE_HI] << 8](
+                    buf, off, end, append)
+            except (struct.error, IndexError):
+                nxt = -1
+            off = careful(buf, off, end, append) if nxt < 0 else nxt
+        return off
+
+    def _careful_into(self, buf: bytes | bytearray | memoryview, off: int, end: int,
+                      append: Callable[[Event], None]) -> int:
+        length = _LEN_TYPE.unpack_from(buf, off + _LEN_AT)[0]
+        if length < HDR_SIZE:
+            raise DecodeError(f"record at {off}: length {length} below the header size")
+        view = buf if end == len(buf) else memoryview(buf)[:end]
+        append(self.decode_careful(view, off))
+        return off + ((length + 7) & -8)
 
     def decode_many(self, records: Iterable[bytes]) -> list[Event]:
         decode = self.decode
