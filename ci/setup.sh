@@ -9,9 +9,9 @@ mkdir -p "$DK_CACHE"
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 APT_PACKAGES=(
-  build-essential clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
-  docker.io debootstrap qemu-system-x86 busybox-static cpio kmod zstd xz-utils
-  python3-bpfcc ca-certificates curl
+  build-essential clang llvm libbpf1 libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
+  docker.io debootstrap debian-archive-keyring qemu-system-x86 busybox-static cpio kmod
+  file util-linux dpkg zstd xz-utils ca-certificates curl
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -36,4 +36,15 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/dockerd.log" >&2; exit 1; }
 fi
+# Builder images, one per Debian suite. There is no registry here, so the bases come from
+# debootstrap (`--base-from debootstrap`); the release strings only pick the suite.
+log "docker: builder images"
+driverkit images build --base-from debootstrap \
+  --kernel 5.10.0-46-amd64 --kernel 6.1.0-56-amd64 \
+  --kernel 6.12.118+deb13-amd64 --kernel 7.2.13+deb14-amd64
+
+# Kernel packages and per-suite toolchains for the QEMU boot tests (cached in $DK_CACHE).
+log "kernels: fetching the boot-test kernels and toolchains"
+python3 -m ci.kernels fetch
+python3 -m ci.kernels toolchain 10 12 14 16
 log "setup done"

@@ -168,9 +168,11 @@ def validate_probe(path: Path, spec: ProbeSpec) -> ProbeContents:
     return contents
 
 
-def hash_tree(
-    root: Path, ignore: Iterable[str] = (".git", "__pycache__", "out", ".tmp_versions")
-) -> str:
+# Build output dirs (driver/Makefile's default OUT is build/) are not sources.
+_NOT_SOURCES = (".git", "__pycache__", "out", "build", ".tmp_versions")
+
+
+def hash_tree(root: Path, ignore: Iterable[str] = _NOT_SOURCES) -> str:
     """Stable hash of a source tree (paths + contents), for the manifest input hash."""
     skip = set(ignore)
     digest = hashlib.sha256()

@@ -363,10 +363,6 @@ class DebianArchive:
         return sorted(entries, key=lambda e: (e.release, e.version))
 
 
-def codename_of(suite: str) -> str:
-    return suite.split("-", 1)[0]
-
-
 def write_fixture_excerpt(packages_text: str, names: Iterable[str], dest: Path) -> None:
     """Keep selected stanzas of a real Packages file: used to record test fixtures."""
     wanted = set(names)

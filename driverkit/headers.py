@@ -303,8 +303,9 @@ def _rewrite_absolute_paths(tmp: Path, final_root: Path) -> None:
 def check_headers(plan: BuildPlan, mirrors: Mirrors, cache_dir: Path) -> list[str]:
     """`driverkit resolve --check`: the header URLs that exist, without downloading them.
 
-    Debian answers from the archive index (exact pool files); other targets get a HEAD
-    request per candidate. Nothing found raises HeadersNotFoundError naming the URLs.
+    Debian answers from the archive index (exact pool files); other targets follow their
+    mirror lists and repository metadata (driverkit.repometa) or HEAD each exact URL.
+    Nothing found raises HeadersNotFoundError naming the URLs.
     """
     cache = DownloadCache(cache_dir)
     archive = DebianArchive(mirrors, cache) if mirrors.debian else None
@@ -312,10 +313,12 @@ def check_headers(plan: BuildPlan, mirrors: Mirrors, cache_dir: Path) -> list[st
     if plan.target == "debian" and archive is not None:
         pkgs, _ = resolver.packages_for(plan)
         return [p.url for p in pkgs]
-    found = [url for url in plan.headers if cache.is_cached(url) or cache.exists(url)]
-    if not found:
+    if plan.target == "debian":
         raise HeadersNotFoundError(
-            f"no headers for {plan.kernel} ({plan.target}): "
-            f"tried {', '.join(plan.headers) or 'no URLs'}"
+            f"no Debian mirror to check {plan.kernel} against: set DRIVERKIT_DEBIAN_MIRROR"
         )
-    return found
+    # Other targets' candidates may be mirror lists or repository roots, which only
+    # the repository metadata turns into exact package URLs.
+    from driverkit.repometa import expand_for_check
+
+    return expand_for_check(plan, cache_dir)

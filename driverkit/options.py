@@ -66,7 +66,7 @@ CONVERTERS: dict[str, Converter] = {
     "int": _as_int,
     "bool": _as_bool,
     "list": _as_str_list,
-    "path": lambda v, where: Path(_as_str(v, where)).expanduser(),
+    "path": lambda v, where: (v if isinstance(v, Path) else Path(_as_str(v, where))).expanduser(),
 }
 
 

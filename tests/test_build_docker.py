@@ -335,3 +335,21 @@ def test_ctrl_c_removes_containers_and_leaves_no_artifacts(tmp_path: Path, ci_ca
     assert b"KeyboardInterrupt" in output
     assert _leftover_containers() == []
     assert [p for p in out.rglob("*") if p.is_file() or p.name.startswith(".build-")] == []
+
+
+@pytest.mark.docker
+def test_prune_removes_only_stale_builders(ci_cache: Path) -> None:
+    from driverkit.engine import docker_engine
+    from driverkit.images import ensure_image, list_images, prune_images
+    from driverkit.mirrors import default_mirrors
+
+    plan = _plans([bookworm_release(ci_cache)], ci_cache)[0]
+    stale = "driverkit-builder-debian-bookworm-gcc12:000000000000"
+    with docker_engine() as engine:
+        current = ensure_image(engine, plan.builder, BASE_FROM, default_mirrors(), ci_cache)
+        subprocess.run(["docker", "tag", current, stale], check=True)
+        listed = [line.split("\t")[0] for line in list_images(engine)]
+        assert current in listed and stale in listed
+        removed = prune_images(engine)
+        assert stale in removed and current not in removed
+        assert engine.image_exists(current) and not engine.image_exists(stale)

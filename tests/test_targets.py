@@ -563,3 +563,23 @@ def test_modules_import_on_their_own(module: str) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_debian_security_and_trixie_builds_of_one_version_get_distinct_names() -> None:
+    """bookworm-security's 6.12.107-1~deb12u1 (gcc-12) and trixie's 6.12.107-1 (gcc-14) are
+    different builds; falcoctl's fix-up would name both 6.12.107-1-amd64."""
+    debian = get_target("debian")
+    security = debian.artifact_kernel(
+        parse_kernel_release("6.12.0-0.deb12.30-amd64"),
+        "#1 SMP PREEMPT_DYNAMIC Debian 6.12.107-1~deb12u1 (2025-10-02)",
+    )
+    trixie = debian.artifact_kernel(
+        parse_kernel_release("6.12.0-30-amd64"),
+        "#1 SMP PREEMPT_DYNAMIC Debian 6.12.107-1 (2025-10-02)",
+    )
+    assert security.kernel_release == "6.12.107-1~deb12u1-amd64"
+    assert trixie.kernel_release == "6.12.107-1-amd64"
+    backport = debian.artifact_kernel(
+        parse_kernel_release("6.12.38+bpo-amd64"), "#1 SMP Debian 6.12.38-1~bpo12+1 (2025-07-20)"
+    )
+    assert backport.kernel_release == "6.12.38-1~bpo12+1-amd64"

@@ -133,16 +133,16 @@ struct rtcap_ctx {
 	__u64 a[6];
 	__s64 ret;
 	__u64 pid_tgid;
-	struct task_struct *task;
 	struct rtcap_stats *st;
 	struct rtcap_stage *stg;
 };
 
 /* rd() must not see our own structs in its access chain (CO-RE would try to relocate
- * them), so the task pointer is handed over through a call. */
-static __rtcap_inline struct task_struct *TASK(struct rtcap_ctx *c)
+ * them), so the task pointer is handed over through a call. Fetched where needed: the
+ * hot path (fixed-size events) reads the task through the BTF pointer instead. */
+static __rtcap_inline struct task_struct *TASK(struct rtcap_ctx *c __attribute__((unused)))
 {
-	return c->task;
+	return (struct task_struct *)bpf_get_current_task();
 }
 
 /*
@@ -418,7 +418,7 @@ static __rtcap_inline struct sock *sock_of_fd(struct task_struct *task, __s64 fd
 static __rtcap_inline void put_tuple(struct rtcap_wr *w, struct rtcap_ctx *c, __s64 fd,
 				     int local_first)
 {
-	struct sock *sk = sock_of_fd(c->task, fd);
+	struct sock *sk = sock_of_fd(TASK(c), fd);
 	char *p = w->b + cur(w);
 	__u16 family, lport, rport;
 
@@ -554,24 +554,63 @@ static __rtcap_inline void put_param(struct rtcap_wr *w, struct rtcap_ctx *c, in
 
 static __rtcap_inline __u32 current_ppid(struct rtcap_ctx *c)
 {
-	struct task_struct *parent;
+	struct task_struct *parent = rd(TASK(c)->real_parent);
+
+	return parent ? rd(parent->tgid) : 0;
+}
+
+/*
+ * Where the kernel hands out current as a typed pointer (>= 5.11, a CO-RE relocation
+ * decides), the task's fields are plain loads: one helper call instead of one per
+ * field, and comm is two 8-byte loads instead of a string copy (the kernel keeps comm
+ * NUL-padded). Older kernels and per-kernel objects take the helpers. Saves ~20 ns
+ * per event on the bench host (6.18).
+ */
+static __rtcap_inline __u64 current_pid_tgid(void)
+{
+#ifdef RTCAP_CORE
+	if (rtcap_have_task_btf()) {
+		struct task_struct *t = bpf_get_current_task_btf();
+
+		return ((__u64)(__u32)t->tgid << 32) | (__u32)t->pid;
+	}
+#endif
+	return bpf_get_current_pid_tgid();
+}
+
+static __rtcap_inline void fill_task_fields(struct rtcap_event_hdr *h, struct rtcap_ctx *c)
+{
+	__u64 uid_gid;
 
 #ifdef RTCAP_CORE
-	if (rtcap_have_task_btf())
-		return bpf_get_current_task_btf()->real_parent->tgid;
+	if (rtcap_have_task_btf()) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		const struct cred *cred = t->cred;
+
+		h->ppid = t->real_parent->tgid;
+		/* what bpf_get_current_cgroup_id() reads: the default hierarchy's cgroup */
+		h->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+		h->uid = cred->uid.val;
+		h->gid = cred->gid.val;
+		*(__u64 *)&h->comm[0] = *(__u64 *)&t->comm[0];
+		*(__u64 *)&h->comm[8] = *(__u64 *)&t->comm[8];
+		return;
+	}
 #endif
-	parent = rd(TASK(c)->real_parent);
-	return parent ? rd(parent->tgid) : 0;
+	uid_gid = bpf_get_current_uid_gid();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->ppid = current_ppid(c);
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
 static __rtcap_inline void fill_header(struct rtcap_event_hdr *h, struct rtcap_ctx *c,
 				       __u32 type, __u32 nparams, __s32 nr, __u32 cpu)
 {
 	__u64 pid_tgid = c->pid_tgid;
-	__u64 uid_gid = bpf_get_current_uid_gid();
 
 	h->ts = bpf_ktime_get_boot_ns();
-	h->cgroup_id = bpf_get_current_cgroup_id();
 	h->ret = c->ret;
 	h->type = type;
 	h->nparams = nparams;
@@ -579,10 +618,7 @@ static __rtcap_inline void fill_header(struct rtcap_event_hdr *h, struct rtcap_c
 	h->cpu = cpu;
 	h->pid = pid_tgid >> 32;
 	h->tid = (__u32)pid_tgid;
-	h->ppid = current_ppid(c);
-	h->uid = (__u32)uid_gid;
-	h->gid = uid_gid >> 32;
-	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	fill_task_fields(h, c);
 }
 
 /*
@@ -621,6 +657,20 @@ static __rtcap_inline void flush(struct rtcap_stage *stg, struct rtcap_stats *st
 	stg->nevts = 0;
 }
 
+/* Only this CPU ever touches its stage, so ordering against the compiler is enough:
+ * the flush program interrupts a producer on the same CPU, it never runs alongside. */
+static __rtcap_inline void stage_claim(struct rtcap_stage *stg)
+{
+	*(volatile __u32 *)&stg->busy = 1;
+	__asm__ __volatile__("" ::: "memory");
+}
+
+static __rtcap_inline void stage_release(struct rtcap_stage *stg)
+{
+	__asm__ __volatile__("" ::: "memory");
+	*(volatile __u32 *)&stg->busy = 0;
+}
+
 static __rtcap_inline __u32 batch_bytes(void)
 {
 	__u32 bb = rtcap_ctl.batch_bytes;
@@ -645,6 +695,9 @@ static __rtcap_inline int begin(struct rtcap_wr *w, struct rtcap_ctx *c, __u32 t
 		c->st->n_drops_bug++;
 		return 0;
 	}
+	/* claimed before its end offset is read, or a flush from an IPI landing in
+	 * between would leave this record written where the emptied batch ended */
+	stage_claim(stg);
 	c->stg = stg;
 	w->cpu = cpu;
 	w->i = 0;
@@ -656,6 +709,7 @@ static __rtcap_inline int begin(struct rtcap_wr *w, struct rtcap_ctx *c, __u32 t
 		w->s = bpf_map_lookup_elem(&rtcap_scratch_map, &cpu);
 		if (!w->s) {
 			c->st->n_drops_bug++;
+			stage_release(stg);
 			return 0;
 		}
 		w->b = w->s->buf;
@@ -664,11 +718,11 @@ static __rtcap_inline int begin(struct rtcap_wr *w, struct rtcap_ctx *c, __u32 t
 	} else {
 		if (max_size > STAGE_SLOT) {
 			c->st->n_drops_bug++;
+			stage_release(stg);
 			return 0;
 		}
 		w->b = stg->buf + (stg->pend & (STAGE_HALF - 1));
 	}
-	*(volatile __u32 *)&stg->busy = 1;
 	fill_header((struct rtcap_event_hdr *)w->b, c, type, nparams, nr, w->cpu);
 	return 1;
 }
@@ -713,7 +767,7 @@ static __rtcap_inline void finish(struct rtcap_wr *w, struct rtcap_ctx *c, int v
 	    ts - stg->first_ts >= (__u64)rtcap_ctl.batch_age_us * 1000)
 		flush(stg, c->st);
 out:
-	*(volatile __u32 *)&stg->busy = 0;
+	stage_release(stg);
 }
 
 #define PUT_PARAM(type, src, arg, sub) put_param(&w, cx, type, src, arg, sub);
@@ -752,13 +806,12 @@ static __rtcap_inline int admit(struct rtcap_ctx *c)
 	c->st = stats();
 	if (!c->st || !rtcap_ctl.capture)
 		return 0;
-	c->pid_tgid = bpf_get_current_pid_tgid();
+	c->pid_tgid = current_pid_tgid();
 	if (self && (c->pid_tgid >> 32) == self) {
 		c->st->n_ignored_self++;
 		return 0;
 	}
 	c->st->n_evts++;
-	c->task = (struct task_struct *)bpf_get_current_task();
 	return 1;
 }
 
@@ -866,8 +919,8 @@ int rtcap_flush(void *ctx __attribute__((unused)))
 		return 0;
 	if (stg->busy)
 		return 1;
-	*(volatile __u32 *)&stg->busy = 1;
+	stage_claim(stg);
 	flush(stg, st);
-	*(volatile __u32 *)&stg->busy = 0;
+	stage_release(stg);
 	return 0;
 }

@@ -35,7 +35,10 @@ _FLAVOR_SUFFIX = re.compile(r"-(?:(rt|cloud)-)?(amd64|arm64)$", re.ASCII)
 # ABI names of the stable series scheme (until 6.1): X.Y.0-N and backports X.Y.0-0.debN.M.
 _SERIES_ABI = re.compile(r"\d+\.\d+\.0-\d+(?:\.deb\d+\.\d+)?", re.ASCII)
 _FALCOCTL_ARCH_EXTRA = re.compile(r"-?(rt-|cloud-|)(amd64|arm64)", re.ASCII)
-_FALCOCTL_REAL_VERSION = re.compile(r"\d+\.\d+\.\d+-\d+", re.ASCII)
+# falcoctl keeps only `x.y.z-n` and so gives bookworm-security's 6.12.107-1~deb12u1 and
+# trixie's 6.12.107-1 one name, though they are different builds (gcc-12 vs gcc-14): we
+# keep the `~debNNuM` / `~bpoNN+M` suffix so each build has its own artifact.
+_FALCOCTL_REAL_VERSION = re.compile(r"\d+\.\d+\.\d+-\d+(?:~[A-Za-z0-9.+]+)?", re.ASCII)
 
 # Markers naming the Debian release a kernel was built for, strongest first.
 _BACKPORT_MARKER = re.compile(r"~bpo(\d+)", re.ASCII)
@@ -226,7 +229,8 @@ class DebianTarget(DistroTarget):
     def artifact_kernel(self, kr: KernelRelease, kernel_version: str) -> ArtifactKernel:
         """falcoctl's Debian fix-up: Debian's ABI release (`5.10.0-30-amd64`) is replaced by
         the real kernel version from `uname -v` plus the flavor (`5.10.218-1-amd64`), and the
-        kernel version becomes `1`; without a version in `uname -v` the generic rule applies."""
+        kernel version becomes `1`; without a version in `uname -v` the generic rule applies.
+        Unlike falcoctl, a `~deb12u1`/`~bpo12+1` suffix is kept (see _FALCOCTL_REAL_VERSION)."""
         validate_kernel_version(kernel_version)
         arch_extra = ""
         flavor = _FALCOCTL_ARCH_EXTRA.search(kr.full_extra_version)

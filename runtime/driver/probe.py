@@ -72,9 +72,10 @@ _STAGE_HEAD: Final = struct.Struct("=QII")
 STAGE_BYTES_MAX: Final = 4096  # STAGE_HALF: the most a batch may hold
 
 DEFAULT_RINGBUF_BYTES: Final = 8 * 1024 * 1024
-DEFAULT_BATCH_BYTES: Final = 2048
+DEFAULT_BATCH_BYTES: Final = 4096
 DEFAULT_BATCH_AGE_US: Final = 1000
 DEFAULT_FLUSH_AFTER_MS: Final = 10
+_FLUSH_TRIES: Final = 100
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,16 @@ class StageView:
 
 
 class ProbeSource:
-    """An rtcap eBPF probe on this host. See runtime/driver/__init__.py for the API."""
+    """An rtcap eBPF probe on this host. See runtime/driver/__init__.py for the API.
+
+    Batching: each CPU stages up to `batch_bytes` of records (0 = one ring record per
+    event) and outputs them at once; a batch also goes out at the next record once its
+    oldest waited `batch_age_us`, and poll() pushes out a quiet CPU's batch once it
+    waited `flush_after_ms`, so an event reaches the consumer within about
+    flush_after_ms of happening as long as poll() is being called. Stats count a staged
+    record as delivered (it can only still be dropped, and then is counted so);
+    set_capture(False) flushes every stage.
+    """
 
     def __init__(
         self,
@@ -313,8 +323,6 @@ class ProbeSource:
                     )
                 self._ctl_fd = L.bpf_map__fd(self._map(L, obj, MAP_CTL))
                 self._stats_fd = L.bpf_map__fd(self._map(L, obj, MAP_STATS))
-                self._capture = True
-                self._write_ctl()
                 ring_fd = L.bpf_map__fd(self._map(L, obj, MAP_RINGBUF))
                 self._ring = RingReader(ring_fd, self.ringbuf_bytes)
                 stage = self._map(L, obj, MAP_STAGE)
@@ -325,6 +333,9 @@ class ProbeSource:
                 if not flush_prog:
                     raise DriverError(f"program {PROG_FLUSH} missing from {self.obj_path}")
                 self._flush_fd = L.bpf_program__fd(flush_prog)
+                self._check_flush_support()
+                self._capture = True
+                self._write_ctl()
                 self._attach(L, obj, log)
             except BaseException:
                 self.close()
@@ -371,23 +382,51 @@ class ProbeSource:
         """Push out the batches staged on every CPU (those waiting longer than
         older_than_ms); returns how many CPUs were flushed. poll() calls it on its own
         so a quiet CPU's events arrive within about flush_after_ms."""
-        if self._stages is None or self._flush_fd < 0:
+        if self._stages is None:
             raise DriverError("probe not started: call start() first")
-        L = lb.lib()
+        if self._flush_fd < 0:
+            return 0  # no batching on this kernel: nothing is ever staged
         done = 0
         for cpu in self._stages.waiting(older_than_ms * 1_000_000):
-            opts = lb.TestRunOpts(
-                sz=ctypes.sizeof(lb.TestRunOpts), flags=lb.BPF_F_TEST_RUN_ON_CPU, cpu=cpu
-            )
-            rc = L.bpf_prog_test_run_opts(self._flush_fd, ctypes.byref(opts))
-            if rc == -errno.ENXIO:
-                continue  # CPU went offline: its batch goes out when it is back
-            if rc:
-                raise lb.errno_error(f"running {PROG_FLUSH} on CPU {cpu}", rc)
-            # retval 1: a producer was mid-record there; it or the next try flushes
-            done += opts.retval == 0
+            # retval 1: the IPI landed while a producer was mid-record on that CPU.
+            # That lasts well under a microsecond, so try again a few times.
+            for _ in range(_FLUSH_TRIES):
+                retval = self._run_flush(cpu)
+                if retval != 1:
+                    done += retval == 0
+                    break
         self.flushes += done
         return done
+
+    def _check_flush_support(self) -> None:
+        """Kernels before 5.10 cannot run a raw tracepoint program on a chosen CPU, so
+        a quiet CPU's batch could not be pushed out: there, every record goes out on
+        its own (batch_bytes 0), as it did before batching."""
+        assert self._flush_fd >= 0
+        opts = lb.TestRunOpts(
+            sz=ctypes.sizeof(lb.TestRunOpts), flags=lb.BPF_F_TEST_RUN_ON_CPU,
+            cpu=min(os.sched_getaffinity(0)),
+        )
+        rc = lb.lib().bpf_prog_test_run_opts(self._flush_fd, ctypes.byref(opts))
+        if rc in (-errno.EINVAL, -errno.ENOTSUP, -errno.EOPNOTSUPP, -524):  # 524: ENOTSUPP
+            self.batch_bytes = 0
+            self._flush_fd = -1
+        elif rc:
+            raise lb.errno_error(f"running {PROG_FLUSH}", rc)
+
+    def _run_flush(self, cpu: int) -> int:
+        """Run the flush program on `cpu`: its return value, or -1 if that CPU is offline
+        (its batch then goes out when it is back and records again)."""
+        assert self._flush_fd >= 0
+        opts = lb.TestRunOpts(
+            sz=ctypes.sizeof(lb.TestRunOpts), flags=lb.BPF_F_TEST_RUN_ON_CPU, cpu=cpu
+        )
+        rc = lb.lib().bpf_prog_test_run_opts(self._flush_fd, ctypes.byref(opts))
+        if rc == -errno.ENXIO:
+            return -1
+        if rc:
+            raise lb.errno_error(f"running {PROG_FLUSH} on CPU {cpu}", rc)
+        return int(opts.retval)
 
     def _flush_quiet_cpus(self) -> bool:
         now = time.monotonic()
@@ -426,8 +465,12 @@ class ProbeSource:
 
     # -- control -----------------------------------------------------------------------
     def set_capture(self, on: bool) -> None:
+        """Turning capture off also pushes out every staged batch, so from then on the
+        emission counters are final and everything emitted is in the ring."""
         self._capture = on
         self._write_ctl()
+        if not on and self._stages is not None:
+            self.flush()
 
     def set_syscalls(self, syscalls: Iterable[str]) -> None:
         """Change the in-kernel filter while running (enter/procexit hooks as at start)."""

@@ -1,10 +1,14 @@
 """Decode rtcap records (see driver/include/rtcap_schema.h) into `runtime.events.Event`.
 
 Every producer (CO-RE probe, per-kernel probe, kernel module) writes the same record:
-a fixed header, a u16 length per param, then the param bytes. Decoding is table-driven
-from the generated `_schema` module, with one precompiled `struct.Struct` per event
-type for the lengths and fixed-size params, so a record costs one header unpack, one
-param unpack and the Event construction.
+a fixed header, a u16 length per param, then the param bytes. Decoding is driven by the
+generated `_schema` tables. Each event type gets a decoder generated as Python source at
+start (`_fast_source`): one Struct unpack for header + length table + leading fixed
+params, one per further run of fixed params, text params decoded in place, and the Event
+filled slot by slot. `decode_into` frames a batch of back-to-back records with one call
+per record. Records the fast decoders do not handle (an empty fixed param, damage, an
+unknown type) go to the general per-type closures, which raise the precise DecodeError;
+tests/test_engine_equivalence.py holds both paths to the same results.
 """
 
 from __future__ import annotations
@@ -291,6 +295,11 @@ _FastDecoder = Callable[[Any, int, int], "Event | None"]
 # (buffer, offset, buffer size, append) -> next record's offset, or -1 (careful path).
 _FastStreamDecoder = Callable[[Any, int, int, Callable[[Event], None]], int]
 _new_event: Final = object.__new__
+# HDR_FORMAT with the type and flags fields as padding, checked against the header below.
+_FAST_HDR_FORMAT: Final = "=QQqI2xHiIIIIII4x16s"
+assert struct.calcsize(_FAST_HDR_FORMAT) == HDR_SIZE
+assert [_schema.HDR_FIELDS[i] for i in (4, 13)] == ["type", "flags"]
+assert HDR.format.replace("IHHi", "I2xHi").replace("II16s", "I4x16s") == _FAST_HDR_FORMAT
 
 
 def _careful_into(buf: Any, off: int, size: int, append: Callable[[Event], None]) -> int:
@@ -316,12 +325,15 @@ def _fast_source(spec: _EventSpec) -> tuple[str, dict[str, object]]:
     while lead < n and spec.types[lead] in _FIXED_CODE:
         lead += 1
     head = struct.Struct(
-        HDR.format + "H" * n + "".join(_FIXED_CODE[t] for t in spec.types[:lead])
+        _FAST_HDR_FORMAT + "H" * n + "".join(_FIXED_CODE[t] for t in spec.types[:lead])
     )
+    assert head.size == HDR.size + struct.calcsize("=" + "H" * n + "".join(
+        _FIXED_CODE[t] for t in spec.types[:lead]))
     ns["HEAD"] = head.unpack_from
-    hdr_names = ["ts", "cgid", "ret", "length", "_t", "nparams", "nr", "cpu", "pid", "tid",
-                 "ppid", "uid", "gid", "_f", "comm_raw"]
-    assert len(hdr_names) == nhdr
+    # The type (known here) and the header flags (unused) are skipped as padding.
+    hdr_names = ["ts", "cgid", "ret", "length", "nparams", "nr", "cpu", "pid", "tid",
+                 "ppid", "uid", "gid", "comm_raw"]
+    assert len(hdr_names) == nhdr - 2
     lines = [f"    ({', '.join(hdr_names + lens + vals[:lead])},) = HEAD(buf, off)"]
     checks = [f"nparams != {n}", "off + length > size", f"length < {HDR_SIZE}"]
     for i, t in enumerate(spec.types):
@@ -384,9 +396,12 @@ def _fast_source(spec: _EventSpec) -> tuple[str, dict[str, object]]:
         "        comm = (comm_raw if z < 0 else comm_raw[:z]).decode('utf-8', 'replace')\n"
         "        if len(COMMS) < COMM_MAX:\n"
         "            COMMS[comm_raw] = comm\n"
-        "    name = NAME_OF(nr) if nr >= 0 else EV_NAME\n"
-        "    if name is None:\n"
-        "        name = f'syscall_{nr}'\n"
+        "    if nr == NR0:\n"
+        "        name = NAME0\n"
+        "    elif nr < 0:\n"
+        "        name = EV_NAME\n"
+        "    else:\n"
+        "        name = NAME_OF(nr) or f'syscall_{nr}'\n"
         "    ev = NEW(Event)\n"
         "    ev.ts = ts + EPOCH\n    ev.cpu = cpu\n    ev.type = name\n"
         "    ev.syscall_nr = nr\n    ev.res = ret\n    ev.pid = pid\n    ev.tid = tid\n"
@@ -403,6 +418,13 @@ def _fast_source(spec: _EventSpec) -> tuple[str, dict[str, object]]:
         + "\n    append(ev)\n    return off + ((length + 7) & -8)\n"
     )
     return source, ns
+
+
+def _syscalls_of(event_name: str) -> list[str]:
+    for ev in _schema.EVENTS:
+        if ev["name"] == event_name:
+            return list(ev["syscalls"] or [])
+    return []
 
 
 class Decoder:
@@ -447,14 +469,18 @@ class Decoder:
     def _make_fast(self, spec: _EventSpec) -> tuple[_FastDecoder, _FastStreamDecoder]:
         source, ns = _fast_source(spec)
         comms = self._comms
+        # The syscall number this event type usually carries, named without a lookup.
+        table = SYSCALLS[self.arch]
+        nr0 = next((table[sc] for sc in _syscalls_of(spec.name) if sc in table), -2)
         ns.update(
             Event=Event, NEW=_new_event, EPOCH=self._epoch_offset_ns, COMMS=comms,
             COMMS_GET=comms.get, COMM_MAX=_COMM_CACHE_MAX, NAME_OF=self.names_by_nr.get,
+            NR0=nr0, NAME0=self.names_by_nr.get(nr0),
         )
         exec(compile(source, f"<rtcap decoder of {spec.name}>", "exec"), ns)
         one, into = ns["decode"], ns["decode_into"]
         assert callable(one) and callable(into)
-        return one, into  # type: ignore[return-value]
+        return one, into
 
     def _syscall_name(self, nr: int, fallback: str) -> str:
         if nr < 0:
@@ -529,20 +555,14 @@ class Decoder:
         return decode
 
     def decode(self, buf: bytes | bytearray | memoryview, off: int = 0) -> Event:
-        """One record starting at `off`."""
+        """One record starting at `off` (the live ring's per-record path)."""
+        ev: Event | None
         try:
-            length, etype = _LEN_TYPE.unpack_from(buf, off + _LEN_AT)
-        except struct.error as e:
-            raise DecodeError(f"record at {off}: truncated header") from e
-        fast = self._fast[etype] if etype < len(self._fast) else None
-        if fast is not None:
-            try:
-                ev = fast(buf, off, len(buf))
-            except (struct.error, IndexError):
-                ev = None
-            if ev is not None:
-                return ev
-        return self.decode_careful(buf, off)
+            fast = self._fast[buf[off + _TYPE_LO] | buf[off + _TYPE_HI] << 8]
+            ev = None if fast is None else fast(buf, off, len(buf))
+        except (struct.error, IndexError):  # short buffer or unknown type: careful path
+            ev = None
+        return self.decode_careful(buf, off) if ev is None else ev
 
     def decode_careful(self, buf: bytes | bytearray | memoryview, off: int = 0) -> Event:
         """One record through the general decoder: every check, precise errors."""
@@ -584,7 +604,7 @@ class Decoder:
 
     def _careful_into(self, buf: bytes | bytearray | memoryview, off: int, end: int,
                       append: Callable[[Event], None]) -> int:
-        length = _LEN_TYPE.unpack_from(buf, off + _LEN_AT)[0]
+        length: int = _LEN_TYPE.unpack_from(buf, off + _LEN_AT)[0]
         if length < HDR_SIZE:
             raise DecodeError(f"record at {off}: length {length} below the header size")
         view = buf if end == len(buf) else memoryview(buf)[:end]

@@ -3,8 +3,8 @@
 Hot path notes (measured, see bench/bench_replay.py): events arrive in decoded batches; each
 event type has one generated matcher testing every rule that can fire on it (evt.type checks
 folded away, thread/fd looked up once), built from a ruleset that already excludes rules
-under `--min-priority`, so an event costs one state update, one dict lookup and one call. Everything periodic (drop checks, metrics) runs
-between batches, never per event.
+under `--min-priority`, so an event costs one state update, one dict lookup and one call.
+Everything periodic (drop checks, metrics) runs between batches, never per event.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ DROP_CHECK_INTERVAL_S = 1.0
 READ_TIMEOUT_S = 0.1
 
 
+def _unbuilt(ev: Event, state: SystemState) -> tuple[CompiledRule, ...]:
+    raise AssertionError("marker for a type whose matcher is not built yet; never called")
+
+
 class Engine:
     """Evaluates rules on event batches and hands matches to the output queue."""
 
@@ -52,8 +56,8 @@ class Engine:
         self._submit = submit
         self.min_priority = min_priority
         self.counters = counters or EngineCounters()
-        # evt.type -> generated matcher (a no-op for types no rule can match).
-        self._dispatch: dict[str, DispatchFn] = {}
+        # evt.type -> generated matcher, None for types no rule can match (no call at all).
+        self._dispatch: dict[str, DispatchFn | None] = {}
 
     def process(self, events: list[Event]) -> None:
         update = self.state.update
@@ -62,9 +66,13 @@ class Engine:
         get = dispatch.get
         for ev in events:
             update(ev)
-            fn = get(ev.type)
+            fn = get(ev.type, _unbuilt)
             if fn is None:
+                continue
+            if fn is _unbuilt:
                 fn = dispatch[ev.type] = self.ruleset.dispatcher(ev.type)
+                if fn is None:
+                    continue
             hits = fn(ev, state)
             if hits:
                 for rule in hits:

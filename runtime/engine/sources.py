@@ -186,10 +186,11 @@ class BpfSource:
         if not self.keep_raw:
             return Batch(events=src.poll(timeout_ms))
         records = src.poll_raw(timeout_ms)
-        return Batch(
-            events=src.decoder.decode_many(records),
-            raw=b"".join(pad8(r) for r in records) if records else None,
-        )
+        if not records:
+            return Batch(events=[])
+        # One framed buffer serves both the capture file and the batch decoder.
+        raw = b"".join(pad8(r) for r in records)
+        return Batch(events=src.decoder.decode_stream(raw), raw=raw)
 
     def stats(self) -> PerCpuStats:
         if self._src is None:

@@ -2,8 +2,9 @@
 
 The engine calls `SystemState.update(ev)` for every event BEFORE evaluating rules on it, so an
 execve's new image or an open's new fd is already visible to that event's rules (as in
-libsinsp). Removals (close, procexit) are deferred to the next update so the closing or
-exiting event still resolves its fd and process. Tables are bounded: the oldest entries are
+libsinsp). A close removes its fd at once but keeps it as the event's fd (`fd_of`), and a
+procexit's thread is removed at the next update, so the closing or exiting event still
+resolves its fd and process. Tables are bounded: the oldest entries are
 evicted first, so a long run cannot grow without limit.
 """
 
@@ -32,6 +33,8 @@ REQUIRED_SYSCALLS: frozenset[str] = frozenset({
     "dup", "dup2", "dup3",
     "chdir", "fchdir",
 })
+
+_new = object.__new__
 
 # Falco's id for events outside any container.
 HOST_CONTAINER_ID = "host"
@@ -155,10 +158,35 @@ class ThreadInfo:
         return HOST_CONTAINER_ID if self.container is None else self.container.id
 
     def copy_as(self, tid: int, pid: int, ppid: int, comm: str | None = None) -> ThreadInfo:
-        """A new thread inheriting this one's image (dataclasses.replace is ~10x slower)."""
-        return ThreadInfo(tid, pid, ppid, self.comm if comm is None else comm, self.exe,
-                          self.exepath, self.args, self.cwd, self.uid, self.gid, self.loginuid,
-                          self.tty, self.container, self.cgroup_id)
+        """A new thread inheriting this one's image (dataclasses.replace is ~10x slower, and
+        slot stores are ~2x faster than the 14-argument __init__)."""
+        th = _new(ThreadInfo)
+        th.tid = tid
+        th.pid = pid
+        th.ppid = ppid
+        th.comm = self.comm if comm is None else comm
+        th.exe = self.exe
+        th.exepath = self.exepath
+        th.args = self.args
+        th.cwd = self.cwd
+        th.uid = self.uid
+        th.gid = self.gid
+        th.loginuid = self.loginuid
+        th.tty = self.tty
+        th.container = self.container
+        th.cgroup_id = self.cgroup_id
+        return th
+
+
+def _is_normal_abs(path: str) -> bool:
+    """False when an absolute path needs posixpath.normpath(): it has `//`, or a `.`/`..`
+    segment. Dot-files (`/home/u/.config`) contain "/." yet need nothing, so they skip the
+    call; with a trailing slash they are normalised as before."""
+    if "//" in path:
+        return False
+    if "/." not in path:
+        return True
+    return not ("/./" in path or "/../" in path or path.endswith(("/", "/.", "/..")))
 
 
 def _parse_endpoint(text: str) -> tuple[str, int | None]:
@@ -336,7 +364,6 @@ class SystemState:
         self._cgroup_paths: dict[int, str] = {}
         self._cgroup_scanned_at = -1e9
         self._pending_threads: list[int] = []
-        self._pending_fds: list[tuple[int, int]] = []
         self._cur_ev: Event | None = None
         self._cur_thread: ThreadInfo | None = None
         self._cur_fd: FdInfo | None = None
@@ -500,12 +527,12 @@ class SystemState:
     # ---- updates -------------------------------------------------------------------------
 
     def update(self, ev: Event) -> None:
-        if self._pending_threads or self._pending_fds:
+        # Hot: runs for every event, so it stays a straight line of attribute stores.
+        if self._pending_threads:
             self._flush_removals()
         self.event_count += 1
         self._cur_ev = ev
-        self._cur_fd = None
-        self._cur_fd_resolved = False
+        self._cur_fd_resolved = False  # _cur_fd is read only once resolved
         th = self.threads.get(ev.tid)
         if th is None:
             th = self._thread_from_event(ev)
@@ -520,11 +547,6 @@ class SystemState:
             handler(self, ev)
 
     def _flush_removals(self) -> None:
-        for pid, fd in self._pending_fds:
-            table = self.fds.get(pid)
-            if table is not None:
-                table.pop(fd, None)
-        self._pending_fds.clear()
         for tid in self._pending_threads:
             th = self.threads.pop(tid, None)
             if th is not None and th.tid == th.pid:
@@ -576,7 +598,7 @@ class SystemState:
         if not name:
             return name
         if name.startswith("/"):
-            return posixpath.normpath(name) if ("/." in name or "//" in name) else name
+            return name if _is_normal_abs(name) else posixpath.normpath(name)
         base: str | None = None
         dirfd_num = _as_int(dirfd, AT_FDCWD)
         if dirfd_num != AT_FDCWD:
@@ -603,7 +625,7 @@ class SystemState:
             path_param = params.get("path")
             name = path_param if isinstance(path_param, str) else ""
         # Fast path: an absolute, already-normal path (the common case) needs no work.
-        if not (name[:1] == "/" and "/." not in name and "//" not in name):
+        if not (name[:1] == "/" and _is_normal_abs(name)):
             name = self._abs_path(ev, name, params.get("dirfd", AT_FDCWD))
         flags = params.get("flags", 0)
         if flags.__class__ is not int:
@@ -624,7 +646,7 @@ class SystemState:
         params = ev.params
         args = params.get("args")
         if isinstance(args, (list, tuple)):
-            th.args = tuple(str(a) for a in args)
+            th.args = tuple(map(str, args))
         exe = params.get("exe")
         filename = params.get("filename")
         if isinstance(filename, str) and filename:
@@ -699,10 +721,22 @@ class SystemState:
         params = ev.params
         name = params.get("name")
         flags = params.get("flags", 0)
-        if (name.__class__ is str and name[:1] == "/" and "/." not in name
-                and "//" not in name and flags.__class__ is int and ev.type != "creat"):
-            info = FdInfo(fd, "directory", "d", name, flags) if flags & O_DIRECTORY \
-                else FdInfo(fd, "file", "f", name, flags)
+        if (name.__class__ is str and name[:1] == "/" and "//" not in name
+                and ("/." not in name or _is_normal_abs(name))
+                and flags.__class__ is int and ev.type != "creat"):
+            # Slot stores beat the dataclass __init__ with its six defaults by ~2x.
+            info = _new(FdInfo)
+            if flags & O_DIRECTORY:
+                info.type = "directory"
+                info.typechar = "d"
+            else:
+                info.type = "file"
+                info.typechar = "f"
+            info.fd = fd
+            info.name = name
+            info.flags = flags
+            info.l4proto = info.cip = info.cport = info.sip = info.sport = None
+            info.is_server = False
         else:
             info = self._open_fd_info(ev, fd)
         # A failed open keeps its path for the rules but never enters the table.
@@ -771,8 +805,11 @@ class SystemState:
 
     def _on_close(self, ev: Event) -> None:
         fd = ev.params.get("fd")
-        if ev.res == 0 and isinstance(fd, int):
-            self._pending_fds.append((ev.pid, fd))
+        if ev.res == 0 and fd.__class__ is int:
+            # Gone from the table now, yet still the close event's own fd for its rules.
+            table = self.fds.get(ev.pid)
+            self._cur_fd = table.pop(fd, None) if table else None
+            self._cur_fd_resolved = True
 
     def _on_dup(self, ev: Event) -> None:
         if ev.res < 0:

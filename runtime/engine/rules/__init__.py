@@ -25,6 +25,8 @@ Public API (what the engine calls; names are stable):
                                   # evt.type checks folded. Same answers as rules_for+match,
                                   # ~2.5x cheaper with 100 rules (measured), as one call
                                   # tests every rule and shares the fd/thread lookups.
+    ruleset.dispatcher("openat")  # that generated function itself, None when no rule can
+                                  # match the type (the engine caches one per type)
     ruleset.filtered(min_priority)  # Ruleset of the rules with priority <= min_priority
 
     rule.name, rule.priority (Priority), rule.tags (tuple[str, ...]), rule.source ("syscall"),

@@ -98,14 +98,34 @@ def _to_number(value: object) -> int | float | None:
     return None
 
 
+_IpAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Parsed addresses by text: a host talks to few peers, and ip_address() costs ~2 us.
+_ADDR_CACHE: dict[str, _IpAddr | None] = {}
+_ADDR_CACHE_MAX = 4096
+
+
+def _parse_addr(text: str) -> _IpAddr | None:
+    try:
+        return _ADDR_CACHE[text]
+    except KeyError:
+        pass
+    try:
+        addr: _IpAddr | None = ipaddress.ip_address(text)
+    except ValueError:
+        addr = None
+    if len(_ADDR_CACHE) >= _ADDR_CACHE_MAX:
+        _ADDR_CACHE.clear()
+    _ADDR_CACHE[text] = addr
+    return addr
+
+
 def _in_networks(values: object, nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
                  ) -> bool:
     if not isinstance(values, (list, tuple)):
         values = [values]
     for text in values:
-        try:
-            addr = ipaddress.ip_address(str(text))
-        except ValueError:
+        addr = _parse_addr(str(text))
+        if addr is None:
             continue
         for net in nets:
             if addr.version == net.version and addr in net:

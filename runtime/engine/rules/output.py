@@ -62,19 +62,25 @@ def compile_output(template: str) -> FormatFn:
         fields.append(bound)
         last = m.end()
     tail = template[last:]
-    pairs = tuple(zip(literals, fields, strict=True))
+    steps = tuple((literal, bound.extract, bound.text)
+                  for literal, bound in zip(literals, fields, strict=True))
 
     def format_output(ev: Event, st: SystemState) -> tuple[str, dict[str, object]]:
         parts: list[str] = []
         values: dict[str, object] = {}
-        for literal, bound in pairs:
-            value = bound.extract(ev, st)
-            if isinstance(value, list):
-                value = ",".join(str(v) for v in value)
-            values[bound.text] = value
-            parts.append(literal)
-            parts.append(render_value(value))
-        parts.append(tail)
+        append = parts.append
+        for literal, extract, text in steps:
+            value = extract(ev, st)
+            # Strings and ints (most fields) print as themselves: skip render_value's checks.
+            cls = value.__class__
+            if cls is list:
+                value = ",".join(str(v) for v in value)  # type: ignore[attr-defined]
+                cls = str
+            values[text] = value
+            append(literal)
+            append(value if cls is str else str(value) if cls is int  # type: ignore[arg-type]
+                   else render_value(value))
+        append(tail)
         return "".join(parts).strip(), values
 
     return format_output

@@ -81,13 +81,13 @@ class Ruleset:
             return _NO_RULES
         return fn(ev, state)
 
-    def dispatcher(self, evt_type: str) -> DispatchFn:
-        """The generated matcher of one event type (a no-op when no rule can match it): the
-        engine caches these per type so an event costs one dict lookup and one call."""
+    def dispatcher(self, evt_type: str) -> DispatchFn | None:
+        """The generated matcher of one event type, None when no rule can match it: the
+        engine caches these per type so an event costs one dict lookup and at most one call."""
         fn = self._dispatch.get(evt_type)
         if fn is None:
             fn = self._build_dispatch(evt_type)
-        return fn
+        return None if fn is _no_rules else fn
 
     def _build_dispatch(self, evt_type: str) -> DispatchFn:
         rules = self.rules_for(evt_type)

@@ -1,0 +1,249 @@
+"""The event path's fast paths must give the answers of the plain, careful paths.
+
+The decoder has a generated fast decoder per event type and a general one (every check,
+precise errors); the engine evaluates one generated matcher per event type instead of each
+rule's own compiled condition. Both fast paths exist only for speed (bench/bench_replay.py),
+so these tests replay the same records and captures through both and compare everything:
+decoded events field by field, and alerts (rule, time, output line, output fields) in order.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime.driver import schema
+from runtime.engine.app import Engine, Runner
+from runtime.engine.capture import AF_INET, AF_INET6, CaptureHeader, CaptureWriter, encode_tuple
+from runtime.engine.cli import default_rules_path
+from runtime.engine.config import DropConfig
+from runtime.engine.drops import DropMonitor
+from runtime.engine.metrics import EngineCounters
+from runtime.engine.outputs import Alert
+from runtime.engine.rules import Ruleset, load_rules
+from runtime.engine.sources import ReplaySource, schema_identity
+from runtime.engine.state import SystemState
+from runtime.events import Event
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
+
+import bench_replay  # noqa: E402
+import test_engine_replay  # noqa: E402
+
+_SAMPLE: dict[str, list[bytes]] = {
+    "path": [b"/etc/shadow\0", b"relative/x\0", b"no-terminator", b"\xff\xfebad\0", b""],
+    "string": [b"debug=1\0", b"", b"a\0b\0"],
+    "argv": [b"cat\0/etc/shadow\0", b"sh\0", b"", b"noterm"],
+    "bytes": [b"\x01\x02", b""],
+    "sockaddr": [struct.pack("=H", AF_INET) + struct.pack("!H", 443) + bytes([10, 1, 2, 3])
+                 + bytes(8), b"\x01\x00/run/sock\0", b""],
+    "tuple": [encode_tuple(AF_INET, "10.0.0.2", 40000, "10.1.2.3", 443),
+              encode_tuple(AF_INET6, "::1", 5, "fe80::1", 6), bytes([AF_INET]), b""],
+}
+
+
+def _params_variants(spec: schema._EventSpec) -> list[list[bytes]]:
+    """Every param at each sample value in turn, with the others at their first sample;
+    a fixed param may also come back empty (the probe could not read it)."""
+    def samples(ptype: str) -> list[bytes]:
+        if ptype in schema._FIXED_CODE:
+            size = struct.calcsize("=" + schema._FIXED_CODE[ptype])
+            biggest = (1 << (8 * size - 1)) - 1
+            return [schema.encode_fixed(ptype, 3), schema.encode_fixed(ptype, biggest), b""]
+        return _SAMPLE[ptype]
+
+    base = [samples(t)[0] for t in spec.types]
+    variants = [base]
+    for i, ptype in enumerate(spec.types):
+        for value in samples(ptype)[1:]:
+            variants.append([*base[:i], value, *base[i + 1:]])
+    return variants
+
+
+def _records() -> list[bytes]:
+    out = []
+    for spec in schema.SPECS.values():
+        for n, params in enumerate(_params_variants(spec)):
+            record = schema.encode_record(
+                spec.name, params, ret=-2 if n % 3 == 1 else n,
+                syscall_nr=-1 if n % 4 == 3 else n,
+                ts=10**9 + n, pid=100 + n, tid=200 + n, ppid=1, uid=1000, gid=1000, cpu=n % 2,
+                cgroup_id=n, comm=("cat", "x" * 15, "")[n % 3],
+            )
+            out.append(record + bytes(-len(record) % 8))
+    return out
+
+
+def _fields(ev: Event) -> tuple[object, ...]:
+    return (ev.ts, ev.cpu, ev.type, ev.syscall_nr, ev.res, ev.pid, ev.tid, ev.ppid, ev.uid,
+            ev.gid, ev.comm, ev.cgroup_id, list(ev.params.items()), ev.raw_args)
+
+
+def test_fast_decoder_matches_the_careful_decoder_on_every_event_type() -> None:
+    records = _records()
+    assert len(records) > 3 * len(schema.SPECS)
+    decoder = schema.Decoder("x86_64", epoch_offset_ns=7)
+    stream = b"".join(records)
+    fast = decoder.decode_stream(stream)
+    careful, off = [], 0
+    for record in records:
+        careful.append(decoder.decode_careful(stream, off))
+        off += len(record)
+    assert [_fields(e) for e in fast] == [_fields(e) for e in careful]
+    # The single-record entry point takes the same fast path, and the live ring hands the
+    # decoder views of its mapped pages rather than bytes.
+    assert [_fields(decoder.decode(r)) for r in records] == [_fields(e) for e in careful]
+    for view in (memoryview(stream), bytearray(stream)):
+        assert [_fields(e) for e in decoder.decode_stream(view)] == [_fields(e) for e in careful]
+    out: list[Event] = []
+    assert decoder.decode_into(memoryview(stream), len(records[0]), len(stream), out) \
+        == len(stream)
+    assert [_fields(e) for e in out] == [_fields(e) for e in careful[1:]]
+
+
+def test_fast_decoder_refuses_what_the_careful_decoder_refuses() -> None:
+    decoder = schema.Decoder("x86_64", epoch_offset_ns=0)
+    good = _records()[0]
+    with pytest.raises(schema.DecodeError, match="within"):
+        decoder.decode_stream(good[:-8] + bytes(0))  # record longer than the buffer
+    bad_type = bytearray(good)
+    struct.pack_into("=H", bad_type, schema._TYPE_AT, 9999)
+    with pytest.raises(schema.DecodeError, match="unknown event type 9999"):
+        decoder.decode_stream(bytes(bad_type))
+    short = bytearray(good)
+    struct.pack_into("=I", short, schema._LEN_AT, 8)
+    with pytest.raises(schema.DecodeError, match="below the header size"):
+        decoder.decode_stream(bytes(short))
+
+
+def test_epoch_offset_set_after_construction_applies() -> None:
+    decoder = schema.Decoder("x86_64", epoch_offset_ns=0)
+    record = _records()[0]
+    before = decoder.decode(record).ts
+    decoder.epoch_offset_ns = 1000
+    assert decoder.decode(record).ts == before + 1000
+    assert decoder.decode_stream(record)[0].ts == before + 1000
+
+
+def _reference_alerts(capture: Path, ruleset: Ruleset) -> list[tuple[object, ...]]:
+    """Each rule's own compiled condition, in load order, over the careful decoder."""
+    source = ReplaySource(capture)
+    decoder = schema.Decoder(epoch_offset_ns=source.boot_offset_ns)
+    state = SystemState()
+    out: list[tuple[object, ...]] = []
+    for batch in iter(lambda: source.read(0), None):
+        if not batch.raw:
+            continue
+        off, raw = 0, batch.raw
+        while off + schema.HDR_SIZE <= len(raw):
+            ev = decoder.decode_careful(raw, off)
+            off += (struct.unpack_from("=I", raw, off + schema._LEN_AT)[0] + 7) & ~7
+            state.update(ev)
+            for rule in ruleset.rules_for(ev.type):
+                if rule.match(ev, state):
+                    line, fields = rule.format_output(ev, state)
+                    out.append((rule.name, ev.ts, line, sorted(fields.items(), key=str)))
+    source.close()
+    return out
+
+
+def _engine_alerts(capture: Path, ruleset: Ruleset) -> list[tuple[object, ...]]:
+    alerts: list[Alert] = []
+    engine = Engine(ruleset, SystemState(), alerts.append, counters=EngineCounters())
+    source = ReplaySource(capture)
+    drops = DropMonitor(DropConfig(), emit_alert=alerts.append, log=lambda _: None)
+    Runner(source, engine, None, drops).run()  # type: ignore[arg-type]
+    source.close()
+    return [(a.rule, a.time_ns, a.output, sorted(a.output_fields.items(), key=str))
+            for a in alerts]
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("equiv")
+    mix = tmp / "mix.rtcap"
+    bench_replay.build_capture(mix, 6000, frame_bytes=16 * 1024)
+    world = tmp / "world.rtcap"
+    api, schema_hash = schema_identity()
+    writer = CaptureWriter(world, CaptureHeader(api, schema_hash, 0, {}))
+    writer.write_events(b"".join(test_engine_replay.WORLD))
+    writer.close()
+    return {"mix": mix, "world": world}
+
+
+@pytest.mark.parametrize("capture", ["mix", "world"])
+@pytest.mark.parametrize("rules", ["default", "operators"])
+def test_engine_alerts_equal_per_rule_evaluation(captures: dict[str, Path], capture: str,
+                                                 rules: str, tmp_path: Path) -> None:
+    if rules == "default":
+        path = default_rules_path()
+    else:
+        path = tmp_path / "operators.yaml"
+        path.write_text(test_engine_replay.OPERATOR_RULES)
+    expected = _reference_alerts(captures[capture], load_rules([path]))
+    assert expected, "the capture must trip some rules or this compares nothing"
+    assert _engine_alerts(captures[capture], load_rules([path])) == expected
+
+
+def test_thread_copy_keeps_every_field_but_the_ids() -> None:
+    """copy_as builds the thread slot by slot for speed; a field added to ThreadInfo and
+    forgotten there must fail here rather than go missing from forked processes."""
+    import dataclasses
+
+    from runtime.engine.state import ContainerRef, ThreadInfo
+
+    special: dict[str, object] = {
+        "args": ("a", "b"), "container": ContainerRef("c" * 12, "c" * 64, "docker"),
+        "comm": "bash", "exe": "bash", "exepath": "/bin/bash", "cwd": "/root",
+    }
+    values = {f.name: special.get(f.name, 1000 + n)
+              for n, f in enumerate(dataclasses.fields(ThreadInfo))}
+    parent = ThreadInfo(**values)  # type: ignore[arg-type]
+    child = parent.copy_as(7, 8, 9, "child")
+    assert child == dataclasses.replace(parent, tid=7, pid=8, ppid=9, comm="child")
+    assert parent.copy_as(7, 8, 9) == dataclasses.replace(parent, tid=7, pid=8, ppid=9)
+
+
+def test_open_paths_are_normalised_exactly_as_normpath_would() -> None:
+    """The open fast path skips normpath() for dot-files; the stored name must be what the
+    plain rule (normalise whenever "/." or "//" occurs) gives, for every path shape."""
+    import itertools
+    import posixpath
+
+    from runtime.engine.state import _is_normal_abs
+
+    parts = ["", ".", "..", "a", ".a", "..a", "a.", "..."]
+    checked = 0
+    for k in range(1, 5):
+        for combo in itertools.product(parts, repeat=k):
+            for trail in ("", "/"):
+                path = "/" + "/".join(combo) + trail
+                plain = posixpath.normpath(path) if ("/." in path or "//" in path) else path
+                fast = path if _is_normal_abs(path) else posixpath.normpath(path)
+                assert fast == plain, path
+                checked += 1
+    assert checked > 1000
+    state = SystemState()
+    state.update(Event(1, 0, "openat", 257, 3, 9, 9, 1, 0, 0, "vim", 0,
+                       {"dirfd": -100, "name": "/home/u/.config/x/../y", "flags": 0,
+                        "mode": 0, "fd": 3}))
+    info = state.fd(9, 3)
+    assert info is not None and info.name == "/home/u/.config/y"
+
+
+def test_open_fast_path_builds_the_same_fd_as_the_general_path() -> None:
+    """The open handler fills FdInfo slot by slot; every field must match the constructor's
+    defaults (a new FdInfo field forgotten there fails here)."""
+    from runtime.engine.state import FdInfo
+
+    for flags, kind, char in ((0o2, "file", "f"), (0o200000, "directory", "d")):
+        state = SystemState()
+        state.update(Event(1, 0, "openat", 257, 5, 9, 9, 1, 0, 0, "vim", 0,
+                           {"dirfd": -100, "name": "/srv/data", "flags": flags, "mode": 0,
+                            "fd": 5}))
+        assert state.fd(9, 5) == FdInfo(5, kind, char, "/srv/data", flags)
