@@ -133,15 +133,36 @@ def core_probe() -> Path:
     return obj
 
 
+# virtme-ng's guest mounts fresh tmpfs over these, hiding the host's files there.
+GUEST_MASKED_DIRS = (
+    Path("/tmp"), Path("/var/tmp"), Path("/var/log"), Path("/run"), Path("/dev/shm"),
+    Path("/var/spool"), Path("/var/lib/portables"), Path("/var/lib/machines"),
+)
+
+
+def masked_shares(paths: list[Path]) -> list[str]:
+    """`--rodir` shares for host paths the guest would otherwise not see.
+
+    CI clones the repo into a folder we do not choose, and a virtualenv may live in
+    /var/tmp; the guest must still run this repo's code with this interpreter.
+    """
+    args: list[str] = []
+    for path in dict.fromkeys(p.resolve() for p in paths):
+        if any(path == d or d in path.parents for d in GUEST_MASKED_DIRS):
+            args += ["--rodir", f"{path}={path}"]
+    return args
+
+
 def vng_command(tree: KernelTree, guest_cmd: str, shared: Path, *, cpus: int = 2,
                 memory: str = "1G") -> list[str]:  # fmt: skip
     vng = shutil.which("vng")
     if vng is None:
         raise UsageError("virtme-ng (vng) is not installed: pip install virtme-ng")
+    shares = masked_shares([REPO_ROOT, Path(sys.prefix), Path(sys.base_prefix)])
     return [
         vng, "--run", str(tree.vmlinuz), "--disable-kvm", "--verbose",
         "--cpus", str(cpus), "--memory", memory,
-        "--rwdir", str(shared), "--cwd", str(REPO_ROOT),
+        "--rwdir", str(shared), *shares, "--cwd", str(REPO_ROOT),
         "--exec", guest_cmd,
     ]  # fmt: skip
 

@@ -247,3 +247,21 @@ def test_open_fast_path_builds_the_same_fd_as_the_general_path() -> None:
                            {"dirfd": -100, "name": "/srv/data", "flags": flags, "mode": 0,
                             "fd": 5}))
         assert state.fd(9, 5) == FdInfo(5, kind, char, "/srv/data", flags)
+
+
+def test_argv_decodes_as_if_each_argument_were_decoded_alone() -> None:
+    """_argv decodes the whole block once; invalid UTF-8 next to a NUL must still give the
+    replacement characters that decoding each argument separately gives."""
+    import random
+
+    def per_argument(b: bytes) -> list[str]:
+        parts = b.split(b"\0")
+        if parts and parts[-1] == b"":
+            parts.pop()
+        return [p.decode("utf-8", "replace") for p in parts]
+
+    rng = random.Random(7)
+    alphabet = [0, 0, 0x41, 0x80, 0xBF, 0xC2, 0xE2, 0x82, 0xAC, 0xF0, 0x9F, 0x98, 0xFF, 0xED]
+    for _ in range(20000):
+        raw = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert schema._argv(raw) == per_argument(raw), raw

@@ -212,6 +212,8 @@ def parse_tuple(text: str) -> tuple[str | None, int | None, str | None, int | No
 
 
 def _as_int(value: object, default: int = 0) -> int:
+    if value.__class__ is int:  # the decoder's case: skip the isinstance chain
+        return value
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
@@ -225,6 +227,8 @@ def _as_int(value: object, default: int = 0) -> int:
 
 
 def _family(value: object) -> int:
+    if value.__class__ is int:
+        return value
     if isinstance(value, str):
         return _FAMILY_NAMES.get(value.upper(), _as_int(value))
     return _as_int(value)
@@ -760,7 +764,16 @@ class SystemState:
         l4 = _SOCK_TYPE_L4.get(sock_type) if family in (2, 10) else None
         if l4 == "raw" and _as_int(params.get("proto")) in (1, 58):
             l4 = "icmp"
-        self._add_fd(ev.pid, FdInfo(ev.res, kind, char, "", l4proto=l4))
+        info = _new(FdInfo)  # slot stores: ~2x cheaper than the keyword __init__
+        info.fd = ev.res
+        info.type = kind
+        info.typechar = char
+        info.name = ""
+        info.flags = 0
+        info.l4proto = l4
+        info.cip = info.cport = info.sip = info.sport = None
+        info.is_server = False
+        self._add_fd(ev.pid, info)
 
     def _socket_from_tuple(self, ev: Event, fd: int, is_server: bool) -> None:
         params = ev.params
@@ -789,7 +802,18 @@ class SystemState:
         l4proto = l4 if l4.__class__ is str else (existing.l4proto if existing else None)
         if l4proto is None and kind != "unix":
             l4proto = "tcp"
-        info = FdInfo(fd, kind, char, name, 0, l4proto, cip, cport, sip, sport, is_server)
+        info = _new(FdInfo)  # slot stores: ~2x cheaper than the 11-argument __init__
+        info.fd = fd
+        info.type = kind
+        info.typechar = char
+        info.name = name
+        info.flags = 0
+        info.l4proto = l4proto
+        info.cip = cip
+        info.cport = cport
+        info.sip = sip
+        info.sport = sport
+        info.is_server = is_server
         self._add_fd(ev.pid, info)
         self._cur_fd = info
         self._cur_fd_resolved = True
