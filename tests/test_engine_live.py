@@ -195,12 +195,21 @@ def test_metrics_endpoint_and_sigterm_shutdown(
     engine = engine_factory("--driver", "core", "--probe", core_probe, "--json",
                             "--stats-interval", "0.5", "--metrics-port", "0")
     engine.wait_running()
-    time.sleep(1.5)
-    port = next(int(line.rsplit(":", 1)[1]) for line in engine.stderr
-                if "prometheus metrics on 127.0.0.1:" in line)
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    # Make the captured activity ourselves: an idle machine may have none for seconds.
+    deadline = time.monotonic() + 20
+    text = ""
+    while time.monotonic() < deadline:
+        subprocess.run(["cat", "/etc/hostname"], capture_output=True, check=True)
+        ports = [int(line.rsplit(":", 1)[1]) for line in list(engine.stderr)
+                 if "prometheus metrics on 127.0.0.1:" in line]  # fmt: skip
+        if ports:
+            text = requests.get(f"http://127.0.0.1:{ports[0]}/metrics", timeout=10).text
+            events = re.search(r"^rtengine_events_total (\S+)$", text, re.M)
+            if events is not None and float(events.group(1)) > 0:
+                break
+        time.sleep(0.25)
     events = re.search(r"^rtengine_events_total (\S+)$", text, re.M)
-    assert events is not None and float(events.group(1)) > 0
+    assert events is not None and float(events.group(1)) > 0, text
     assert re.search(r'^rtengine_driver_total\{counter="n_evts",cpu="0"\} \S+$', text, re.M)
     assert engine.stop() == 0, "".join(engine.stderr)
     text = "".join(engine.stderr)

@@ -170,7 +170,7 @@ def render_c(data: dict[str, Any]) -> str:
     w(" * padding. hdr.nparams must equal RTCAP_EVT_<X>_NPARAMS for hdr.type.")
     w(" * In a byte stream (module ring, capture file, decode_events()) each record starts")
     w(" * at an 8-byte aligned offset: the next record is at RTCAP_ALIGN8(hdr.len). A BPF")
-    w(" * ring buffer sample holds exactly one record (the sample may be longer than len).")
+    w(" * ring buffer sample is such a stream of one or more records (the probe batches).")
     w(" * Fixed-size params take exactly their type's size. Variable-size params (path,")
     w(" * string, argv, bytes, sockaddr, tuple) take their actual length, at most")
     w(" * RTCAP_PT_<TYPE>_MAX; strings keep their NUL and the length counts it. A param")
