@@ -4,7 +4,8 @@
 Builds a synthetic capture of a realistic process mix (clone, execve, opens, closes, socket,
 connect, exit, procexit), encoded with the driver's own record layout, then replays it:
 
-  1. decode only (the driver's batch decoder),
+  1. decode only (the driver's batch decoder), decode + state updates, and the engine
+     without its output stage (alerts formatted but never queued or serialised),
   2. the whole pipeline through the default ruleset,
   3. the whole pipeline through 100 synthetic rules (mixed operators and event types).
 
@@ -149,6 +150,21 @@ def run_pipeline(capture: Path, rules_path: Path) -> tuple[int, float, float, in
     return counters.events, elapsed, cpu, sum(counters.matches.values())
 
 
+def engine_only(capture: Path, rules_path: Path) -> tuple[int, float]:
+    """The pipeline with alerts formatted but not queued, serialised or written: what the
+    output stage (queue, worker thread, JSON) costs is the difference."""
+    alerts: list[object] = []
+    counters = EngineCounters()
+    engine = Engine(load_rules([rules_path]), SystemState(), alerts.append, counters=counters)
+    source = ReplaySource(capture)
+    drops = DropMonitor(DropConfig(), emit_alert=alerts.append, log=lambda _: None)
+    start = time.process_time()
+    Runner(source, engine, None, drops).run()  # type: ignore[arg-type]
+    cpu = time.process_time() - start
+    source.close()
+    return counters.events, cpu
+
+
 def raw_frames(capture: Path) -> list[bytes]:
     """The capture's event frames, undecoded (the stage timings decode them themselves)."""
     source = ReplaySource(capture, decoder=lambda raw: [])
@@ -201,6 +217,9 @@ def main() -> int:
         print(f"decode only:            {n / best:>12,.0f} events/CPU-s")
         best = min(decode_and_state(capture)[1] for _ in range(args.repeat))
         print(f"decode + state:         {n / best:>12,.0f} events/CPU-s")
+        best = min(engine_only(capture, default_rules_path())[1] for _ in range(args.repeat))
+        print(f"default rules, no outputs:{n / best:>10,.0f} events/CPU-s"
+              "  (alerts formatted, not queued/serialised)")
         rates: dict[str, float] = {}
         for label, rules in (("default ruleset", default_rules_path()),
                              (f"{args.rules} synthetic rules", synth)):

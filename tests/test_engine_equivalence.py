@@ -265,3 +265,90 @@ def test_argv_decodes_as_if_each_argument_were_decoded_alone() -> None:
     for _ in range(20000):
         raw = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
         assert schema._argv(raw) == per_argument(raw), raw
+
+
+def _state_snapshot(state: SystemState) -> tuple[object, ...]:
+    return (state.event_count, sorted(state.threads.items()),
+            sorted((pid, sorted(table.items())) for pid, table in state.fds.items()),
+            list(state._pending_threads))
+
+
+def _raw_stream() -> bytes:
+    """Every event type and param shape, each record twice (the thread unknown, then
+    known), once with the syscall number of its own type (the lite path's case) and once
+    with another; plus the bench mix (open/close of the same fds interleaved)."""
+    table = schema.syscall_table("x86_64")
+    out = []
+    for record in _records():
+        etype = struct.unpack_from("=H", record, schema._TYPE_AT)[0]
+        syscalls = schema._syscalls_of(schema.SPECS[etype].name)
+        own = bytearray(record)
+        nr_at = schema._schema.HDR_OFFSETS["syscall_nr"]
+        struct.pack_into("=i", own, nr_at, table.get(syscalls[0], -1) if syscalls else -1)
+        # A known thread's ids change (setuid, reparenting): the state must follow.
+        for field, value in (("ppid", 7), ("uid", 2000 + len(out)), ("gid", 3000)):
+            struct.pack_into("=I", own, schema._schema.HDR_OFFSETS[field], value)
+        out += [record, record, bytes(own)]
+    for i in range(40):
+        for record in bench_replay.process_records(i, 10**9 + i * 10**6):
+            out.append(record + bytes(-len(record) % 8))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("rules", ["default", "operators"])
+def test_raw_processing_equals_decode_then_process(rules: str, tmp_path: Path) -> None:
+    """Engine.process_raw (lite records for types no rule needs, used for every replay)
+    against the plain path: same alerts in order, same state, same event count."""
+    if rules == "default":
+        path = default_rules_path()
+    else:
+        path = tmp_path / "operators.yaml"
+        path.write_text(test_engine_replay.OPERATOR_RULES)
+    stream = _raw_stream()
+    decoder = schema.Decoder("x86_64", epoch_offset_ns=5)
+    results = []
+    for raw in (False, True):
+        alerts: list[Alert] = []
+        counters = EngineCounters()
+        engine = Engine(load_rules([path]), SystemState(), alerts.append, counters=counters)
+        # Frames cut at record boundaries, as a capture's are.
+        cut = len(_records()) * 8 * 8 // 3
+        off = 0
+        while off < len(stream):
+            end = off
+            while end < len(stream) and end - off < cut:
+                end += (struct.unpack_from("=I", stream, end + schema._LEN_AT)[0] + 7) & ~7
+            frame = stream[off:end]
+            if raw:
+                engine.process_raw(frame, decoder)
+            else:
+                engine.process(decoder.decode_stream(frame))
+            off = end
+        results.append(([(a.rule, a.time_ns, a.output, sorted(a.output_fields.items(), key=str))
+                          for a in alerts], _state_snapshot(engine.state), counters.events))
+    assert results[0][0], "the stream must trip some rules or this compares nothing"
+    assert results[1] == results[0]
+
+
+def test_lite_records_cover_the_bench_mix_types() -> None:
+    """close, exit, clone, socket and procexit need no Event under the default rules: the
+    speed of bench_replay rests on it (a rule added for one of them turns it off)."""
+    engine = Engine(load_rules([default_rules_path()]), SystemState(), lambda a: None)
+    decoder = schema.Decoder("x86_64", epoch_offset_ns=0)
+    table = engine._lite_decoders(decoder)
+    plain = decoder.stream_decoders()
+    lite = {spec.name for spec in schema.SPECS.values() if table[spec.id] is not plain[spec.id]}
+    assert {"close", "exit", "clone", "socket", "procexit"} <= lite
+    assert not lite & {"openat", "execve", "connect", "generic", "fork"}
+
+
+def test_raw_processing_refuses_what_decode_stream_refuses() -> None:
+    engine = Engine(load_rules([default_rules_path()]), SystemState(), lambda a: None)
+    decoder = schema.Decoder("x86_64", epoch_offset_ns=0)
+    good = _records()[0]
+    bad_type = bytearray(good)
+    struct.pack_into("=H", bad_type, schema._TYPE_AT, 9999)
+    with pytest.raises(schema.DecodeError, match="unknown event type 9999"):
+        engine.process_raw(bytes(bad_type), decoder)
+    with pytest.raises(schema.DecodeError, match="trailing bytes"):
+        engine.process_raw(good + b"\x01" * 8, decoder)

@@ -152,3 +152,23 @@ def test_full_queue_counts_drops(webhook: tuple[str, _Collector]) -> None:
     queue.close()
     assert len(collector.bodies) == accepted.count(True)
     assert queue.counters.delivered == accepted.count(True)
+
+
+def test_json_line_equals_plain_serialisation_of_as_json() -> None:
+    """json_line is assembled from cached fragments; it must stay byte-identical to
+    serialising as_json() directly, whatever the field values."""
+    from pathlib import PurePosixPath
+
+    from runtime.engine.outputs import Alert
+
+    alerts = [
+        Alert(1_700_000_000_123_456_789, "R \"quoted\"", "Critical", "x=1 é \u2603",
+              {"proc.name": "cat", "fd.num": 3, "none": None, "path": PurePosixPath("/etc")},
+              ("z", "a", "m")),
+        Alert(5, "r2", "Notice", "", {}, ()),
+        Alert(1_700_000_000_999_999_999, "r2", "Notice", "tab\there", {"l": [1, "b"]}, ("t",),
+              hostname="h\u00f6st"),
+    ]
+    for alert in alerts:
+        plain = json.dumps(alert.as_json(), separators=(",", ":"), default=str)
+        assert alert.json_line() == plain

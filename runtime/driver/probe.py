@@ -168,6 +168,8 @@ class RingReader:
         data, mask, n = self.data, self.mask, 0
         unpack_u32 = _U32.unpack_from
         dec = decode.decode if decode is not None else None
+        batch = decode.decode_into if decode is not None and raw is None else None
+        pack_cons, cons_map = _U64.pack_into, self._cons
         while cons < prod:
             off = cons & mask
             hdr = unpack_u32(data, off)[0]
@@ -176,6 +178,20 @@ class RingReader:
             length = hdr & ~(_RB_BUSY | _RB_DISCARD)
             if not hdr & _RB_DISCARD:
                 pos, end = off + _RB_HDR, off + _RB_HDR + length
+                if batch is not None:
+                    # The whole ring record in one call; a record it cannot frame or
+                    # decode sends the batch to the per-record loop below, which skips
+                    # and counts exactly what it cannot use.
+                    before = len(out)
+                    try:
+                        stop = batch(data, pos, end, out)
+                    except DecodeError:
+                        stop = -1
+                    if stop == end:
+                        n += len(out) - before
+                        pos = end
+                    else:
+                        del out[before:]
                 while pos < end:
                     rec_len = unpack_u32(data, pos + _LEN_AT)[0]
                     if rec_len < _schema.HDR_SIZE or pos + rec_len > end:
@@ -193,7 +209,9 @@ class RingReader:
                     n += 1
                     pos += (rec_len + 7) & ~7
             cons += (length + _RB_HDR + 7) & ~7
-        _U64.pack_into(self._cons, 0, cons)
+            # Released record by record: the probe can refill the space while we decode
+            # the next one.
+            pack_cons(cons_map, 0, cons)
         return n
 
     def wait(self, timeout_ms: int) -> None:

@@ -8,7 +8,8 @@ params, one per further run of fixed params, text params decoded in place, and t
 filled slot by slot. `decode_into` frames a batch of back-to-back records with one call
 per record. Records the fast decoders do not handle (an empty fixed param, damage, an
 unknown type) go to the general per-type closures, which raise the precise DecodeError;
-tests/test_engine_equivalence.py holds both paths to the same results.
+tests/test_engine_equivalence.py holds both paths to the same results. The engine reuses
+the generated source (`fast_decoder_parts`) to decode records it needs no Event for.
 """
 
 from __future__ import annotations
@@ -311,6 +312,8 @@ assert _schema.HDR_OFFSETS["type"] == _LEN_AT + 4
 # beat a Struct call in the batch loop.
 _TYPE_LO: Final = _TYPE_AT + (sys.byteorder == "big")
 _TYPE_HI: Final = _TYPE_AT + (sys.byteorder == "little")
+TYPE_LO: Final = _TYPE_LO
+TYPE_HI: Final = _TYPE_HI
 _RecordDecoder = Callable[[bytes | bytearray | memoryview, int], Event]
 # (buffer, offset, buffer size) -> Event, or None when the record needs the careful path.
 _FastDecoder = Callable[[Any, int, int], "Event | None"]
@@ -397,6 +400,7 @@ def _fast_source(spec: _EventSpec) -> tuple[str, dict[str, object]]:
         i += 1
     if lead < n:
         lines.append("    if pos - off > length:\n        return None")
+    decode_part = len(lines)
     is_generic = spec.id == GENERIC_ID
     if is_generic:
         lines.append(f"    raw_args = ({', '.join(vals)},)")
@@ -430,6 +434,7 @@ def _fast_source(spec: _EventSpec) -> tuple[str, dict[str, object]]:
         "    ev.ppid = ppid\n    ev.uid = uid\n    ev.gid = gid\n    ev.comm = comm\n"
         "    ev.cgroup_id = cgid\n    ev.params = params\n    ev.raw_args = raw_args")
     ns["EV_NAME"] = spec.name
+    _FAST_PARTS[spec.id] = ("\n".join(lines[:decode_part]), "\n".join(lines[decode_part:]))
     body = "\n".join(lines)
     # Two entry points from one body: one record (returns the Event, or None), and the
     # stream variant (appends, returns the next record's offset, or -1).
@@ -443,6 +448,21 @@ def _fast_source(spec: _EventSpec) -> tuple[str, dict[str, object]]:
 
 
 _FAST_CODE: dict[int, tuple[CodeType, dict[str, object]]] = {}
+# Event type id -> (source reading the record into locals, source building `ev` from them).
+_FAST_PARTS: dict[int, tuple[str, str]] = {}
+
+
+def fast_decoder_parts(type_name: str) -> tuple[str, str]:
+    """The generated fast decoder of one event type in two pieces, for callers that fuse
+    their own per-event work with decoding (runtime/engine/app.py): the first reads the
+    record into locals (`ts`, `ret`, `pid`, `tid`, `ppid`, `uid`, `gid`, `nr`, `length`,
+    `p0`.. in param order) and `return None`s (or raises struct.error or IndexError on
+    a short buffer) on anything unusual, before any side effect; the second builds `ev` (and `name`, the event's type) from them. Both run in
+    a namespace from `Decoder.fast_namespace` and take (buf, off, size)."""
+    spec = SPECS[EVENT_IDS[type_name]]
+    if spec.id not in _FAST_PARTS:
+        _fast_source(spec)
+    return _FAST_PARTS[spec.id]
 
 
 def _fast_code(spec: _EventSpec) -> tuple[CodeType, dict[str, object]]:
@@ -504,7 +524,17 @@ class Decoder:
 
     def _make_fast(self, spec: _EventSpec) -> tuple[_FastDecoder, _FastStreamDecoder]:
         code, ns = _fast_code(spec)
-        ns = dict(ns)
+        ns = self.fast_namespace(spec.name)
+        exec(code, ns)
+        one, into = ns["decode"], ns["decode_into"]
+        assert callable(one) and callable(into)
+        return one, into
+
+    def fast_namespace(self, type_name: str) -> dict[str, object]:
+        """The globals the fast decoder of `type_name` runs with (this decoder's offset,
+        syscall names and comm cache); see `fast_decoder_parts`."""
+        spec = SPECS[EVENT_IDS[type_name]]
+        ns = dict(_fast_code(spec)[1])
         comms = self._comms
         # The syscall number this event type usually carries, named without a lookup.
         table = SYSCALLS[self.arch]
@@ -514,10 +544,7 @@ class Decoder:
             COMMS_GET=comms.get, COMM_MAX=_COMM_CACHE_MAX, NAME_OF=self.names_by_nr.get,
             NR0=nr0, NAME0=self.names_by_nr.get(nr0),
         )
-        exec(code, ns)
-        one, into = ns["decode"], ns["decode_into"]
-        assert callable(one) and callable(into)
-        return one, into
+        return ns
 
     def _syscall_name(self, nr: int, fallback: str) -> str:
         if nr < 0:
@@ -621,6 +648,12 @@ class Decoder:
             raise DecodeError(f"{size - end} trailing bytes after the last record")
         return out
 
+    def stream_decoders(self) -> list[Any]:
+        """A copy of the per-type-id batch decoders `decode_into` calls: each takes
+        (buf, offset, size, append) and returns the next record's offset, or -1 when the
+        record needs `careful_into`."""
+        return list(self._fast_into)
+
     def decode_into(self, buf: bytes | bytearray | memoryview, start: int, end: int,
                     out: list[Event]) -> int:
         """Decode the 8-byte aligned records in buf[start:end] onto `out`; returns the
@@ -629,7 +662,7 @@ class Decoder:
         off = start
         append = out.append
         fast = self._fast_into
-        careful = self._careful_into
+        careful = self.careful_into
         while off + HDR_SIZE <= end:
             try:
                 nxt = fast[buf[off + _TYPE_LO] | buf[off + _TYPE_HI] << 8](
@@ -639,8 +672,10 @@ class Decoder:
             off = careful(buf, off, end, append) if nxt < 0 else nxt
         return off
 
-    def _careful_into(self, buf: bytes | bytearray | memoryview, off: int, end: int,
-                      append: Callable[[Event], None]) -> int:
+    def careful_into(self, buf: bytes | bytearray | memoryview, off: int, end: int,
+                     append: Callable[[Event], None]) -> int:
+        """One record at `off` through the general decoder onto `append`; returns the next
+        record's offset. Raises DecodeError on a damaged record."""
         length: int = _LEN_TYPE.unpack_from(buf, off + _LEN_AT)[0]
         if length < HDR_SIZE:
             raise DecodeError(f"record at {off}: length {length} below the header size")

@@ -5,18 +5,34 @@ event type has one generated matcher testing every rule that can fire on it (evt
 folded away, thread/fd looked up once), built from a ruleset that already excludes rules
 under `--min-priority`, so an event costs one state update, one dict lookup and one call.
 Everything periodic (drop checks, metrics) runs between batches, never per event.
+A replay hands the engine undecoded frames (`Engine.process_raw`): records of event types
+no rule can match and whose state update needs at most a param or three (close, exit,
+clone, socket, procexit: over half of a typical stream) never become Events.
 """
 
 from __future__ import annotations
 
 import gc
+import struct
 import sys
+import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO
+from types import CodeType
+from typing import IO, Any
 
+from runtime.driver.schema import (
+    GENERIC_ID,
+    HDR_SIZE,
+    SPECS,
+    TYPE_HI,
+    TYPE_LO,
+    DecodeError,
+    fast_decoder_parts,
+)
+from runtime.driver.schema import Decoder as DriverDecoder
 from runtime.engine.capture import CaptureWriter
 from runtime.engine.drops import DropMonitor, total_stats
 from runtime.engine.metrics import EngineCounters, Metrics
@@ -24,7 +40,7 @@ from runtime.engine.outputs import Alert, OutputQueue
 from runtime.engine.rules import CompiledRule, Priority, Ruleset
 from runtime.engine.rules.ruleset import DispatchFn
 from runtime.engine.sources import EventSource
-from runtime.engine.state import SystemState
+from runtime.engine.state import SystemState, lite_kind
 from runtime.events import Event
 
 DROP_CHECK_INTERVAL_S = 1.0
@@ -33,6 +49,15 @@ READ_TIMEOUT_S = 0.1
 
 def _unbuilt(ev: Event, state: SystemState) -> tuple[CompiledRule, ...]:
     raise AssertionError("marker for a type whose matcher is not built yet; never called")
+
+
+# A record of a type no rule matches and the state barely needs (see Engine._lite_decoders
+# and SystemState.update_lite): (kind, record offset, tid, pid, ppid, uid, gid, res, param).
+LiteRecord = tuple[int, int, int, int, int, int, int, int, object]
+# (frame, offset, frame size, append) -> next record's offset, or -1 for the careful path.
+StreamDecodeFn = Callable[[bytes, int, int, Callable[[Any], None]], int]
+# Generated source -> code: engines over the same rules (bench runs, tests) compile once.
+_LITE_CODE: dict[str, CodeType] = {}
 
 
 class Engine:
@@ -58,13 +83,31 @@ class Engine:
         self.counters = counters or EngineCounters()
         # evt.type -> generated matcher, None for types no rule can match (no call at all).
         self._dispatch: dict[str, DispatchFn | None] = {}
+        # Per event type id, built on the first raw frame (see process_raw).
+        self._lite_table: list[StreamDecodeFn] | None = None
+        self._lite_decoder: DriverDecoder | None = None
 
     def process(self, events: list[Event]) -> None:
+        self._process(events)
+        self.counters.events += len(events)
+
+    def _process(self, events: Sequence[Event | LiteRecord], raw: bytes = b"",
+                 decoder: DriverDecoder | None = None) -> None:
         update = self.state.update
+        update_lite = self.state.update_lite
         state = self.state
         dispatch = self._dispatch
         get = dispatch.get
-        for ev in events:
+        ev: Event
+        for item in events:
+            if item.__class__ is tuple:
+                if update_lite(item):
+                    continue  # no rule matches this type: nothing more to do
+                # A thread seen for the first time: the state builds it from the Event.
+                assert decoder is not None
+                ev = decoder.decode(raw, item[1])
+            else:
+                ev = item  # type: ignore[assignment]
             update(ev)
             fn = get(ev.type, _unbuilt)
             if fn is None:
@@ -77,7 +120,75 @@ class Engine:
             if hits:
                 for rule in hits:
                     self._alert(rule, ev)
-        self.counters.events += len(events)
+
+    def process_raw(self, raw: bytes, decoder: DriverDecoder) -> None:
+        """What `process(decoder.decode_stream(raw))` does, cheaper: records of event types
+        no rule can match and whose state update is simple (close, exit, clone, socket,
+        procexit) become a tuple of the few fields the state needs instead of an Event
+        (see `_lite_decoders`).
+        Decoding the whole frame first, then processing, is measurably faster than
+        interleaving the two per record (bench_replay, CPython 3.11)."""
+        table = self._lite_table
+        if table is None or self._lite_decoder is not decoder:
+            table = self._lite_table = self._lite_decoders(decoder)
+            self._lite_decoder = decoder
+        items: list[Event | LiteRecord] = []
+        append = items.append
+        size = len(raw)
+        last = size - HDR_SIZE  # the last offset a whole header fits at
+        off = 0
+        careful = decoder.careful_into
+        lo, hi = TYPE_LO, TYPE_HI
+        while off <= last:
+            try:
+                nxt = table[raw[off + lo] | raw[off + hi] << 8](raw, off, size, append)
+            except (struct.error, IndexError):
+                nxt = -1
+            off = careful(raw, off, size, append) if nxt < 0 else nxt
+        if off < size and any(raw[off:]):
+            raise DecodeError(f"{size - off} trailing bytes after the last record")
+        self._process(items, raw, decoder)
+        self.counters.events += len(items)
+
+    def _lite_decoders(self, decoder: DriverDecoder) -> list[StreamDecodeFn]:
+        """The decoder's per-type batch decoders, with lite ones for the event types
+        that need no Event: no rule matches them and the state reads a few params at most
+        (close drops the fd, clone copies the thread, socket adds an fd, procexit
+        schedules the thread's removal; see `lite_kind`)."""
+        table = decoder.stream_decoders()
+        for spec in SPECS.values():
+            lite = lite_kind(spec.name, spec.names)
+            if spec.id == GENERIC_ID or lite is None \
+                    or self.ruleset.dispatcher(spec.name) is not None:
+                continue
+            kind, names = lite
+            values = [f"p{spec.names.index(name)}" for name in names]
+            param = values[0] if len(values) == 1 else f"({', '.join(values)},)" if values \
+                else "None"
+            decode_part, build_part = fast_decoder_parts(spec.name)
+            ns = decoder.fast_namespace(spec.name)
+            ns.update(KNOWN_NRS=frozenset(
+                nr for nr, name in decoder.names_by_nr.items() if name == spec.name))
+            # Another syscall decoded as this type (exit_group as exit) is another event
+            # type for the rules and the state: a full Event.
+            source = "\n".join([
+                "def decode_lite(buf, off, size, append):",
+                decode_part.replace("return None", "return -1"),
+                "    if nr >= 0 and nr not in KNOWN_NRS:",
+                textwrap.indent(build_part, "    "),
+                "        append(ev)",
+                "    else:",
+                f"        append(({kind}, off, tid, pid, ppid, uid, gid, ret, {param}))",
+                "    return off + ((length + 7) & -8)",
+            ]) + "\n"
+            code = _LITE_CODE.get(source)
+            if code is None:
+                code = _LITE_CODE[source] = compile(source, f"<lite {spec.name}>", "exec")
+            exec(code, ns)
+            fn = ns["decode_lite"]
+            assert callable(fn)
+            table[spec.id] = fn
+        return table
 
     def _alert(self, rule: CompiledRule, ev: Event) -> None:
         matches = self.counters.matches
@@ -154,6 +265,9 @@ class Runner:
         next_metrics = start + interval if interval else float("inf")
         deadline = start + opts.duration_s if opts.duration_s is not None else float("inf")
         source, engine, recorder = self.source, self.engine, self.recorder
+        # A replay lets the engine decode its frames itself (see Engine.process_raw).
+        take = getattr(source, "take_decoding", None)
+        decoder: DriverDecoder | None = take() if take is not None else None
         while not self.stop.is_set():
             batch = source.read(READ_TIMEOUT_S)
             if batch is None:
@@ -162,6 +276,11 @@ class Runner:
                 recorder.write_events(batch.raw)
             if batch.events:
                 engine.process(batch.events)
+            elif batch.undecoded and batch.raw and decoder is not None:
+                try:
+                    engine.process_raw(batch.raw, decoder)
+                except DecodeError as exc:
+                    raise source.frame_error(exc) from None  # type: ignore[attr-defined]
             if batch.stats is not None:
                 # A replayed capture carries the counters its live run saw each second.
                 self.drops.check(total_stats(batch.stats.per_cpu), batch.stats.ts_ns)

@@ -8,6 +8,7 @@ counted, and the count is reported in metrics and at exit, so loss is visible, n
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import socket
@@ -41,10 +42,36 @@ def display_priority(name: str) -> str:
     return _DISPLAY_PRIORITY.get(name.lower(), name.capitalize())
 
 
+@functools.lru_cache(maxsize=256)
+def _utc_second(seconds: int) -> str:
+    # Alerts come in bursts within the same second: strftime once per second, not per alert.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def rfc3339_ns(ts_ns: int) -> str:
     """UTC RFC 3339 with all nine fraction digits, as Falco writes `time`."""
     seconds, nanos = divmod(ts_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+    return f"{_utc_second(seconds)}.{nanos:09d}Z"
+
+
+# json.dumps with keyword arguments builds a new encoder on every call; reuse one.
+_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_head(hostname: str) -> str:
+    return '{"hostname":' + _JSON.encode(hostname) + ',"output":'
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_rule_part(priority: str, rule: str, source: str, tags: tuple[str, ...]) -> str:
+    # Everything between output_fields and time depends only on the rule: encode it once.
+    return (
+        ',"priority":' + _JSON.encode(priority)
+        + ',"rule":' + _JSON.encode(rule)
+        + ',"source":' + _JSON.encode(source)
+        + ',"tags":' + _JSON.encode(sorted(tags))
+    )  # fmt: skip
 
 
 _HOSTNAME = socket.gethostname()
@@ -79,13 +106,27 @@ class Alert:
         }
 
     def json_line(self) -> str:
-        return json.dumps(self.as_json(), separators=(",", ":"), default=str)
+        """`as_json()` serialised compactly; built from cached per-rule fragments because
+        this runs once per alert on the output thread."""
+        when = rfc3339_ns(self.time_ns)
+        fields = self.output_fields if isinstance(self.output_fields, dict) else dict(
+            self.output_fields
+        )
+        return (
+            _json_head(self.hostname)
+            + _JSON.encode(f"{when}: {self.priority} {self.output}")
+            + ',"output_fields":' + _JSON.encode(fields)
+            + _json_rule_part(self.priority, self.rule, self.source, self.tags)
+            + ',"time":"' + when + '"}'
+        )  # fmt: skip
 
 
 class Sink(Protocol):
     name: str
 
     def emit(self, alert: Alert) -> None: ...
+
+    def flush(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -100,6 +141,8 @@ class StreamSink:
 
     def emit(self, alert: Alert) -> None:
         self._stream.write((alert.json_line() if self._json else alert.text_line()) + "\n")
+
+    def flush(self) -> None:
         self._stream.flush()
 
     def close(self) -> None:
@@ -117,6 +160,8 @@ class FileSink:
 
     def emit(self, alert: Alert) -> None:
         self._fh.write((alert.json_line() if self._json else alert.text_line()) + "\n")
+
+    def flush(self) -> None:
         self._fh.flush()
 
     def close(self) -> None:
@@ -142,6 +187,9 @@ class WebhookSink:
         )
         response.raise_for_status()
 
+    def flush(self) -> None:
+        """Each POST is already delivered."""
+
     def close(self) -> None:
         self._session.close()
 
@@ -155,6 +203,7 @@ class OutputCounters:
 
 
 _STOP = object()
+FLUSH_EVERY = 256
 
 
 class OutputQueue:
@@ -180,9 +229,14 @@ class OutputQueue:
         return True
 
     def _drain(self) -> None:
+        # Sinks are flushed when the queue runs dry (or every FLUSH_EVERY alerts under a
+        # sustained burst), not per alert: one write per burst instead of one per line.
+        # An alert counts as delivered once it has been flushed.
+        unflushed = 0
         while True:
             item = self._queue.get()
             if item is _STOP:
+                self._flush(unflushed)
                 return
             assert isinstance(item, Alert)
             for sink in self._sinks:
@@ -190,8 +244,19 @@ class OutputQueue:
                     sink.emit(item)
                 except Exception as exc:  # one broken sink must not stop the others
                     self._sink_failed(sink, exc)
-            with self._lock:
-                self.counters.delivered += 1
+            unflushed += 1
+            if unflushed >= FLUSH_EVERY or self._queue.empty():
+                self._flush(unflushed)
+                unflushed = 0
+
+    def _flush(self, alerts: int) -> None:
+        for sink in self._sinks:
+            try:
+                sink.flush()
+            except Exception as exc:
+                self._sink_failed(sink, exc)
+        with self._lock:
+            self.counters.delivered += alerts
 
     def _sink_failed(self, sink: Sink, exc: Exception) -> None:
         with self._lock:

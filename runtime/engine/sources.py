@@ -26,6 +26,7 @@ from runtime.engine.capture import (
 from runtime.events import Event
 
 if TYPE_CHECKING:
+    from runtime.driver import Decoder as DriverDecoder
     from runtime.driver import ProbeSource
     from runtime.engine.state import SystemState
 
@@ -38,6 +39,9 @@ class Batch:
     events: list[Event]
     raw: bytes | None = None  # driver records these events were decoded from
     stats: StatsFrame | None = None  # replay only: counters recorded at this point
+    # Replay after `take_decoding()`: `raw` holds the records and `events` stays empty;
+    # the engine decodes them itself (Engine.process_raw).
+    undecoded: bool = False
 
 
 class EventSource(Protocol):
@@ -102,7 +106,14 @@ class ReplaySource:
         self._reader = CaptureReader(path, expect_schema_hash=schema_hash)
         self.header: CaptureHeader = self._reader.header
         self.boot_offset_ns = self.header.boot_offset_ns
-        self._decode = decoder or default_decoder(self.boot_offset_ns)
+        self._driver_decoder: DriverDecoder | None = None
+        if decoder is None:
+            from runtime.driver import Decoder as DriverDecoder
+
+            self._driver_decoder = DriverDecoder(epoch_offset_ns=self.boot_offset_ns)
+            decoder = self._driver_decoder.decode_stream
+        self._decode = decoder
+        self._defer = False
         frames = self._reader.frames()
         first = next(frames, None)
         # The /proc snapshot, when recorded, leads the file; anything else is put back.
@@ -123,6 +134,17 @@ class ReplaySource:
         # rules index already skips event types no rule wants.
         pass
 
+    def take_decoding(self) -> DriverDecoder | None:
+        """Hand decoding to the caller: from now on `read` returns undecoded batches, to be
+        decoded with the returned decoder (None, and nothing changes, for a custom one)."""
+        if self._driver_decoder is not None:
+            self._defer = True
+        return self._driver_decoder
+
+    def frame_error(self, exc: ValueError) -> CaptureFormatError:
+        """The error for a damaged frame the caller failed to decode."""
+        return CaptureFormatError(f"capture {self._reader.path}: {exc}")
+
     def read(self, timeout_s: float) -> Batch | None:
         frame = next(self._frames, None)
         while isinstance(frame, ProcSnapshot):  # only meaningful at the start
@@ -132,10 +154,12 @@ class ReplaySource:
         if isinstance(frame, StatsFrame):
             self._last_stats = frame.per_cpu
             return Batch(events=[], stats=frame)
+        if self._defer:
+            return Batch(events=[], raw=frame, undecoded=True)
         try:
             events = self._decode(frame)
         except ValueError as exc:  # the driver's DecodeError: a damaged frame
-            raise CaptureFormatError(f"capture {self._reader.path}: {exc}") from None
+            raise self.frame_error(exc) from None
         return Batch(events=events, raw=frame)
 
     def stats(self) -> PerCpuStats:

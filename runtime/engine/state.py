@@ -550,6 +550,38 @@ class SystemState:
         if handler is not None:
             handler(self, ev)
 
+    def update_lite(self, rec: tuple[int, int, int, int, int, int, int, int, object]) -> bool:
+        """`update` without an Event, for the event types `lite_kind` accepts, from the
+        record's fields: (kind, record offset, tid, pid, ppid, uid, gid, res, params): the
+        params `lite_kind` names, None, one value, or a tuple of them.
+        Returns False, having changed nothing the caller's `update` of the full Event would
+        not redo, when the thread is unknown: creating it needs the Event."""
+        if self._pending_threads:
+            self._flush_removals()
+        kind, _off, tid, pid, ppid, uid, gid, res, param = rec
+        th = self.threads.get(tid)
+        if th is None:
+            return False
+        self.event_count += 1
+        self._cur_ev = None  # no Event exists for the per-event caches to refer to
+        self._cur_fd_resolved = False
+        th.ppid = ppid
+        th.uid = uid
+        th.gid = gid
+        self._cur_thread = th
+        if kind == LITE_CLOSE:
+            if res == 0 and param.__class__ is int:
+                table = self.fds.get(pid)
+                self._cur_fd = table.pop(param, None) if table else None
+                self._cur_fd_resolved = True
+        elif kind == LITE_CLONE:
+            self._clone(th, res, _as_int(param))
+        elif kind == LITE_PROCEXIT:
+            self._pending_threads.append(tid)
+        elif kind == LITE_SOCKET and res >= 0:
+            self._socket(pid, res, *param)  # type: ignore[misc]
+        return True
+
     def _flush_removals(self) -> None:
         for tid in self._pending_threads:
             th = self.threads.pop(tid, None)
@@ -695,14 +727,15 @@ class SystemState:
         return paths.get(cgroup_id)
 
     def _on_clone(self, ev: Event) -> None:
-        child_tid = ev.res
+        parent = self._cur_thread
+        assert parent is not None
+        self._clone(parent, ev.res, _as_int(ev.params.get("flags")))
+
+    def _clone(self, parent: ThreadInfo, child_tid: int, flags: int) -> None:
         if child_tid == 0:
             return  # the child's own return: its thread was created by _thread_from_event
         if child_tid < 0:
             return
-        parent = self._cur_thread
-        assert parent is not None
-        flags = _as_int(ev.params.get("flags"))
         is_thread = bool(flags & CLONE_THREAD)
         if is_thread:
             child = parent.copy_as(child_tid, parent.pid, parent.ppid)
@@ -758,14 +791,19 @@ class SystemState:
         if ev.res < 0:
             return
         params = ev.params
-        family = _family(params.get("domain", params.get("family")))
+        self._socket(ev.pid, ev.res, params.get("domain", params.get("family")),
+                     params.get("type"), params.get("proto"))
+
+    def _socket(self, pid: int, fd: int, domain: object, sock_type: object, proto: object
+                ) -> None:
+        family = _family(domain)
         kind, char = _SOCKET_FAMILIES.get(family, ("unix", "u"))
-        sock_type = _as_int(params.get("type")) & _SOCK_TYPE_MASK
-        l4 = _SOCK_TYPE_L4.get(sock_type) if family in (2, 10) else None
-        if l4 == "raw" and _as_int(params.get("proto")) in (1, 58):
+        l4 = _SOCK_TYPE_L4.get(_as_int(sock_type) & _SOCK_TYPE_MASK) \
+            if family in (2, 10) else None
+        if l4 == "raw" and _as_int(proto) in (1, 58):
             l4 = "icmp"
         info = _new(FdInfo)  # slot stores: ~2x cheaper than the keyword __init__
-        info.fd = ev.res
+        info.fd = fd
         info.type = kind
         info.typechar = char
         info.name = ""
@@ -773,7 +811,7 @@ class SystemState:
         info.l4proto = l4
         info.cip = info.cport = info.sip = info.sport = None
         info.is_server = False
-        self._add_fd(ev.pid, info)
+        self._add_fd(pid, info)
 
     def _socket_from_tuple(self, ev: Event, fd: int, is_server: bool) -> None:
         params = ev.params
@@ -890,6 +928,27 @@ _HANDLERS: dict[str, EventHandler] = {
     "chdir": SystemState._on_chdir,
     "fchdir": SystemState._on_fchdir,
 }
+
+# `update_lite` kinds: what the state does for an event beyond the thread's ids.
+LITE_IDS, LITE_CLOSE, LITE_CLONE, LITE_PROCEXIT, LITE_SOCKET = range(5)
+_LITE_BY_HANDLER: dict[EventHandler | None, tuple[int, tuple[str, ...]]] = {
+    None: (LITE_IDS, ()),
+    SystemState._on_close: (LITE_CLOSE, ("fd",)),
+    SystemState._on_clone: (LITE_CLONE, ("flags",)),
+    SystemState._on_procexit: (LITE_PROCEXIT, ()),
+    SystemState._on_socket: (LITE_SOCKET, ("domain", "type", "proto")),
+}
+
+
+def lite_kind(evt_type: str, param_names: tuple[str, ...]
+              ) -> tuple[int, tuple[str, ...]] | None:
+    """(kind, the params it reads) when `update_lite` can stand in for `update` on events
+    of this type and params, else None (the state needs the whole Event)."""
+    found = _LITE_BY_HANDLER.get(_HANDLERS.get(evt_type))
+    if found is None or not set(found[1]) <= set(param_names):
+        return None  # fork and vfork carry no flags
+    return found
+
 
 __all__ = [
     "HOST_CONTAINER_ID",
