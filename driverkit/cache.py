@@ -8,9 +8,13 @@ or Ctrl-C never leaves a blob that looks valid but is not.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
 import hashlib
+import lzma
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -158,3 +162,21 @@ class DownloadCache:
 def fetch(url: str, sha256: str | None = None, size: int | None = None) -> Path:
     """Module-level convenience over the default cache ($DK_CACHE)."""
     return DownloadCache().fetch(url, sha256, size)
+
+
+def decompress_by_suffix(name: str, blob: bytes) -> bytes:
+    """Decompress by the file name's suffix (.gz, .bz2, .xz, .zst); other names are raw.
+
+    Raises the codec's own error (OSError, EOFError, ValueError, lzma.LZMAError,
+    zlib.error) or CalledProcessError from zstd; callers name the file in their message.
+    """
+    if name.endswith(".gz"):
+        return gzip.decompress(blob)
+    if name.endswith(".bz2"):
+        return bz2.decompress(blob)
+    if name.endswith(".xz"):
+        return lzma.decompress(blob)
+    if name.endswith(".zst"):
+        # Python 3.11 has no zstd module; the `zstd` tool is a documented host prerequisite.
+        return subprocess.run(["zstd", "-dc"], input=blob, capture_output=True, check=True).stdout
+    return blob

@@ -12,7 +12,6 @@ which is why the mount path in the container must equal the host path.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import lzma
@@ -26,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from driverkit.cache import DownloadCache
+from driverkit.cache import DownloadCache, decompress_by_suffix
 from driverkit.debarchive import DebianArchive
 from driverkit.errors import DownloadError, HeadersNotFoundError
 from driverkit.plan import BuildPlan
@@ -64,20 +63,6 @@ def _ar_members(data: bytes) -> dict[str, bytes]:
         members[name] = data[pos : pos + size]
         pos += size + (size % 2)
     return members
-
-
-def _decompress(payload: bytes, member: str) -> bytes:
-    """The plain tar stream of a .deb's data member (xz, gzip, zstd or none)."""
-    if member.endswith(".xz"):
-        return lzma.decompress(payload)
-    if member.endswith(".gz"):
-        return gzip.decompress(payload)
-    if member.endswith(".zst"):
-        # Python 3.11 has no zstd; the `zstd` tool is a documented host prerequisite.
-        return subprocess.run(
-            ["zstd", "-dc"], input=payload, capture_output=True, check=True
-        ).stdout
-    return payload
 
 
 def _untar(raw: bytes, dest: Path) -> None:
@@ -148,7 +133,7 @@ def extract_deb(deb: Path, dest: Path) -> None:
     if data_name is None:
         raise DownloadError(f"{deb}: .deb without data.tar member")
     try:
-        _untar(_decompress(members[data_name], data_name), dest)
+        _untar(decompress_by_suffix(data_name, members[data_name]), dest)
     except (DownloadError, lzma.LZMAError, OSError, tarfile.TarError) as exc:
         raise DownloadError(f"{deb}: cannot unpack {data_name}: {exc}") from exc
 

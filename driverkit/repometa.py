@@ -20,8 +20,6 @@ records every URL tried so a failure is ONE line naming them.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import io
 import lzma
@@ -37,7 +35,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from driverkit.cache import DownloadCache, atomic_write_bytes
+from driverkit.cache import DownloadCache, atomic_write_bytes, decompress_by_suffix
 from driverkit.errors import HeadersNotFoundError, UsageError
 from driverkit.kernelrelease import parse_kernel_release
 from driverkit.plan import BuildPlan
@@ -168,22 +166,11 @@ def verify_metadata(ref: RepoDataFile, blob: bytes) -> None:
 def decompress_metadata(name: str, blob: bytes) -> bytes:
     """Decompress by the file's suffix (.gz, .bz2, .xz, .zst); other names are raw."""
     try:
-        if name.endswith(".gz"):
-            return gzip.decompress(blob)
-        if name.endswith(".bz2"):
-            return bz2.decompress(blob)
-        if name.endswith(".xz"):
-            return lzma.decompress(blob)
-        if name.endswith(".zst"):
-            # Python 3.11 has no zstd module; the `zstd` tool is already a host prerequisite.
-            return subprocess.run(
-                ["zstd", "-dc"], input=blob, capture_output=True, check=True
-            ).stdout
+        return decompress_by_suffix(name, blob)
     except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
         raise MetadataError(f"{name}: cannot decompress ({exc})") from exc
     except subprocess.CalledProcessError as exc:
         raise MetadataError(f"{name}: zstd failed: {exc.stderr.decode(errors='replace')}") from exc
-    return blob
 
 
 def parse_primary_xml(data: bytes, filenames: Sequence[str] | None = None) -> list[RpmEntry]:

@@ -49,12 +49,15 @@ class DockerProcessor:
         return f"docker:{plan.builder_image}"
 
     def _image(self, plan: BuildPlan) -> str:
+        # An existing image is used as is: a forced --builder-image needs no template build.
+        if self.engine.image_exists(plan.builder_image):
+            return plan.builder_image
         tag = ensure_image(self.engine, plan.builder, self.base_from, self.mirrors, self.cache_dir)
-        if plan.builder_image != tag and not self.engine.image_exists(plan.builder_image):
+        if plan.builder_image != tag:
             raise ContainerEngineError(
                 f"builder image {plan.builder_image} does not exist (the template renders {tag})"
             )
-        return plan.builder_image if self.engine.image_exists(plan.builder_image) else tag
+        return tag
 
     def run(
         self,

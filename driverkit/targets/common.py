@@ -81,9 +81,14 @@ class DistroTarget(Target):
     def gcc_version(self, kr: KernelRelease) -> str:
         return self.gcc_override(kr) or default_gcc(kr)
 
+    def override_rule(self) -> str:
+        """Describes gcc_override for `driverkit targets`; empty when there is none."""
+        return self.gcc_override_rule
+
     def gcc_rule(self) -> str:
-        if self.gcc_override_rule:
-            return f"{self.gcc_override_rule}; otherwise {DEFAULT_GCC_RULE}"
+        rule = self.override_rule()
+        if rule:
+            return f"{rule}; otherwise {DEFAULT_GCC_RULE}"
         return DEFAULT_GCC_RULE
 
     def builder(self, kr: KernelRelease) -> BuilderSpec:

@@ -5,6 +5,7 @@ named exactly like `uname -r`; they differ in where the rpm lives and in gcc."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import ClassVar
 
 from driverkit.kernelrelease import KernelRelease
@@ -40,6 +41,25 @@ def _token_number(kr: KernelRelease, pattern: re.Pattern[str]) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class GccPin:
+    """Kernels of series `first`..`last` (inclusive) build only with `gcc`."""
+
+    first: tuple[int, int]
+    last: tuple[int, int]
+    gcc: str
+    rule: str
+
+
+# CentOS's own kernels. Its derivatives built theirs with newer toolchains, so they
+# inherit everything else from CentOS but clear these pins.
+CENTOS_GCC_PINS = (
+    # driverkit issue 236: 3.10 kernels only build with the gcc they shipped with.
+    GccPin((3, 10), (3, 10), "4.8.5", "3.10 -> 4.8.5"),
+    GccPin((4, 18), (4, 999), "9", "4.18+ (EL8) -> 9"),
+)
+
+
 class CentosTarget(DistroTarget):
     name: ClassVar[str] = "centos"
     family: ClassVar[str] = "redhat"
@@ -49,7 +69,7 @@ class CentosTarget(DistroTarget):
         "kernel-devel rpm from the kernel.org CentOS mirror, vault.centos.org and the "
         "Stream 9 mirror"
     )
-    gcc_override_rule: ClassVar[str] = "3.10 -> 4.8.5, 4.18+ (EL8) -> 9"
+    gcc_pins: ClassVar[tuple[GccPin, ...]] = CENTOS_GCC_PINS
     # EL majors a target's releases carry; Rocky and Alma start at 8.
     el_majors: ClassVar[frozenset[int]] = frozenset({6, 7, 8, 9, 10})
 
@@ -57,12 +77,13 @@ class CentosTarget(DistroTarget):
         return el_major(kr) in self.el_majors
 
     def gcc_override(self, kr: KernelRelease) -> str | None:
-        if kr.version == 4 and kr.patch_level >= 18:
-            return "9"
-        if kr.series == (3, 10):
-            # driverkit issue 236: 3.10 kernels only build with the gcc they shipped with.
-            return "4.8.5"
+        for pin in self.gcc_pins:
+            if pin.first <= kr.series <= pin.last:
+                return pin.gcc
         return None
+
+    def override_rule(self) -> str:
+        return ", ".join(pin.rule for pin in self.gcc_pins)
 
     def header_urls(
         self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
@@ -95,11 +116,8 @@ _CENTOS8_VAULT = ("8.0.1905", "8.1.1911", "8.2.2004", "8.3.2011", "8.4.2105", "8
 class RockyTarget(CentosTarget):
     name: ClassVar[str] = "rocky"
     header_source: ClassVar[str] = "kernel-devel rpm from download.rockylinux.org (pub and vault)"
-    gcc_override_rule: ClassVar[str] = ""
+    gcc_pins: ClassVar[tuple[GccPin, ...]] = ()
     el_majors: ClassVar[frozenset[int]] = frozenset({8, 9, 10})
-
-    def gcc_override(self, kr: KernelRelease) -> str | None:
-        return None
 
     def header_urls(
         self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
@@ -169,13 +187,10 @@ class OracleTarget(CentosTarget):
         "kernel-devel / kernel-uek-devel rpm from yum.oracle.com (latest, baseos, appstream, "
         "MODRHCK, UEKR3..R7)"
     )
-    gcc_override_rule: ClassVar[str] = ""
+    gcc_pins: ClassVar[tuple[GccPin, ...]] = ()
 
     def matches(self, kr: KernelRelease) -> bool:
         return _token_number(kr, _UEK_TOKEN) is not None
-
-    def gcc_override(self, kr: KernelRelease) -> str | None:
-        return None
 
     def header_urls(
         self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
@@ -203,13 +218,10 @@ class OracleTarget(CentosTarget):
 class AlinuxTarget(CentosTarget):
     name: ClassVar[str] = "alinux"
     header_source: ClassVar[str] = "kernel-devel rpm from mirrors.aliyun.com/alinux (2, 2.1903, 3)"
-    gcc_override_rule: ClassVar[str] = ""
+    gcc_pins: ClassVar[tuple[GccPin, ...]] = ()
 
     def matches(self, kr: KernelRelease) -> bool:
         return _token_number(kr, _ALINUX_TOKEN) is not None
-
-    def gcc_override(self, kr: KernelRelease) -> str | None:
-        return None
 
     def header_urls(
         self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
@@ -228,13 +240,10 @@ class FedoraTarget(CentosTarget):
         "kernel-devel rpm from the kernel.org Fedora mirror (updates, releases, development) "
         "and the updates archive"
     )
-    gcc_override_rule: ClassVar[str] = ""
+    gcc_pins: ClassVar[tuple[GccPin, ...]] = ()
 
     def matches(self, kr: KernelRelease) -> bool:
         return _token_number(kr, _FEDORA_TOKEN) is not None
-
-    def gcc_override(self, kr: KernelRelease) -> str | None:
-        return None
 
     def header_urls(
         self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
