@@ -7,7 +7,9 @@ connect, exit, procexit), encoded with the driver's own record layout, then repl
   1. decode only (the driver's batch decoder), decode + state updates, and the engine
      without its output stage (alerts formatted but never queued or serialised),
   2. the whole pipeline through the default ruleset,
-  3. the whole pipeline through 100 synthetic rules (mixed operators and event types).
+  3. the whole pipeline through 100 synthetic rules (mixed operators and event types),
+  4. the default ruleset again with the pure-Python batch decoder (what a checkout without
+     the compiled decoder, runtime/driver/_fastdecode.c, would do).
 
 Prints events/s for each and the process's peak RSS. The process is pinned to one CPU so
 the output worker thread competes with the loop, as it would in production.
@@ -28,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from runtime.driver.schema import compiled_decoder_status  # noqa: E402
 from runtime.engine.app import Engine, Runner  # noqa: E402
 from runtime.engine.capture import (  # noqa: E402
     AF_INET,
@@ -133,13 +136,14 @@ def synthetic_rules(n: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_pipeline(capture: Path, rules_path: Path) -> tuple[int, float, float, int]:
+def run_pipeline(capture: Path, rules_path: Path, *, compiled: bool | None = None
+                 ) -> tuple[int, float, float, int]:
     ruleset = load_rules([rules_path])
     sink = StreamSink(open(os.devnull, "w"), json_output=True)  # noqa: SIM115
     outputs = OutputQueue([sink], maxsize=100_000)
     counters = EngineCounters()
     engine = Engine(ruleset, SystemState(), outputs.submit, counters=counters)
-    source = ReplaySource(capture)
+    source = ReplaySource(capture, compiled=compiled)
     drops = DropMonitor(DropConfig(), emit_alert=outputs.submit, log=lambda _: None)
     runner = Runner(source, engine, outputs, drops)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -221,15 +225,20 @@ def main() -> int:
         print(f"default rules, no outputs:{n / best:>10,.0f} events/CPU-s"
               "  (alerts formatted, not queued/serialised)")
         rates: dict[str, float] = {}
-        for label, rules in (("default ruleset", default_rules_path()),
-                             (f"{args.rules} synthetic rules", synth)):
-            runs = [run_pipeline(capture, rules) for _ in range(args.repeat)]
+        for label, rules, compiled in (
+                ("default ruleset", default_rules_path(), None),
+                (f"{args.rules} synthetic rules", synth, None),
+                ("default, Python decoder", default_rules_path(), False)):
+            runs = [run_pipeline(capture, rules, compiled=compiled) for _ in range(args.repeat)]
             events, elapsed, cpu, alerts = min(runs, key=lambda r: r[2])
             rates[label] = events / cpu
             print(f"{label + ':':<24}{events / cpu:>12,.0f} events/CPU-s"
                   f"  {events / elapsed:>10,.0f} events/wall-s"
                   f"  ({events} events, {cpu:.3f} CPU-s, {alerts} alerts)")
     print(f"peak RSS: {peak_rss_bytes() / 1e6:.1f} MB  (one CPU, python {sys.version.split()[0]})")
+    status = compiled_decoder_status()
+    print("batch decoder: " + ("compiled (runtime/driver/_fastdecode.c)" if status is None
+                               else f"Python only: {status}"))
     rate = rates["default ruleset"]
     verdict = "MET" if rate >= TARGET_EVENTS_PER_S else "NOT MET"
     print(f"target (issue 5): >= {TARGET_EVENTS_PER_S:,} events/CPU-s through the default "

@@ -70,3 +70,16 @@ def ci_cache() -> Path:
     path = Path(os.environ.get("DK_CACHE", "/var/cache/driverkit-ci"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(params=["python", "compiled"])
+def decoder_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once per batch decoder: the generated Python one and the compiled one
+    (runtime/driver/_fastdecode.c). Decoders built during the test use the chosen one."""
+    from runtime.driver import schema
+
+    compiled = request.param == "compiled"
+    if compiled:
+        require(schema.COMPILED_DECODER, f"compiled decoder: {schema.compiled_decoder_status()}")
+    monkeypatch.setattr(schema, "COMPILED_DECODER", compiled)
+    return str(request.param)

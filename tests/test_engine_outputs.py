@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import io
 import json
+import json.encoder
 import re
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime.engine.outputs import (
+    FLUSH_EVERY,
     Alert,
     FileSink,
     OutputQueue,
@@ -172,3 +178,206 @@ def test_json_line_equals_plain_serialisation_of_as_json() -> None:
     for alert in alerts:
         plain = json.dumps(alert.as_json(), separators=(",", ":"), default=str)
         assert alert.json_line() == plain
+
+
+class _GatedSink:
+    """A real in-memory sink whose emit or flush can be held, to put the worker thread at
+    a chosen point (busy in a sink, or flushing) while the test submits."""
+
+    name = "gated"
+
+    def __init__(self, *, hold_emit: bool = False, hold_flush: bool = False) -> None:
+        self.emitted: list[Alert] = []
+        self.flushed_at: list[int] = []  # len(emitted) at each flush
+        self.closed = False
+        self.entered = threading.Event()  # the worker reached the held call
+        self.release = threading.Event()
+        self._hold_emit = hold_emit
+        self._hold_flush = hold_flush
+
+    def _hold(self) -> None:
+        self.entered.set()
+        assert self.release.wait(30), "test never released the sink"
+
+    def emit(self, alert: Alert) -> None:
+        self.emitted.append(alert)
+        if self._hold_emit and len(self.emitted) == 1:
+            self._hold()
+
+    def flush(self) -> None:
+        self.flushed_at.append(len(self.emitted))
+        if self._hold_flush and len(self.flushed_at) == 1:
+            self._hold()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_burst_beyond_maxsize_drops_exactly_the_excess() -> None:
+    sink = _GatedSink(hold_emit=True)
+    queue = OutputQueue([sink], maxsize=50)
+    assert queue.submit(_alert(0))
+    assert sink.entered.wait(10)  # alert 0 is in the worker's hands, the queue is empty
+    accepted = [queue.submit(_alert(n)) for n in range(1, 81)]
+    assert accepted == [True] * 50 + [False] * 30
+    assert queue.counters.submitted == 81
+    assert queue.counters.dropped_queue_full == 30
+    sink.release.set()
+    queue.close()
+    assert [a.time_ns - _alert(0).time_ns for a in sink.emitted] == list(range(51))
+    assert queue.counters.delivered == 51
+    assert sink.closed
+
+
+def test_alert_submitted_while_worker_flushes_is_delivered_without_another_submit() -> None:
+    """The worker is mid-flush (not idle) when the alert arrives, so submit does not wake
+    it; it must find the alert itself before sleeping. A lost wake-up leaves the alert
+    queued until the next submit or close(), which this test never makes in time."""
+    sink = _GatedSink(hold_flush=True)
+    queue = OutputQueue([sink], maxsize=10)
+    queue.submit(_alert(0))
+    assert sink.entered.wait(10)
+    queue.submit(_alert(1))
+    sink.release.set()
+    delivered = _wait_until(lambda: queue.counters.delivered == 2)
+    queue.close()
+    assert delivered, f"alert 1 stuck in the queue: {queue.counters}"
+    assert [a.output_fields["proc.pid"] for a in sink.emitted] == [42, 43]
+
+
+class _SlowFlushSink(_GatedSink):
+    def flush(self) -> None:
+        super().flush()
+        # Like a file or pipe flush, the write releases the GIL for a while: the engine
+        # runs, and submits, while the worker is between its last look at the queue and
+        # going idle.
+        time.sleep(0.0002)
+
+
+def test_no_wakeup_lost_when_submits_race_the_worker_going_idle() -> None:
+    """Pairs of alerts, the second submitted after a delay that grows each round, so it
+    lands in every phase of the worker's cycle: still asleep, emitting, flushing (the
+    window where submit does not wake it), idle. A lost wake-up leaves the second
+    alert undelivered, as nothing else is submitted until it is."""
+    sink = _SlowFlushSink()
+    queue = OutputQueue([sink], maxsize=10)
+    counters = queue.counters
+    previous = sys.getswitchinterval()
+    # The delay loop below must hand the GIL to the worker as soon as it is woken, as a
+    # loop doing real work does at the default interval over a longer time.
+    sys.setswitchinterval(1e-6)
+    try:
+        for n in range(0, 1000, 2):
+            queue.submit(_alert(n))
+            start = time.perf_counter()
+            while time.perf_counter() - start < (n % 100) * 5e-6:
+                pass  # a precise, sub-millisecond delay: sleep() would oversleep
+            queue.submit(_alert(n + 1))
+            delivered = _wait_until(lambda: counters.delivered == n + 2, timeout=5)  # noqa: B023
+            assert delivered, f"alert {n + 1} never delivered: {counters}"
+    finally:
+        sys.setswitchinterval(previous)
+    queue.close()
+    first = _alert(0).time_ns
+    assert [a.time_ns - first for a in sink.emitted] == list(range(1000))
+    assert counters.dropped_queue_full == 0
+
+
+def test_close_delivers_an_alert_submitted_while_the_worker_flushes() -> None:
+    """close() lands while the worker is flushing the previous burst, with one more alert
+    queued behind it: the worker must deliver that alert before it exits."""
+    sink = _GatedSink(hold_flush=True)
+    queue = OutputQueue([sink], maxsize=10)
+    queue.submit(_alert(0))
+    assert sink.entered.wait(10)
+    queue.submit(_alert(1))
+    closer = threading.Thread(target=queue.close)
+    closer.start()
+    # Release the flush only once close() has told the worker to stop.
+    assert _wait_until(lambda: queue._closing)
+    sink.release.set()
+    closer.join(30)
+    assert not closer.is_alive()
+    assert [a.output_fields["proc.pid"] for a in sink.emitted] == [42, 43]
+    assert queue.counters.delivered == 2
+    assert sink.closed
+
+
+def test_sustained_burst_is_flushed_every_flush_every_alerts() -> None:
+    sink = _GatedSink(hold_emit=True)
+    queue = OutputQueue([sink], maxsize=1000)
+    queue.submit(_alert(0))
+    assert sink.entered.wait(10)
+    for n in range(1, 601):
+        queue.submit(_alert(n))
+    sink.release.set()
+    queue.close()
+    # One drain: alert 0 and the 600 queued behind it, flushed at each FLUSH_EVERY.
+    assert sink.flushed_at == [FLUSH_EVERY, 2 * FLUSH_EVERY, 601]
+    assert queue.counters.delivered == 601
+
+
+def test_close_gives_up_on_a_stuck_sink_after_the_timeout() -> None:
+    sink = _GatedSink(hold_emit=True)
+    queue = OutputQueue([sink], maxsize=5)
+    for n in range(5):
+        queue.submit(_alert(n))
+    assert sink.entered.wait(10)
+    start = time.monotonic()
+    queue.close(timeout=0.3)
+    took = time.monotonic() - start
+    sink.release.set()
+    assert 0.25 <= took < 5, took
+    assert sink.closed
+    assert queue.counters.delivered == 0  # nothing was flushed before the deadline
+
+
+def test_queue_must_hold_at_least_one_alert() -> None:
+    with pytest.raises(ValueError, match="maxsize"):
+        OutputQueue([], maxsize=0)
+
+
+def test_alert_is_immutable_and_default_fields_are_not_shared_state() -> None:
+    alert = Alert(5, "r", "Notice", "out")
+    with pytest.raises(AttributeError):
+        alert.rule = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        alert.output_fields["x"] = 1  # type: ignore[index]
+    assert alert.json_line() == json.dumps(alert.as_json(), separators=(",", ":"), default=str)
+    assert json.loads(alert.json_line())["output_fields"] == {}
+
+
+_JSON_SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+    | st.builds(PurePosixPath, st.text(min_size=1))
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rule=st.text(),
+    priority=st.text(),
+    output=st.text(),
+    fields=st.dictionaries(
+        st.text(), _JSON_SCALARS | st.lists(_JSON_SCALARS, max_size=3), max_size=6
+    ),
+    tags=st.lists(st.text(), max_size=4).map(tuple),
+    hostname=st.text(),
+    time_ns=st.integers(min_value=0, max_value=2**62),
+)
+def test_json_line_is_byte_identical_to_dumps_of_as_json(
+    *,
+    rule: str, priority: str, output: str, fields: dict[str, object],
+    tags: tuple[str, ...], hostname: str, time_ns: int,
+) -> None:
+    alert = Alert(time_ns, rule, priority, output, fields, tags, hostname=hostname)
+    assert alert.json_line() == json.dumps(alert.as_json(), separators=(",", ":"), default=str)

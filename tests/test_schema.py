@@ -195,6 +195,7 @@ NETWORK_TYPES = {"tuple", "sockaddr", "bytes"}
     "event",
     [e["name"] for e in _schema.EVENTS if not NETWORK_TYPES & {t for _n, t in e["params"]}],
 )
+@pytest.mark.usefixtures("decoder_path")
 def test_round_trip_every_event(event: str) -> None:
     spec = SPECS[EVENT_IDS[event]]
     encoded, expected = [], {}
@@ -244,6 +245,7 @@ def _tuple4(family: int, src: str, sport: int, dst: str, dport: int) -> bytes:
             + socket.inet_pton(fam, dst) + struct.pack("=H", dport))
 
 
+@pytest.mark.usefixtures("decoder_path")
 def test_connect_and_accept_network_params() -> None:
     import socket
 
@@ -272,6 +274,7 @@ def test_connect_and_accept_network_params() -> None:
     assert (ev.params["fd"], ev.params["port"], ev.params["family"]) == (7, 5555, 10)
 
 
+@pytest.mark.usefixtures("decoder_path")
 def test_empty_param_decodes_as_none() -> None:
     rec = encode_record("openat", [encode_fixed("fd", -100), b"", encode_fixed("flags32", 0),
                                    encode_fixed("mode", 0)], ret=-14, flags=2,
@@ -280,6 +283,7 @@ def test_empty_param_decodes_as_none() -> None:
     assert ev.params["name"] is None and ev.params["dirfd"] == -100
 
 
+@pytest.mark.usefixtures("decoder_path")
 def test_stream_alignment_and_errors() -> None:
     recs = [
         encode_record("close", [encode_fixed("fd", i)], syscall_nr=3, pid=i) for i in range(5)

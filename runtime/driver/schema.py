@@ -10,24 +10,41 @@ per record. Records the fast decoders do not handle (an empty fixed param, damag
 unknown type) go to the general per-type closures, which raise the precise DecodeError;
 tests/test_engine_equivalence.py holds both paths to the same results. The engine reuses
 the generated source (`fast_decoder_parts`) to decode records it needs no Event for.
+
+When built, the compiled batch decoder (runtime/driver/_fastdecode.c, driven by the same
+tables via `Decoder.frame_decoder`) replaces the generated ones for batches: it takes the
+same common records, stops at the same unusual ones, and is held to the Python path's
+results by the same tests (plus random damage).
 """
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import platform
 import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import CodeType
+from types import CodeType, ModuleType
 from typing import Any, Final
 
 from runtime.driver import _schema
 from runtime.driver._syscalls import SYSCALLS
 from runtime.events import Event
+
+
+
+def _load_compiled_decoder() -> ModuleType | None:
+    try:
+        return importlib.import_module("runtime.driver._fastdecode")
+    except ImportError:  # not built (a source checkout without `pip install -e .`)
+        return None
+
+
+_fastdecode: Final = _load_compiled_decoder()
 
 HDR: Final = struct.Struct(_schema.HDR_FORMAT)
 HDR_SIZE: Final = _schema.HDR_SIZE
@@ -331,6 +348,38 @@ def _careful_into(buf: Any, off: int, size: int, append: Callable[[Event], None]
     return -1  # placeholder for types without a fast decoder: the careful path decides
 _COMM_CACHE_MAX: Final = 4096
 
+# Param kinds of the compiled decoder (runtime/driver/_fastdecode.c), by the schema's types.
+_C_FIXED: Final = {"I": 1, "Q": 2, "i": 3, "q": 4}
+_C_PARAM_CODE: Final = {
+    **{ptype: _C_FIXED[code] for ptype, code in _FIXED_CODE.items()},
+    "path": 5, "string": 5, "argv": 6, "bytes": 7, "sockaddr": 7, "tuple": 7,
+}
+# What the engine's lite records need of one event type: (kind, indices of the params it
+# reads, syscall numbers decoded lite); see runtime/engine/app.py.
+LiteSpec = tuple[int, tuple[int, ...], frozenset[int]]
+# (buffer, start, end, out list) -> offset it stopped at (see FrameDecoder.decode).
+FrameDecodeFn = Callable[[Any, int, int, list[Any]], int]
+
+
+def compiled_decoder_status() -> str | None:
+    """None when the compiled decoder can be used, else why not (one line)."""
+    if _fastdecode is None:
+        return "runtime.driver._fastdecode is not built (run `pip install -e .`)"
+    if _fastdecode.SCHEMA_HASH != SCHEMA_HASH:
+        return ("runtime.driver._fastdecode was built from another event schema: "
+                "rebuild it with `pip install -e .`")
+    if sorted(_fastdecode.EVENT_SLOTS) != sorted(Event.__slots__):
+        return "runtime.driver._fastdecode fills other Event fields than runtime.events has"
+    if max(len(ev["params"]) for ev in _schema.EVENTS) > _fastdecode.MAX_PARAMS:
+        return "an event type has more params than runtime.driver._fastdecode handles"
+    unknown = {t for ev in _schema.EVENTS for _n, t in ev["params"]} - set(_C_PARAM_CODE)
+    if unknown:
+        return f"param types {sorted(unknown)} have no compiled decoding"
+    return None
+
+
+COMPILED_DECODER: Final = compiled_decoder_status() is None
+
 
 def _fast_source(spec: _EventSpec) -> tuple[str, dict[str, object]]:
     """Python source of one event type's fast decoder (see `Decoder._make_fast`).
@@ -487,9 +536,13 @@ class Decoder:
     """Turns records into Events for one arch and one boot-to-epoch offset.
 
     Each event type gets a generated fast decoder for the common record (see _fast_source)
-    and a general closure for the rest (empty params, damaged records, precise errors)."""
+    and a general closure for the rest (empty params, damaged records, precise errors).
+    Batches go through the compiled decoder (_fastdecode.c) when it is built, unless
+    `compiled=False`; it takes the same common records and leaves the rest to the careful
+    path, like the generated ones."""
 
-    def __init__(self, arch: str | None = None, epoch_offset_ns: int | None = None) -> None:
+    def __init__(self, arch: str | None = None, epoch_offset_ns: int | None = None, *,
+                 compiled: bool | None = None) -> None:
         self.arch = arch or machine_arch()
         table = SYSCALLS[self.arch]
         self.names_by_nr: dict[int, str] = {nr: name for name, nr in table.items()}
@@ -497,6 +550,9 @@ class Decoder:
         self._epoch_offset_ns = (
             boot_to_epoch_ns() if epoch_offset_ns is None else epoch_offset_ns
         )
+        if compiled and not COMPILED_DECODER:
+            raise RuntimeError(f"compiled decoder requested: {compiled_decoder_status()}")
+        self.compiled = COMPILED_DECODER if compiled is None else compiled
         self._build()
 
     @property
@@ -521,6 +577,31 @@ class Decoder:
             fast[spec.id], into[spec.id] = self._make_fast(spec)
         self._fast: tuple[_FastDecoder | None, ...] = tuple(fast)
         self._fast_into: tuple[_FastStreamDecoder, ...] = tuple(into)
+        self._frame = self.frame_decoder() if self.compiled else None
+
+    def frame_decoder(self, lite: Mapping[int, LiteSpec] | None = None) -> FrameDecodeFn:
+        """The compiled batch decoder with this decoder's offset, syscall names and comm
+        cache; event types in `lite` come out as the engine's lite tuples instead of
+        Events. Raises RuntimeError when the compiled decoder cannot be used."""
+        reason = compiled_decoder_status()
+        if reason is not None or _fastdecode is None:
+            raise RuntimeError(reason)
+        lite = lite or {}
+        specs: list[tuple[object, ...] | None] = [None] * (max(SPECS) + 1)
+        for spec in SPECS.values():
+            specs[spec.id] = (
+                spec.name, spec.ret, spec.names,
+                tuple(_C_PARAM_CODE[t] for t in spec.types),
+                spec.post, spec.id == GENERIC_ID, lite.get(spec.id),
+            )
+        names: list[str | None] = [None] * (max(self.names_by_nr, default=0) + 1)
+        for nr, name in self.names_by_nr.items():
+            names[nr] = name
+        frame = _fastdecode.FrameDecoder(
+            event_type=Event, epoch_ns=self._epoch_offset_ns, names_by_nr=tuple(names),
+            comms=self._comms, comm_max=_COMM_CACHE_MAX, specs=tuple(specs))
+        decode: FrameDecodeFn = frame.decode
+        return decode
 
     def _make_fast(self, spec: _EventSpec) -> tuple[_FastDecoder, _FastStreamDecoder]:
         code, ns = _fast_code(spec)
@@ -542,7 +623,8 @@ class Decoder:
         ns.update(
             Event=Event, NEW=_new_event, EPOCH=self._epoch_offset_ns, COMMS=comms,
             COMMS_GET=comms.get, COMM_MAX=_COMM_CACHE_MAX, NAME_OF=self.names_by_nr.get,
-            NR0=nr0, NAME0=self.names_by_nr.get(nr0),
+            # A type without a syscall of its own keeps its name for every nr < 0.
+            NR0=nr0, NAME0=self.names_by_nr.get(nr0) if nr0 >= 0 else spec.name,
         )
         return ns
 
@@ -620,6 +702,16 @@ class Decoder:
 
     def decode(self, buf: bytes | bytearray | memoryview, off: int = 0) -> Event:
         """One record starting at `off` (the live ring's per-record path)."""
+        frame = self._frame
+        if frame is not None:
+            out: list[Event] = []
+            try:
+                length: int = _LEN_TYPE.unpack_from(buf, off + _LEN_AT)[0]
+            except struct.error:
+                length = 0  # the careful path names the damage
+            if length >= HDR_SIZE:
+                frame(buf, off, off + length, out)
+            return out[0] if out else self.decode_careful(buf, off)
         ev: Event | None
         try:
             fast = self._fast[buf[off + _TYPE_LO] | buf[off + _TYPE_HI] << 8]
@@ -659,6 +751,12 @@ class Decoder:
         """Decode the 8-byte aligned records in buf[start:end] onto `out`; returns the
         offset after the last whole record. The batch path: one generated call per record,
         framing included (a ring or capture frame holds many records back to back)."""
+        frame = self._frame
+        if frame is not None:
+            off = frame(buf, start, end, out)
+            while off + HDR_SIZE <= end:  # stopped at a record the careful path must take
+                off = frame(buf, self.careful_into(buf, off, end, out.append), end, out)
+            return off
         off = start
         append = out.append
         fast = self._fast_into

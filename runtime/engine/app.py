@@ -7,7 +7,8 @@ under `--min-priority`, so an event costs one state update, one dict lookup and 
 Everything periodic (drop checks, metrics) runs between batches, never per event.
 A replay hands the engine undecoded frames (`Engine.process_raw`): records of event types
 no rule can match and whose state update needs at most a param or three (close, exit,
-clone, socket, procexit: over half of a typical stream) never become Events.
+clone, socket, procexit: over half of a typical stream) never become Events. The compiled
+batch decoder does that framing in one call per frame (0.47M -> 0.66M events/s).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from runtime.driver.schema import (
     TYPE_HI,
     TYPE_LO,
     DecodeError,
+    FrameDecodeFn,
+    LiteSpec,
     fast_decoder_parts,
 )
 from runtime.driver.schema import Decoder as DriverDecoder
@@ -51,7 +54,7 @@ def _unbuilt(ev: Event, state: SystemState) -> tuple[CompiledRule, ...]:
     raise AssertionError("marker for a type whose matcher is not built yet; never called")
 
 
-# A record of a type no rule matches and the state barely needs (see Engine._lite_decoders
+# A record of a type no rule matches and the state barely needs (see Engine.lite_specs
 # and SystemState.update_lite): (kind, record offset, tid, pid, ppid, uid, gid, res, param).
 LiteRecord = tuple[int, int, int, int, int, int, int, int, object]
 # (frame, offset, frame size, append) -> next record's offset, or -1 for the careful path.
@@ -83,9 +86,11 @@ class Engine:
         self.counters = counters or EngineCounters()
         # evt.type -> generated matcher, None for types no rule can match (no call at all).
         self._dispatch: dict[str, DispatchFn | None] = {}
-        # Per event type id, built on the first raw frame (see process_raw).
-        self._lite_table: list[StreamDecodeFn] | None = None
+        # Built on the first raw frame for its decoder (see process_raw): the compiled
+        # batch decoder, or the per-type-id Python decoders when it is not built.
         self._lite_decoder: DriverDecoder | None = None
+        self._lite_frame: FrameDecodeFn | None = None
+        self._lite_table: list[StreamDecodeFn] | None = None
 
     def process(self, events: list[Event]) -> None:
         self._process(events)
@@ -125,52 +130,72 @@ class Engine:
         """What `process(decoder.decode_stream(raw))` does, cheaper: records of event types
         no rule can match and whose state update is simple (close, exit, clone, socket,
         procexit) become a tuple of the few fields the state needs instead of an Event
-        (see `_lite_decoders`).
+        (see `lite_specs`).
         Decoding the whole frame first, then processing, is measurably faster than
         interleaving the two per record (bench_replay, CPython 3.11)."""
-        table = self._lite_table
-        if table is None or self._lite_decoder is not decoder:
-            table = self._lite_table = self._lite_decoders(decoder)
+        if self._lite_decoder is not decoder:
             self._lite_decoder = decoder
+            lite = self.lite_specs(decoder)
+            self._lite_frame = decoder.frame_decoder(lite) if decoder.compiled else None
+            self._lite_table = None if decoder.compiled else self._lite_decoders(decoder, lite)
         items: list[Event | LiteRecord] = []
         append = items.append
         size = len(raw)
         last = size - HDR_SIZE  # the last offset a whole header fits at
-        off = 0
         careful = decoder.careful_into
-        lo, hi = TYPE_LO, TYPE_HI
-        while off <= last:
-            try:
-                nxt = table[raw[off + lo] | raw[off + hi] << 8](raw, off, size, append)
-            except (struct.error, IndexError):
-                nxt = -1
-            off = careful(raw, off, size, append) if nxt < 0 else nxt
+        frame = self._lite_frame
+        if frame is not None:
+            off = frame(raw, 0, size, items)
+            while off <= last:  # stopped at a record the careful path must take
+                off = frame(raw, careful(raw, off, size, append), size, items)
+        else:
+            table = self._lite_table
+            assert table is not None
+            off = 0
+            lo, hi = TYPE_LO, TYPE_HI
+            while off <= last:
+                try:
+                    nxt = table[raw[off + lo] | raw[off + hi] << 8](raw, off, size, append)
+                except (struct.error, IndexError):
+                    nxt = -1
+                off = careful(raw, off, size, append) if nxt < 0 else nxt
         if off < size and any(raw[off:]):
             raise DecodeError(f"{size - off} trailing bytes after the last record")
         self._process(items, raw, decoder)
         self.counters.events += len(items)
 
-    def _lite_decoders(self, decoder: DriverDecoder) -> list[StreamDecodeFn]:
-        """The decoder's per-type batch decoders, with lite ones for the event types
-        that need no Event: no rule matches them and the state reads a few params at most
-        (close drops the fd, clone copies the thread, socket adds an fd, procexit
-        schedules the thread's removal; see `lite_kind`)."""
-        table = decoder.stream_decoders()
+    def lite_specs(self, decoder: DriverDecoder) -> dict[int, LiteSpec]:
+        """Event type id -> what its lite record carries, for the event types that need no
+        Event: no rule matches them and the state reads a few params at most (close drops
+        the fd, clone copies the thread, socket adds an fd, procexit schedules the thread's
+        removal; see `lite_kind`). Another syscall decoded as the type (exit_group as exit)
+        is another event type for the rules and the state, so only the type's own syscall
+        numbers (or none) make a lite record."""
+        specs: dict[int, LiteSpec] = {}
         for spec in SPECS.values():
             lite = lite_kind(spec.name, spec.names)
             if spec.id == GENERIC_ID or lite is None \
                     or self.ruleset.dispatcher(spec.name) is not None:
                 continue
             kind, names = lite
-            values = [f"p{spec.names.index(name)}" for name in names]
+            specs[spec.id] = (kind, tuple(spec.names.index(name) for name in names),
+                              frozenset(nr for nr, name in decoder.names_by_nr.items()
+                                        if name == spec.name))
+        return specs
+
+    def _lite_decoders(self, decoder: DriverDecoder, lite_specs: dict[int, LiteSpec]
+                       ) -> list[StreamDecodeFn]:
+        """The decoder's per-type batch decoders in Python, with generated lite ones for
+        the types in `lite_specs` (the compiled decoder does the same in one call)."""
+        table = decoder.stream_decoders()
+        for type_id, (kind, indices, known_nrs) in lite_specs.items():
+            spec = SPECS[type_id]
+            values = [f"p{i}" for i in indices]
             param = values[0] if len(values) == 1 else f"({', '.join(values)},)" if values \
                 else "None"
             decode_part, build_part = fast_decoder_parts(spec.name)
             ns = decoder.fast_namespace(spec.name)
-            ns.update(KNOWN_NRS=frozenset(
-                nr for nr, name in decoder.names_by_nr.items() if name == spec.name))
-            # Another syscall decoded as this type (exit_group as exit) is another event
-            # type for the rules and the state: a full Event.
+            ns.update(KNOWN_NRS=known_nrs)
             source = "\n".join([
                 "def decode_lite(buf, off, size, append):",
                 decode_part.replace("return None", "return -1"),
@@ -194,16 +219,9 @@ class Engine:
         matches = self.counters.matches
         matches[rule.name] = matches.get(rule.name, 0) + 1
         line, fields = rule.format_output(ev, self.state)
+        # Positional: a NamedTuple binds keyword arguments at twice the cost.
         self._submit(
-            Alert(
-                time_ns=ev.ts,
-                rule=rule.name,
-                priority=rule.priority.falco_name,
-                output=line,
-                output_fields=fields,
-                tags=rule.tags,
-                source=rule.source,
-            )
+            Alert(ev.ts, rule.name, rule.priority.falco_name, line, fields, rule.tags, rule.source)
         )
 
 

@@ -17,6 +17,7 @@ from types import FrameType
 import click
 
 from driverkit.errors import DriverkitError, UsageError
+from runtime.driver.schema import compiled_decoder_status
 from runtime.engine.app import Engine, Runner, RunOptions
 from runtime.engine.capture import CaptureHeader, CaptureWriter, materialise_proc, snapshot_proc
 from runtime.engine.config import DRIVER_KINDS, EngineConfig, load_config, with_overrides
@@ -103,6 +104,10 @@ def run_engine(cfg: EngineConfig) -> int:
     for warning in ruleset.warnings:
         _log(f"rt-engine: warning: {warning}")
     _log(f"rt-engine: loaded {len(ruleset)} rules")
+    slow_decoder = compiled_decoder_status()
+    if slow_decoder is not None:
+        # Still correct, only slower (about 0.7x in bench_replay): say so once.
+        _log(f"rt-engine: decoding in Python: {slow_decoder}")
 
     sinks = build_sinks(
         stdout=cfg.outputs.stdout,

@@ -101,7 +101,10 @@ class ReplaySource:
     kind = "replay"
     keep_raw = False
 
-    def __init__(self, path: Path, *, decoder: Decoder | None = None) -> None:
+    def __init__(self, path: Path, *, decoder: Decoder | None = None,
+                 compiled: bool | None = None) -> None:
+        """`decoder` replaces the driver's decoder; `compiled` picks the driver decoder's
+        batch path (None: the compiled one when built; see runtime.driver.schema)."""
         _, schema_hash = schema_identity()
         self._reader = CaptureReader(path, expect_schema_hash=schema_hash)
         self.header: CaptureHeader = self._reader.header
@@ -110,7 +113,8 @@ class ReplaySource:
         if decoder is None:
             from runtime.driver import Decoder as DriverDecoder
 
-            self._driver_decoder = DriverDecoder(epoch_offset_ns=self.boot_offset_ns)
+            self._driver_decoder = DriverDecoder(epoch_offset_ns=self.boot_offset_ns,
+                                                 compiled=compiled)
             decoder = self._driver_decoder.decode_stream
         self._decode = decoder
         self._defer = False
