@@ -13,6 +13,11 @@ file under $DK_CACHE, and each boot records its wall time.
 CLI: ``python -m ci.bootverify [KERNEL ...]`` builds rtcap.ko for each kernel (default:
 ci.kernels.TEST_KERNELS), boots it, runs tests/guest/kmod_check.py, prints per-kernel
 verdicts and timings, and exits non-zero if any kernel failed.
+
+``python -m ci.bootverify --artifacts DIR [KERNEL ...]`` proves what the build service
+made instead: the module and probes `driverkit build --output DIR` wrote (found through
+their manifests, so a published `<version>/<arch>/` tree works too), for every Debian
+kernel there or only the ones named.
 """
 
 from __future__ import annotations
@@ -198,12 +203,61 @@ def boot(tree: KernelTree, guest_cmd: str, shared: Path, *,
     return BootResult(tree.release, rc, wall, console, verdict, timings)
 
 
+@dataclass(frozen=True)
+class BuiltDriver:
+    """What `driverkit build` wrote for one kernel, as its manifests list it."""
+
+    release: str
+    target: str
+    kmod: Path | None
+    probe: Path | None
+    core: Path | None  # the CO-RE probe of the same output tree
+
+
+def built_drivers(root: Path) -> dict[str, BuiltDriver]:
+    """Kernel release -> its artifacts, from the build manifests below `root`.
+
+    Raises UsageError when there are none, or when two builds claim one release (two
+    driver versions in one tree: name the version's folder instead)."""
+    builds: list[tuple[Path, dict[str, Any], list[Path]]] = []
+    for manifest in sorted(root.rglob("*.json")):
+        try:
+            data = json.loads(manifest.read_text())
+            inputs = dict(data["inputs"])
+            files = [manifest.parent / str(n) for n in data["artifacts"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a build manifest
+        builds.append((manifest.parent, inputs, [f for f in files if f.is_file()]))
+    cores = {folder: f for folder, inputs, files in builds if inputs.get("kind") == "core"
+             for f in files if f.suffix == ".o"}  # fmt: skip
+    kernels: dict[str, BuiltDriver] = {}
+    for folder, inputs, files in builds:
+        release = inputs.get("kernel_release")
+        if inputs.get("kind") != "kernel" or not isinstance(release, str):
+            continue
+        if release in kernels:
+            raise UsageError(f"{root}: two builds for kernel {release}; pass the folder of "
+                             "one driver version (<version>/<arch>/)")
+        by_suffix = {f.suffix: f for f in files}
+        kernels[release] = BuiltDriver(release, str(inputs.get("target", "")),
+                                       by_suffix.get(".ko"), by_suffix.get(".o"),
+                                       cores.get(folder))  # fmt: skip
+    if not kernels:
+        raise UsageError(f"{root}: no driverkit build manifests found; run "
+                         f"`driverkit build --output {root}` first")
+    return kernels
+
+
 def verify_kmod(tree: KernelTree, foreign: KernelTree | None, *,
-                with_probes: bool = True) -> BootResult:  # fmt: skip
+                with_probes: bool = True, built: BuiltDriver | None = None) -> BootResult:
     """The whole driver proof on one kernel (see tests/guest/kmod_check.py): the module,
-    and with `with_probes` the per-kernel and CO-RE eBPF probes in the same boot."""
-    ko = module_for(tree)
-    shared = cache_root() / "bootverify" / tree.release
+    and with `with_probes` the per-kernel and CO-RE eBPF probes in the same boot. With
+    `built`, the build service's artifacts are proven instead of ones built here."""
+    if built is not None and built.kmod is None:
+        raise BuildFailedError(f"{tree.release}: the build output has no kernel module")
+    ko = built.kmod if built is not None and built.kmod is not None else module_for(tree)
+    # The build service's artifacts get their own folder: its console log stays apart.
+    shared = cache_root() / "bootverify" / (tree.release + ("-built" if built else ""))
     shared.mkdir(parents=True, exist_ok=True)
     # The guest sees the host's filesystem read-only except `shared`: stage files there.
     staged = shared / "rtcap.ko"
@@ -222,6 +276,10 @@ def verify_kmod(tree: KernelTree, foreign: KernelTree | None, *,
             ("kernel", "--probe", functools.partial(probe_for, tree)),
             ("core", "--core", core_probe),
         ]
+        if built is not None:
+            builds = [(label, flag, functools.partial(_built_probe, path, label))
+                      for (label, flag, _), path in zip(builds, (built.probe, built.core),
+                                                        strict=True)]  # fmt: skip
         for label, flag, build in builds:
             try:
                 obj = build()
@@ -239,12 +297,32 @@ def verify_kmod(tree: KernelTree, foreign: KernelTree | None, *,
     return result
 
 
+def _built_probe(path: Path | None, label: str) -> Path:
+    if path is None:
+        raise BuildFailedError(f"the build output has no {label} probe")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ci.bootverify", description=__doc__)
     parser.add_argument("kernels", nargs="*", help="selectors or releases")
+    parser.add_argument("--artifacts", type=Path, metavar="DIR",
+                        help="prove the artifacts `driverkit build --output DIR` wrote")
     args = parser.parse_args(argv)
     try:
-        releases = [resolve(k) for k in (args.kernels or TEST_KERNELS)]
+        built: dict[str, BuiltDriver] = {}
+        if args.artifacts is not None:
+            built = built_drivers(args.artifacts)
+            # Only Debian kernels boot here (their images are on the mirror we reach).
+            releases = ([resolve(k) for k in args.kernels] if args.kernels else
+                        sorted(r for r, b in built.items() if b.target == "debian"))
+            missing = [r for r in releases if r not in built]
+            if missing or not releases:
+                raise UsageError(f"{args.artifacts}: no Debian kernel build for "
+                                 f"{', '.join(missing) or 'any kernel'}; built: "
+                                 f"{', '.join(sorted(built))}")
+        else:
+            releases = [resolve(k) for k in (args.kernels or TEST_KERNELS)]
         trees = [fetch(r) for r in releases]
     except (DownloadError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -253,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, tree in enumerate(trees):
         foreign = trees[(i + 1) % len(trees)] if len(trees) > 1 else None
         try:
-            result = verify_kmod(tree, foreign)
+            result = verify_kmod(tree, foreign, built=built.get(tree.release))
         except BuildFailedError as exc:
             print(f"{tree.release}: BUILD FAILED {exc}")
             status = 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -113,6 +114,76 @@ def test_module_on_real_kernel(selector: str) -> None:
 def test_probe_on_real_kernel(selector: str, label: str) -> None:
     """The per-kernel probe and the CO-RE probe, loaded in the same guest."""
     _assert_checks(_boot(selector), PROBE_CHECKS, prefix=f"probe_{label}_")
+
+
+# The kernel the build service's own artifacts are booted on (README's first command
+# builds for it too, so a warm cache makes the build a few seconds).
+BUILD_SERVICE_KERNEL = "6.1"
+
+
+@qemu_test
+@pytest.mark.docker
+def test_build_service_artifacts_load_and_capture(tmp_path: Path) -> None:
+    """What `driverkit build` makes in its Docker builder, not the chroot builds above: the
+    module, the per-kernel probe and the CO-RE probe from one `--output` tree load and
+    capture on the kernel they name, found through the build's manifests."""
+    from ci.bootverify import built_drivers, verify_kmod
+    from ci.kernels import fetch, resolve
+
+    _prerequisites()
+    driverkit = shutil.which("driverkit")
+    require(driverkit is not None, "needs the driverkit command (pip install -e .)")
+    assert driverkit is not None
+    release = resolve(BUILD_SERVICE_KERNEL)
+    out = tmp_path / "out"
+    build = subprocess.run(
+        [driverkit, "build", "--kernel", release, "--target", "debian",
+         "--base-from", "debootstrap", "--output", str(out)],
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, f"driverkit build failed: {build.stderr[-2000:]}"
+    built = built_drivers(out)[release]
+    assert built.kmod is not None and built.probe is not None and built.core is not None
+    # The repo layout <driver-version>/<arch>/ that publishing keeps.
+    assert built.kmod.parent.relative_to(out).parts[1:] == ("amd64",)
+    foreign = fetch(resolve(FOREIGN[BUILD_SERVICE_KERNEL]))
+    result = verify_kmod(fetch(release), foreign, built=built)
+    print(f"{release} (driverkit build): timings {result.timings}")
+    _assert_checks(result, MODULE_CHECKS, prefix="")
+    for label in ("kernel", "core"):
+        _assert_checks(result, PROBE_CHECKS, prefix=f"probe_{label}_")
+
+
+def test_built_drivers_come_from_the_manifests(tmp_path: Path) -> None:
+    """The artifacts mode finds a build by its manifest, pairs the CO-RE probe of the same
+    folder, and refuses an empty tree or two builds of one kernel with the fix."""
+    import json
+
+    from ci.bootverify import built_drivers
+    from driverkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="driverkit build --output"):
+        built_drivers(tmp_path)
+    folder = tmp_path / "0.1.0" / "amd64"
+    folder.mkdir(parents=True)
+    stem = "rtcap_debian_6.1.0-56-amd64_1"
+    for name in (f"{stem}.ko", f"{stem}.o", "rtcap_core.o"):
+        (folder / name).write_bytes(b"x")
+    kernel = {"inputs": {"kind": "kernel", "kernel_release": "6.1.0-56-amd64",
+                         "target": "debian"},
+              "artifacts": {f"{stem}.ko": {}, f"{stem}.o": {}}}  # fmt: skip
+    (folder / f"{stem}.json").write_text(json.dumps(kernel))
+    (folder / "rtcap_core.json").write_text(
+        json.dumps({"inputs": {"kind": "core"}, "artifacts": {"rtcap_core.o": {}}}))
+    (folder / "notes.json").write_text("[1, 2]")  # not a manifest: ignored
+    built = built_drivers(tmp_path)["6.1.0-56-amd64"]
+    assert (built.kmod, built.probe, built.core, built.target) == (
+        folder / f"{stem}.ko", folder / f"{stem}.o", folder / "rtcap_core.o", "debian")
+    other = tmp_path / "0.2.0" / "amd64"
+    other.mkdir(parents=True)
+    (other / f"{stem}.json").write_text(json.dumps(kernel))
+    with pytest.raises(UsageError, match=r"two builds for kernel 6\.1\.0-56-amd64"):
+        built_drivers(tmp_path)
 
 
 @qemu_test
