@@ -88,8 +88,15 @@ def _untar(raw: bytes, dest: Path) -> None:
 _RPM_MAGIC = b"\xed\xab\xee\xdb"
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 def extract_package(package: Path, dest: Path) -> None:
-    """A .deb (ar), an .rpm (through rpm2cpio) or a plain tarball of headers."""
+    """A .deb (ar), an .rpm (through rpm2cpio) or a tarball of headers, plain or gz, bz2,
+    xz or zstd compressed (Arch's .pkg.tar.zst, kernel.org's .tar.xz).
+
+    The kind comes from the content, never the name: the download cache stores blobs
+    under their hash."""
     with package.open("rb") as fh:
         magic = fh.read(8)
     if magic == b"!<arch>\n":
@@ -98,6 +105,20 @@ def extract_package(package: Path, dest: Path) -> None:
     if magic.startswith(_RPM_MAGIC):
         _extract_rpm(package, dest)
         return
+    dest.mkdir(parents=True, exist_ok=True)
+    if shutil.which("tar"):
+        # GNU tar recognises every compression by its magic (zstd through the zstd
+        # tool), strips leading "/" and refuses ".." members by default.
+        done = subprocess.run(
+            ["tar", "-x", "--no-same-owner", "-C", str(dest), "-f", str(package)],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise DownloadError(f"{package}: neither a .deb, an .rpm nor a tarball tar can "
+                                f"read ({done.stderr.decode(errors='replace').strip()})")
+        return
+    if magic.startswith(_ZSTD_MAGIC):
+        raise DownloadError(f"{package}: a zstd tarball needs GNU tar and zstd on the host")
     try:
         with tarfile.open(package) as tar:
             tar.extractall(dest, filter="tar")

@@ -13,7 +13,7 @@ import pytest
 from driverkit.cache import DownloadCache
 from driverkit.config import load_config, resolve_plan
 from driverkit.errors import DownloadError
-from driverkit.headers import HeaderPackage, HeaderResolver, extract_deb
+from driverkit.headers import HeaderPackage, HeaderResolver, extract_deb, extract_package
 from driverkit.targets.base import Mirrors
 from tests.build_helpers import serve_dir
 from tests.conftest import require
@@ -138,3 +138,102 @@ def test_tree_links_shared_packages_and_rewrites_absolute_includes(
         "include /usr/src/linux-headers-6.1.0-47-common/Makefile\n"
     ]
     assert first.root == tmp_path / "cache" / "headers"
+
+
+# ---- non-Debian packages: real archives made here with rpmbuild and GNU tar -------------
+# Those distros' mirrors are unreachable from CI, so the packages are built locally in
+# their real formats, with the layouts their distros use.
+
+EL_RELEASE = "4.18.0-553.el8_10.x86_64"
+ARCH_RELEASE = "6.6.30-1-lts"
+
+
+def _rpm(tmp: Path, name: str, files: dict[str, str], links: dict[str, str]) -> Path:
+    """A real binary rpm (rpmbuild), files and symlinks as given, like kernel-devel."""
+    require(shutil.which("rpmbuild") is not None and shutil.which("rpm2cpio") is not None,
+            "needs rpmbuild and rpm2cpio (Debian package rpm; see ci/setup.sh)")
+    top = tmp / "rpmbuild"
+    stage = tmp / f"{name}-stage"
+    for rel, text in files.items():
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stage / rel).write_text(text)
+    for rel, target in links.items():
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stage / rel).symlink_to(target)
+    listed = "\n".join("/" + rel for rel in [*files, *links])
+    spec = tmp / f"{name}.spec"
+    spec.write_text(
+        f"Name: {name}\nVersion: 1\nRelease: 1\nSummary: t\nLicense: GPL\nBuildArch: x86_64\n"
+        f"%description\nt\n%install\ncp -a {stage}/. %{{buildroot}}/\n"
+        f"%files\n{listed}\n"
+    )
+    subprocess.run(
+        ["rpmbuild", "-bb", "--quiet", f"--define=_topdir {top}",
+         "--define=__os_install_post %{nil}", "--define=debug_package %{nil}", str(spec)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (built,) = (top / "RPMS" / "x86_64").glob("*.rpm")
+    return built
+
+
+def _tarball(tmp: Path, name: str, compress: str, files: dict[str, str]) -> Path:
+    require(shutil.which(compress) is not None, f"needs {compress}")
+    stage = tmp / f"{name}-stage"
+    for rel, text in files.items():
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stage / rel).write_text(text)
+    out = tmp / name
+    subprocess.run(["tar", f"--use-compress-program={compress}", "-cf", str(out), "-C",
+                    str(stage), "."], check=True, capture_output=True)  # fmt: skip
+    return out
+
+
+def test_centos_kernel_devel_rpm_resolves_to_its_kernel_dir(tmp_path: Path) -> None:
+    """kernel-devel as CentOS/RHEL ship it: the whole tree under /usr/src/kernels/<rel>,
+    fetched from a (loopback) mirror, unpacked with rpm2cpio, found by the resolver."""
+    kdir_rel = f"usr/src/kernels/{EL_RELEASE}"
+    rpm = _rpm(tmp_path, "kernel-devel", {
+        f"{kdir_rel}/Makefile": "VERSION = 4\n",
+        f"{kdir_rel}/.config": "CONFIG_MODULES=y\n",
+        f"{kdir_rel}/include/generated/utsrelease.h": f'#define UTS_RELEASE "{EL_RELEASE}"\n',
+        f"{kdir_rel}/include/linux/a.h": "a\n",
+    }, {f"{kdir_rel}/include/linux/b.h": "a.h"})
+    www = tmp_path / "www"
+    www.mkdir()
+    served = www / f"kernel-devel-{EL_RELEASE}.rpm"
+    shutil.copy(rpm, served)
+    with serve_dir(www) as (base, _hits):
+        plan = resolve_plan(EL_RELEASE, load_config({}), Mirrors(), target="centos",
+                            kernel_urls=(f"{base}/{served.name}",))  # fmt: skip
+        resolved = HeaderResolver(DownloadCache(tmp_path / "cache")).resolve(plan)
+    kdir = resolved.kernel_dir
+    assert kdir.name == EL_RELEASE and kdir.parent.name == "kernels"
+    assert (kdir / ".config").read_text() == "CONFIG_MODULES=y\n"
+    assert EL_RELEASE in (kdir / "include/generated/utsrelease.h").read_text()
+    link = kdir / "include/linux/b.h"
+    assert link.is_symlink() and link.read_text() == "a\n"
+
+
+@pytest.mark.parametrize(("name", "compress"), [
+    (f"linux-lts-headers-{ARCH_RELEASE}-x86_64.pkg.tar.zst", "zstd"),
+    (f"linux-lts-headers-{ARCH_RELEASE}-x86_64.pkg.tar.xz", "xz"),
+    ("linux-6.6.30.tar.gz", "gzip"),
+])  # fmt: skip
+def test_compressed_tarballs_unpack_whatever_their_name(tmp_path: Path, name: str,
+                                                        compress: str) -> None:
+    """Arch ships headers as .pkg.tar.zst (older ones .xz), kernel.org as .tar.xz/.gz; the
+    cache names blobs by hash, so the format must come from the content."""
+    build = f"usr/lib/modules/{ARCH_RELEASE}/build"
+    tarball = _tarball(tmp_path, name, compress, {f"{build}/.config": "CONFIG_X=y\n",
+                                                  f"{build}/Makefile": "# top\n"})
+    blob = tmp_path / "blob-without-suffix"
+    shutil.copy(tarball, blob)
+    extract_package(blob, tmp_path / "out")
+    assert (tmp_path / "out" / build / ".config").read_text() == "CONFIG_X=y\n"
+
+
+def test_an_unknown_package_is_one_download_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "kernel-devel.rpm"
+    bogus.write_bytes(b"<html>not found</html>" * 10)
+    with pytest.raises(DownloadError, match=r"kernel-devel\.rpm: neither"):
+        extract_package(bogus, tmp_path / "out")
