@@ -1,6 +1,7 @@
 /*
  * Batch decoder for rtcap records: the compiled twin of the fast decoders that
- * runtime/driver/schema.py generates in Python.
+ * runtime/driver/schema.py generates in Python (plus the ordered loads and stores the
+ * BPF ring buffer's consumer needs, at the end).
  *
  * Why it exists: turning a record into an Event is most of what a replay or a live
  * capture costs per event in Python (bench/bench_replay.py). Everything that defines
@@ -562,6 +563,88 @@ static PyObject *frame_decoder_decode(FrameDecoder *self, PyObject *const *args,
     return PyLong_FromSsize_t(off);
 }
 
+/*
+ * Ordered access to a BPF ring buffer's shared pages. The kernel producer publishes a
+ * record by a release store of its header (clearing the busy bit) and of producer_pos;
+ * the consumer must load both with acquire semantics before reading the record, and hand
+ * the space back with a release store of consumer_pos (as libbpf's ringbuf.c does).
+ * x86 orders plain loads and stores that way already; arm64 does not.
+ */
+static int aligned_view(PyObject *buf, PyObject *off_obj, Py_ssize_t width, int flags,
+                        Py_buffer *view, Py_ssize_t *off) {
+    *off = PyLong_AsSsize_t(off_obj);
+    if (*off == -1 && PyErr_Occurred())
+        return -1;
+    if (PyObject_GetBuffer(buf, view, flags) < 0)
+        return -1;
+    if (*off < 0 || *off > view->len - width ||
+        ((uintptr_t)((char *)view->buf + *off) % (uintptr_t)width) != 0) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "offset %zd is not a %zd-byte aligned word of the buffer",
+                     *off, width);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *load_acquire_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    (void)mod;
+    Py_buffer view;
+    Py_ssize_t off;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "load_acquire_u64(buf, offset)");
+        return NULL;
+    }
+    if (aligned_view(args[0], args[1], 8, PyBUF_SIMPLE, &view, &off) < 0)
+        return NULL;
+    uint64_t v = __atomic_load_n((uint64_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *load_acquire_u32(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    (void)mod;
+    Py_buffer view;
+    Py_ssize_t off;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "load_acquire_u32(buf, offset)");
+        return NULL;
+    }
+    if (aligned_view(args[0], args[1], 4, PyBUF_SIMPLE, &view, &off) < 0)
+        return NULL;
+    uint32_t v = __atomic_load_n((uint32_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(v);
+}
+
+static PyObject *store_release_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    (void)mod;
+    Py_buffer view;
+    Py_ssize_t off;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "store_release_u64(buf, offset, value)");
+        return NULL;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(args[2]);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (aligned_view(args[0], args[1], 8, PyBUF_WRITABLE, &view, &off) < 0)
+        return NULL;
+    __atomic_store_n((uint64_t *)((char *)view.buf + off), (uint64_t)v, __ATOMIC_RELEASE);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"load_acquire_u64", (PyCFunction)(void (*)(void))load_acquire_u64, METH_FASTCALL,
+     PyDoc_STR("load_acquire_u64(buf, offset) -> int: an acquire load of an aligned u64")},
+    {"load_acquire_u32", (PyCFunction)(void (*)(void))load_acquire_u32, METH_FASTCALL,
+     PyDoc_STR("load_acquire_u32(buf, offset) -> int: an acquire load of an aligned u32")},
+    {"store_release_u64", (PyCFunction)(void (*)(void))store_release_u64, METH_FASTCALL,
+     PyDoc_STR("store_release_u64(buf, offset, value): a release store of an aligned u64")},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef frame_decoder_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))frame_decoder_decode, METH_FASTCALL, decode_doc},
     {NULL, NULL, 0, NULL},
@@ -584,6 +667,7 @@ static struct PyModuleDef fastdecode_module = {
     .m_name = "runtime.driver._fastdecode",
     .m_doc = PyDoc_STR("Compiled batch decoder for rtcap records."),
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__fastdecode(void) {

@@ -30,6 +30,7 @@ from runtime.driver import _schema
 from runtime.driver import libbpf as lb
 from runtime.driver._syscalls import SYSCALLS
 from runtime.driver.errors import DriverError, ProbeConfigError, SchemaMismatchError
+from runtime.driver.ringmem import load_acquire_u32, load_acquire_u64, store_release_u64
 from runtime.driver.schema import (
     AT_ENTER_SYSCALLS,
     GENERIC_ID,
@@ -63,7 +64,6 @@ _RB_BUSY: Final = 1 << 31
 _RB_DISCARD: Final = 1 << 30
 _RB_HDR: Final = 8
 _U32: Final = struct.Struct("=I")
-_U64: Final = struct.Struct("=Q")
 _STATS: Final = struct.Struct("=" + "Q" * len(_schema.STATS_FIELDS))
 _LEN_AT: Final = 24  # rtcap_event_hdr.len
 
@@ -156,23 +156,23 @@ class RingReader:
         self.decode_errors = 0  # records that did not follow the schema (skipped)
 
     def available(self) -> int:
-        prod: int = _U64.unpack_from(self._prod, 0)[0]
-        cons: int = _U64.unpack_from(self._cons, 0)[0]
-        return prod - cons
+        return load_acquire_u64(self._prod, 0) - load_acquire_u64(self._cons, 0)
 
     def drain(self, decode: Decoder | None, out: list[Event], raw: list[bytes] | None) -> int:
         """Decode (or copy) every committed record, then release them. Returns the
         number of rtcap records (a ring record holds a batch of them)."""
-        cons = _U64.unpack_from(self._cons, 0)[0]
-        prod = _U64.unpack_from(self._prod, 0)[0]
+        # Ordered as the kernel producer requires (see ringmem): producer_pos and each
+        # record header by acquire loads, consumer_pos by a release store.
+        cons = load_acquire_u64(self._cons, 0)
+        prod = load_acquire_u64(self._prod, 0)
         data, mask, n = self.data, self.mask, 0
         unpack_u32 = _U32.unpack_from
         dec = decode.decode if decode is not None else None
         batch = decode.decode_into if decode is not None and raw is None else None
-        pack_cons, cons_map = _U64.pack_into, self._cons
+        cons_map = self._cons
         while cons < prod:
             off = cons & mask
-            hdr = unpack_u32(data, off)[0]
+            hdr = load_acquire_u32(data, off)
             if hdr & _RB_BUSY:
                 break
             length = hdr & ~(_RB_BUSY | _RB_DISCARD)
@@ -211,7 +211,7 @@ class RingReader:
             cons += (length + _RB_HDR + 7) & ~7
             # Released record by record: the probe can refill the space while we decode
             # the next one.
-            pack_cons(cons_map, 0, cons)
+            store_release_u64(cons_map, 0, cons)
         return n
 
     def wait(self, timeout_ms: int) -> None:
