@@ -21,19 +21,24 @@ from tests.conftest import require
 RELEASE = "6.1.0-47-amd64"
 
 
-def _deb(tmp: Path, name: str, files: dict[str, str], links: dict[str, str]) -> Path:
-    require(shutil.which("dpkg-deb") is not None, "needs dpkg-deb to build test packages")
-    root = tmp / f"{name}-root"
-    (root / "DEBIAN").mkdir(parents=True)
-    (root / "DEBIAN" / "control").write_text(
-        f"Package: {name}\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"
-    )
+def _stage(root: Path, files: dict[str, str], links: dict[str, str]) -> Path:
+    """A package's file tree: text files and symlinks at the given relative paths."""
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     for rel, target in links.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).symlink_to(target)
+    return root
+
+
+def _deb(tmp: Path, name: str, files: dict[str, str], links: dict[str, str]) -> Path:
+    require(shutil.which("dpkg-deb") is not None, "needs dpkg-deb to build test packages")
+    root = _stage(tmp / f"{name}-root", files, links)
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"
+    )
     out = tmp / f"{name}.deb"
     subprocess.run(
         ["dpkg-deb", "-Zxz", "--build", str(root), str(out)], check=True, capture_output=True
@@ -153,13 +158,7 @@ def _rpm(tmp: Path, name: str, files: dict[str, str], links: dict[str, str]) -> 
     require(shutil.which("rpmbuild") is not None and shutil.which("rpm2cpio") is not None,
             "needs rpmbuild and rpm2cpio (Debian package rpm; see ci/setup.sh)")
     top = tmp / "rpmbuild"
-    stage = tmp / f"{name}-stage"
-    for rel, text in files.items():
-        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-        (stage / rel).write_text(text)
-    for rel, target in links.items():
-        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-        (stage / rel).symlink_to(target)
+    stage = _stage(tmp / f"{name}-stage", files, links)
     listed = "\n".join("/" + rel for rel in [*files, *links])
     spec = tmp / f"{name}.spec"
     spec.write_text(
@@ -178,10 +177,7 @@ def _rpm(tmp: Path, name: str, files: dict[str, str], links: dict[str, str]) -> 
 
 def _tarball(tmp: Path, name: str, compress: str, files: dict[str, str]) -> Path:
     require(shutil.which(compress) is not None, f"needs {compress}")
-    stage = tmp / f"{name}-stage"
-    for rel, text in files.items():
-        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-        (stage / rel).write_text(text)
+    stage = _stage(tmp / f"{name}-stage", files, {})
     out = tmp / name
     subprocess.run(["tar", f"--use-compress-program={compress}", "-cf", str(out), "-C",
                     str(stage), "."], check=True, capture_output=True)  # fmt: skip

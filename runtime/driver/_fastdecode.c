@@ -587,34 +587,30 @@ static int aligned_view(PyObject *buf, PyObject *off_obj, Py_ssize_t width, int 
     return 0;
 }
 
-static PyObject *load_acquire_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    (void)mod;
+static PyObject *load_acquire(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t width) {
     Py_buffer view;
     Py_ssize_t off;
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "load_acquire_u64(buf, offset)");
+        PyErr_Format(PyExc_TypeError, "load_acquire_u%zd(buf, offset)", 8 * width);
         return NULL;
     }
-    if (aligned_view(args[0], args[1], 8, PyBUF_SIMPLE, &view, &off) < 0)
+    if (aligned_view(args[0], args[1], width, PyBUF_SIMPLE, &view, &off) < 0)
         return NULL;
-    uint64_t v = __atomic_load_n((uint64_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
+    void *at = (char *)view.buf + off;
+    uint64_t v = width == 8 ? __atomic_load_n((uint64_t *)at, __ATOMIC_ACQUIRE)
+                            : __atomic_load_n((uint32_t *)at, __ATOMIC_ACQUIRE);
     PyBuffer_Release(&view);
     return PyLong_FromUnsignedLongLong(v);
 }
 
+static PyObject *load_acquire_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    (void)mod;
+    return load_acquire(args, nargs, 8);
+}
+
 static PyObject *load_acquire_u32(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     (void)mod;
-    Py_buffer view;
-    Py_ssize_t off;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "load_acquire_u32(buf, offset)");
-        return NULL;
-    }
-    if (aligned_view(args[0], args[1], 4, PyBUF_SIMPLE, &view, &off) < 0)
-        return NULL;
-    uint32_t v = __atomic_load_n((uint32_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
-    PyBuffer_Release(&view);
-    return PyLong_FromUnsignedLong(v);
+    return load_acquire(args, nargs, 4);
 }
 
 static PyObject *store_release_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
