@@ -426,3 +426,18 @@ def test_a_stale_compiled_decoder_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     assert "another event schema" in str(schema.compiled_decoder_status())
     with pytest.raises(RuntimeError, match="another event schema"):
         schema.Decoder("x86_64", epoch_offset_ns=0).frame_decoder()
+
+
+@pytest.mark.usefixtures("decoder_path")
+def test_raw_processing_follows_a_changed_epoch_offset() -> None:
+    alerts: list[Alert] = []
+    engine = Engine(load_rules([default_rules_path()]), SystemState(), alerts.append)
+    decoder = schema.Decoder("x86_64", epoch_offset_ns=0)
+    frame = _raw_stream()
+    engine.process_raw(frame, decoder)
+    before = [a.time_ns for a in alerts]
+    assert before, "the stream must trip some rules or this compares nothing"
+    alerts.clear()
+    decoder.epoch_offset_ns = 10**9
+    engine.process_raw(frame, decoder)
+    assert [a.time_ns for a in alerts][: len(before)] == [t + 10**9 for t in before]

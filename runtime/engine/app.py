@@ -89,6 +89,7 @@ class Engine:
         # Built on the first raw frame for its decoder (see process_raw): the compiled
         # batch decoder, or the per-type-id Python decoders when it is not built.
         self._lite_decoder: DriverDecoder | None = None
+        self._lite_epoch = 0
         self._lite_frame: FrameDecodeFn | None = None
         self._lite_table: list[StreamDecodeFn] | None = None
 
@@ -133,8 +134,11 @@ class Engine:
         (see `lite_specs`).
         Decoding the whole frame first, then processing, is measurably faster than
         interleaving the two per record (bench_replay, CPython 3.11)."""
-        if self._lite_decoder is not decoder:
+        # Rebuilt for another decoder, or when its epoch offset changed: both the compiled
+        # and the generated decoders bake the offset in.
+        if self._lite_decoder is not decoder or self._lite_epoch != decoder.epoch_offset_ns:
             self._lite_decoder = decoder
+            self._lite_epoch = decoder.epoch_offset_ns
             lite = self.lite_specs(decoder)
             self._lite_frame = decoder.frame_decoder(lite) if decoder.compiled else None
             self._lite_table = None if decoder.compiled else self._lite_decoders(decoder, lite)
