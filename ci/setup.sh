@@ -10,7 +10,7 @@ log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 APT_PACKAGES=(
   build-essential clang llvm libbpf1 libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
-  docker.io debootstrap debian-archive-keyring qemu-system-x86 busybox-static cpio kmod
+  docker.io debootstrap debian-archive-keyring gpgv gnupg qemu-system-x86 busybox-static cpio kmod
   file util-linux dpkg zstd xz-utils ca-certificates curl python3-dev rpm rpm2cpio
 )
 missing=()

@@ -36,6 +36,7 @@ class BuildConfig:
     kernel_urls: tuple[str, ...]
     debian_mirror: str | None
     debian_security_mirror: str | None
+    debian_keyring: str | None
     base_from: str
     output: Path
     output_module: Path | None
@@ -59,6 +60,7 @@ class BuildConfig:
             debian=(self.debian_mirror or discovered.debian).rstrip("/"),
             debian_security=(self.debian_security_mirror or discovered.debian_security).rstrip("/"),
             ubuntu=discovered.ubuntu,
+            debian_keyring=self.debian_keyring or discovered.debian_keyring,
         )
 
 

@@ -3,8 +3,11 @@
 We read `dists/<suite>/InRelease` for the sha256 and size of
 `main/binary-<arch>/Packages.xz`, fetch that index through the content-addressed cache
 (so the index itself is verified), and keep only the `linux-*` stanzas we need. The
-index is trusted by checksum chain only: the InRelease signature is not verified
-(apt on the host already trusts the same mirror).
+chain starts at the InRelease signature, checked with gpgv against the keyring in
+`Mirrors.debian_keyring` (the host's debian-archive-keyring unless configured): only
+the text it signs is read, so a mirror or proxy cannot hand us other headers than
+Debian published. As apt does, one good signature by a trusted key suffices and any bad
+one fails; a signature by a key we lack (a newer release's) is ignored.
 
 Suites come from the mirror roots in `Mirrors` (read from the host's apt sources by
 driverkit.mirrors): the main root serves the release suites, -updates and -backports;
@@ -16,7 +19,11 @@ from __future__ import annotations
 import functools
 import json
 import lzma
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -86,6 +93,43 @@ def suite_roots(mirrors: Mirrors, codenames: Sequence[str] = CODENAMES) -> list[
         if mirrors.debian_security and code != "sid":
             pairs.append((f"{code}-security", mirrors.debian_security))
     return pairs
+
+
+def verified_text(keyrings: str, signed: Path, detached: Path | None = None, *,
+                  what: str) -> str:
+    """The text a Release file vouches for: InRelease's signed part, or Release itself
+    when `detached` (Release.gpg) holds its signature. Raises DownloadError unless gpgv
+    finds a good signature by a key in `keyrings` (os.pathsep-separated) and no bad one.
+    """
+    rings = [k for k in keyrings.split(os.pathsep) if k]
+    if not rings:
+        raise DownloadError(f"{what}: no keyring to verify it with; install "
+                            "debian-archive-keyring or set DRIVERKIT_DEBIAN_KEYRING")
+    missing = [k for k in rings if not Path(k).is_file()]
+    if missing:
+        raise DownloadError(f"{what}: keyring {missing[0]} does not exist; install "
+                            "debian-archive-keyring or set DRIVERKIT_DEBIAN_KEYRING")
+    if shutil.which("gpgv") is None:
+        raise DownloadError(f"{what}: verifying its signature needs gpgv (package gpgv)")
+    with tempfile.TemporaryDirectory(prefix="driverkit-gpgv-") as tmp:
+        out = Path(tmp) / "signed"
+        files = [str(detached), str(signed)] if detached is not None else [str(signed)]
+        done = subprocess.run(
+            ["gpgv", "--status-fd", "1", *(f"--keyring={Path(k).resolve()}" for k in rings),
+             *(["--output", str(out)] if detached is None else []), *files],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        status = [line.split()[1:2] for line in done.stdout.splitlines()
+                  if line.startswith("[GNUPG:] ")]  # fmt: skip
+        good = ["GOODSIG"] in status
+        bad = any(s in (["BADSIG"], ["EXPKEYSIG"], ["REVKEYSIG"]) for s in status)
+        if not good or bad:
+            said = (done.stderr.strip().splitlines() or ["no signature found"])[-1]
+            raise DownloadError(f"{what}: signature not verified against {keyrings} "
+                                f"({said.removeprefix('gpgv: ')})")
+        if detached is not None:
+            return signed.read_text(errors="replace")
+        return out.read_text(errors="replace")
 
 
 def parse_release(text: str) -> dict[str, tuple[str, int]]:
@@ -268,12 +312,17 @@ class DebianArchive:
 
     def _load_index(self, suite: str, root: str) -> dict[str, list[DebPackage]]:
         base = f"{root.rstrip('/')}/dists/{suite}"
+        keyrings = self.mirrors.debian_keyring
         try:
-            release = self.cache.fetch_fresh(f"{base}/InRelease", self.index_max_age_s)
+            inrelease = self.cache.fetch_fresh(f"{base}/InRelease", self.index_max_age_s)
         except DownloadError:
-            # Some mirrors and old suites only publish the unsigned-inline Release.
+            # Some mirrors and old suites publish Release with a detached Release.gpg only.
             release = self.cache.fetch_fresh(f"{base}/Release", self.index_max_age_s)
-        checksums = parse_release(release.read_text(errors="replace"))
+            signature = self.cache.fetch_fresh(f"{base}/Release.gpg", self.index_max_age_s)
+            text = verified_text(keyrings, release, signature, what=f"{base}/Release")
+        else:
+            text = verified_text(keyrings, inrelease, what=f"{base}/InRelease")
+        checksums = parse_release(text)
         rel_path = f"main/binary-{self.arch}/Packages.xz"
         if rel_path not in checksums:
             raise DownloadError(f"{base}/InRelease does not list {rel_path}")
@@ -307,10 +356,16 @@ class DebianArchive:
             candidates = [p for p in candidates if p.version == version]
         if not candidates:
             tried = ", ".join(s for s, _ in self.suites)
+            # An unreadable suite (signature, network) may be why: say so.
+            untrusted = sorted((s, why) for s, why in self.unreachable.items()
+                               if "signature" in why or "keyring" in why)  # fmt: skip
+            unreadable = "" if not untrusted else (
+                f"; {untrusted[0][0]} unreadable: {untrusted[0][1]}"
+                + (f" (and {len(untrusted) - 1} more suites)" if len(untrusted) > 1 else ""))
             raise HeadersNotFoundError(
                 f"no package {name} in Debian suites {tried} "
                 f"(mirror roots: {self.mirrors.debian or '-'}, "
-                f"{self.mirrors.debian_security or '-'})"
+                f"{self.mirrors.debian_security or '-'}){unreadable}"
             )
         top = newest(candidates)
         chosen = [top]

@@ -84,10 +84,23 @@ def debian_security_mirror_from_apt(apt_root: Path = APT_ROOT) -> str:
     return ""
 
 
+# What the host's apt trusts for Debian's own archive (package debian-archive-keyring).
+DEBIAN_ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+
+
+def debian_keyring_default() -> str:
+    """DRIVERKIT_DEBIAN_KEYRING, else the host's Debian archive keyring, else ""."""
+    override = os.environ.get("DRIVERKIT_DEBIAN_KEYRING")
+    if override:
+        return override
+    return str(DEBIAN_ARCHIVE_KEYRING) if DEBIAN_ARCHIVE_KEYRING.is_file() else ""
+
+
 def default_mirrors(apt_root: Path = APT_ROOT) -> Mirrors:
     return Mirrors(
         debian=debian_mirror_from_apt(apt_root),
         debian_security=debian_security_mirror_from_apt(apt_root),
+        debian_keyring=debian_keyring_default(),
     )
 
 

@@ -180,6 +180,15 @@ OPTIONS: tuple[Option, ...] = (
         env="DRIVERKIT_DEBIAN_SECURITY_MIRROR",
     ),
     Option(
+        "debian_keyring",
+        ("--debian-keyring",),
+        "debiankeyring",
+        "str",
+        "GnuPG keyring(s) the Debian archive's InRelease must be signed by "
+        "(':'-separated); default: the host's debian-archive-keyring.",
+        env="DRIVERKIT_DEBIAN_KEYRING",
+    ),
+    Option(
         "base_from",
         ("--base-from",),
         "basefrom",

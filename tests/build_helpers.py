@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -37,3 +38,38 @@ def serve_dir(root: Path) -> Iterator[tuple[str, Counter[str]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class ArchiveKey:
+    """A throwaway OpenPGP key that signs a loopback mirror's Release files the way
+    Debian's archive key signs the real ones (clearsigned InRelease, detached Release.gpg),
+    and the public keyring that trusts it."""
+
+    def __init__(self, home: Path, name: str = "driverkit test archive") -> None:
+        self.home = home
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._gpg("--quick-gen-key", f"{name} <archive@test.invalid>", "ed25519", "sign",
+                  "never")  # fmt: skip
+        self.keyring = home / "archive-keyring.gpg"
+        self.keyring.write_bytes(self._gpg("--export"))
+
+    def _gpg(self, *args: str) -> bytes:
+        done = subprocess.run(
+            ["gpg", "--batch", "--yes", "--quiet", "--homedir", str(self.home),
+             "--pinentry-mode", "loopback", "--passphrase", "", *args],
+            capture_output=True, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    def clearsign(self, text: str, dest: Path) -> None:
+        plain = dest.with_name(dest.name + ".plain")
+        plain.write_text(text)
+        self._gpg("--clearsign", "--output", str(dest), str(plain))
+        plain.unlink()
+
+    def detach_sign(self, path: Path, dest: Path) -> None:
+        self._gpg("--detach-sign", "--output", str(dest), str(path))
+
+    def close(self) -> None:
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+                       capture_output=True, check=False)  # fmt: skip

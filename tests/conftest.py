@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.build_helpers import ArchiveKey
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,3 +87,17 @@ def decoder_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         require(schema.COMPILED_DECODER, f"compiled decoder: {schema.compiled_decoder_status()}")
     monkeypatch.setattr(schema, "COMPILED_DECODER", compiled)
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def archive_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchiveKey]:
+    """A signing key for loopback Debian mirrors (see tests/build_helpers.ArchiveKey)."""
+    require(shutil.which("gpg") is not None and shutil.which("gpgv") is not None,
+            "needs gpg and gpgv to sign and verify test archives")
+    # gpg-agent's socket path must stay short: a directory of our own under /tmp.
+    key = ArchiveKey(Path(tempfile.mkdtemp(prefix="dk-gpg-")) / "home")
+    try:
+        yield key
+    finally:
+        key.close()
+        shutil.rmtree(key.home.parent, ignore_errors=True)

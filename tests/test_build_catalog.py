@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from driverkit.cache import DownloadCache
 from driverkit.catalog import (
     CatalogEntry,
     crawl_debian,
@@ -16,13 +15,12 @@ from driverkit.catalog import (
     load_catalog_doc,
     save_catalog,
 )
-from driverkit.debarchive import DebianArchive
 from driverkit.errors import UsageError
 from driverkit.kernelrelease import parse_kernel_release
 from driverkit.targets.base import Mirrors
-from tests.build_helpers import serve_dir
+from tests.build_helpers import ArchiveKey, serve_dir
 from tests.conftest import FIXTURES, REPO_ROOT
-from tests.test_debarchive import _make_mirror
+from tests.test_debarchive import _archive, _make_mirror
 
 MIRRORS = Mirrors(
     debian="http://m.invalid/debian", debian_security="http://m.invalid/debian-security"
@@ -94,10 +92,10 @@ def test_token_without_a_mirror_says_how_to_set_one(tmp_path: Path) -> None:
         load_catalog(path, Mirrors(debian="http://m.invalid/debian"))
 
 
-def test_crawl_lists_reachable_kernels_once(tmp_path: Path) -> None:
+def test_crawl_lists_reachable_kernels_once(tmp_path: Path, archive_key: ArchiveKey) -> None:
     www = tmp_path / "www"
     excerpt = (FIXTURES / "build" / "Packages-bookworm-excerpt").read_text()
-    _make_mirror(www, excerpt)
+    _make_mirror(www, excerpt, archive_key)
     # Serve the pool files of 6.1.0-47-amd64 only: the other kernels are "index only".
     for name in (
         "linux-headers-6.1.0-47-amd64_6.1.170-3_amd64.deb",
@@ -108,11 +106,7 @@ def test_crawl_lists_reachable_kernels_once(tmp_path: Path) -> None:
         pool.mkdir(parents=True, exist_ok=True)
         (pool / name).write_bytes(b"deb")
     with serve_dir(www) as (base, _):
-        archive = DebianArchive(
-            Mirrors(debian=f"{base}/debian"),
-            DownloadCache(tmp_path / "cache"),
-            codenames=("bookworm",),
-        )
+        archive = _archive(base, tmp_path / "cache", archive_key)
         everything = crawl_debian(archive, check_reachable=False)["Debian"]
         reachable = crawl_debian(archive, check_reachable=True)["Debian"]
     assert [e.kernelrelease for e in everything] == [

@@ -20,7 +20,7 @@ from driverkit.debarchive import (
 )
 from driverkit.errors import DownloadError, HeadersNotFoundError
 from driverkit.targets.base import Mirrors
-from tests.build_helpers import serve_dir
+from tests.build_helpers import ArchiveKey, serve_dir
 from tests.conftest import FIXTURES
 
 EXCERPT = FIXTURES / "build" / "Packages-bookworm-excerpt"
@@ -80,25 +80,29 @@ def test_suite_roots_follow_the_mirrors() -> None:
     assert not any(s.endswith("-security") for s, _ in only_main)
 
 
-def _make_mirror(root: Path, packages_text: str, suite: str = "bookworm") -> None:
+def _make_mirror(root: Path, packages_text: str, key: ArchiveKey, suite: str = "bookworm"
+                 ) -> Path:
+    """A one-suite Debian mirror under root/debian with an InRelease signed by `key`;
+    returns the suite's dists folder."""
     dists = root / "debian" / "dists" / suite
     (dists / "main" / "binary-amd64").mkdir(parents=True)
     xz = lzma.compress(packages_text.encode())
     (dists / "main" / "binary-amd64" / "Packages.xz").write_bytes(xz)
     sha = hashlib.sha256(xz).hexdigest()
-    (dists / "InRelease").write_text(
-        f"Suite: {suite}\nSHA256:\n {sha} {len(xz)} main/binary-amd64/Packages.xz\n"
-    )
+    key.clearsign(f"Suite: {suite}\nSHA256:\n {sha} {len(xz)} main/binary-amd64/Packages.xz\n",
+                  dists / "InRelease")
+    return dists
 
 
-def test_archive_over_loopback_mirror(tmp_path: Path) -> None:
-    _make_mirror(tmp_path / "www", EXCERPT.read_text())
+def _archive(base: str, cache: Path, key: ArchiveKey) -> DebianArchive:
+    return DebianArchive(Mirrors(debian=f"{base}/debian", debian_keyring=str(key.keyring)),
+                         DownloadCache(cache), codenames=("bookworm",))
+
+
+def test_archive_over_loopback_mirror(tmp_path: Path, archive_key: ArchiveKey) -> None:
+    _make_mirror(tmp_path / "www", EXCERPT.read_text(), archive_key)
     with serve_dir(tmp_path / "www") as (base, hits):
-        archive = DebianArchive(
-            Mirrors(debian=f"{base}/debian"),
-            DownloadCache(tmp_path / "cache"),
-            codenames=("bookworm",),
-        )
+        archive = _archive(base, tmp_path / "cache", archive_key)
         found = archive.find_headers("6.1.0-47-amd64")
         names = [p.name for p in found.packages]
         assert names == [
@@ -125,42 +129,93 @@ def test_archive_over_loopback_mirror(tmp_path: Path) -> None:
         assert "bookworm-updates" in archive.unreachable
         # A second archive object reuses the verified, parsed index without downloading.
         before = hits["/debian/dists/bookworm/main/binary-amd64/Packages.xz"]
-        again = DebianArchive(
-            Mirrors(debian=f"{base}/debian"),
-            DownloadCache(tmp_path / "cache"),
-            codenames=("bookworm",),
-        )
+        again = _archive(base, tmp_path / "cache", archive_key)
         assert again.find_headers("6.1.0-47-amd64") == found
         assert hits["/debian/dists/bookworm/main/binary-amd64/Packages.xz"] == before == 1
 
 
-def test_release_is_used_when_inrelease_is_missing(tmp_path: Path) -> None:
-    _make_mirror(tmp_path / "www", EXCERPT.read_text())
-    dists = tmp_path / "www/debian/dists/bookworm"
-    (dists / "InRelease").rename(dists / "Release")
+def _unsigned(inrelease: Path) -> str:
+    """The text of a clearsigned file, without the signature armour."""
+    body = inrelease.read_text().split("\n\n", 1)[1]
+    return body.split("-----BEGIN PGP SIGNATURE-----", 1)[0]
+
+
+def test_release_with_a_detached_signature_is_used_when_inrelease_is_missing(
+        tmp_path: Path, archive_key: ArchiveKey) -> None:
+    dists = _make_mirror(tmp_path / "www", EXCERPT.read_text(), archive_key)
+    (dists / "Release").write_text(_unsigned(dists / "InRelease"))
+    (dists / "InRelease").unlink()
+    archive_key.detach_sign(dists / "Release", dists / "Release.gpg")
+    with serve_dir(tmp_path / "www") as (base, _):
+        archive = _archive(base, tmp_path / "cache", archive_key)
+        assert archive.find_headers("6.1.0-50-amd64").version == "6.1.176-1"
+    # Without its signature, Release is not trusted.
+    (dists / "Release.gpg").unlink()
+    with serve_dir(tmp_path / "www") as (base, _):
+        archive = _archive(base, tmp_path / "cache2", archive_key)
+        assert archive.packages("bookworm") == {}
+        assert "Release.gpg" in archive.unreachable["bookworm"]
+
+
+@pytest.mark.parametrize("damage", ["unsigned", "other key", "edited", "appended"])
+def test_only_what_the_archive_key_signed_is_read(tmp_path: Path, archive_key: ArchiveKey,
+                                                  damage: str) -> None:
+    """A mirror or proxy that serves an unsigned, foreign-signed or edited InRelease gets
+    nothing through; text after the signature is never read."""
+    dists = _make_mirror(tmp_path / "www", EXCERPT.read_text(), archive_key)
+    inrelease = dists / "InRelease"
+    evil = lzma.compress(b"Package: linux-headers-6.1.0-50-amd64\nVersion: 666\n")
+    (dists / "main/binary-amd64/Packages.xz.evil").write_bytes(evil)
+    evil_line = f" {hashlib.sha256(evil).hexdigest()} {len(evil)} main/binary-amd64/Packages.xz"
+    if damage == "unsigned":
+        inrelease.write_text(_unsigned(inrelease))
+    elif damage == "other key":
+        stranger = ArchiveKey(tmp_path / "stranger-gpg", "stranger")
+        try:
+            stranger.clearsign(_unsigned(inrelease), inrelease)
+        finally:
+            stranger.close()
+    elif damage == "edited":
+        text = inrelease.read_text()
+        inrelease.write_text(text.replace("Suite: bookworm", "Suite: bookwork"))
+    else:
+        inrelease.write_text(inrelease.read_text() + f"SHA256:\n{evil_line}\n")
+    with serve_dir(tmp_path / "www") as (base, _):
+        archive = _archive(base, tmp_path / "cache", archive_key)
+        if damage == "appended":
+            # The signed part still names the real index: it is the one used.
+            assert archive.find_headers("6.1.0-50-amd64").version == "6.1.176-1"
+            return
+        with pytest.raises(HeadersNotFoundError, match="signature not verified"):
+            archive.find_headers("6.1.0-50-amd64")
+
+
+def test_a_missing_keyring_is_named_with_the_fix(tmp_path: Path, archive_key: ArchiveKey
+                                                 ) -> None:
+    _make_mirror(tmp_path / "www", EXCERPT.read_text(), archive_key)
     with serve_dir(tmp_path / "www") as (base, _):
         archive = DebianArchive(
-            Mirrors(debian=f"{base}/debian"),
-            DownloadCache(tmp_path / "cache"),
-            codenames=("bookworm",),
-        )
-        assert archive.find_headers("6.1.0-50-amd64").version == "6.1.176-1"
+            Mirrors(debian=f"{base}/debian", debian_keyring=str(tmp_path / "nope.gpg")),
+            DownloadCache(tmp_path / "cache"), codenames=("bookworm",))
+        with pytest.raises(HeadersNotFoundError, match="DRIVERKIT_DEBIAN_KEYRING"):
+            archive.find_headers("6.1.0-50-amd64")
 
 
-def test_archive_rejects_an_index_that_does_not_match_inrelease(tmp_path: Path) -> None:
-    _make_mirror(tmp_path / "www", EXCERPT.read_text())
+def test_archive_rejects_an_index_that_does_not_match_inrelease(
+        tmp_path: Path, archive_key: ArchiveKey) -> None:
+    _make_mirror(tmp_path / "www", EXCERPT.read_text(), archive_key)
     packages = tmp_path / "www/debian/dists/bookworm/main/binary-amd64/Packages.xz"
     packages.write_bytes(lzma.compress(b"Package: linux-evil\n"))
     with serve_dir(tmp_path / "www") as (base, _):
-        cache = DownloadCache(tmp_path / "cache")
-        archive = DebianArchive(Mirrors(debian=f"{base}/debian"), cache, codenames=("bookworm",))
+        archive = _archive(base, tmp_path / "cache", archive_key)
         assert archive.packages("bookworm") == {}
         assert (
             "does not match" in archive.unreachable["bookworm"]
             or "bytes" in archive.unreachable["bookworm"]
         )
         with pytest.raises(DownloadError):
-            cache.fetch(f"{base}/debian/dists/bookworm/main/binary-amd64/Packages.xz", "00" * 32)
+            archive.cache.fetch(f"{base}/debian/dists/bookworm/main/binary-amd64/Packages.xz",
+                                "00" * 32)
 
 
 @pytest.mark.network

@@ -37,9 +37,23 @@ def test_both_formats_are_read_in_order(tmp_path: Path, monkeypatch: pytest.Monk
         "http://two.invalid/debian",
         "http://two.invalid/debian-security",
     ]
+    monkeypatch.setenv("DRIVERKIT_DEBIAN_KEYRING", "/keys/a.gpg:/keys/b.gpg")
     assert default_mirrors(root) == Mirrors(
-        debian="http://one.invalid/debian", debian_security="http://two.invalid/debian-security"
+        debian="http://one.invalid/debian", debian_security="http://two.invalid/debian-security",
+        debian_keyring="/keys/a.gpg:/keys/b.gpg",
     )
+
+
+def test_the_keyring_defaults_to_the_hosts_debian_archive_keyring(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from driverkit import mirrors
+
+    monkeypatch.delenv("DRIVERKIT_DEBIAN_KEYRING", raising=False)
+    ring = tmp_path / "debian-archive-keyring.gpg"
+    monkeypatch.setattr(mirrors, "DEBIAN_ARCHIVE_KEYRING", ring)
+    assert mirrors.debian_keyring_default() == ""  # none on this host: verification fails
+    ring.write_bytes(b"keys")
+    assert mirrors.debian_keyring_default() == str(ring)
 
 
 def test_env_overrides_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,9 @@ class Mirrors:
     debian: str = ""
     debian_security: str = ""
     ubuntu: tuple[str, ...] = ()
+    # GnuPG keyring(s), os.pathsep-separated, that a Debian suite's InRelease must carry a
+    # good signature from: the trust anchor of every header package's checksum chain.
+    debian_keyring: str = ""
 
 
 @dataclass(frozen=True)
