@@ -97,6 +97,21 @@ def cgroup2_id_of_self() -> int | None:
     return os.stat(mounts[0] + path).st_ino
 
 
+def settled_stats(src: ProbeSource, events: list[Event], tries: int = 20) -> CpuStats:
+    """Totals once every event they count has been read into `events`.
+
+    With capture off, a producer that passed the capture check just before can still be
+    preempted mid-record (BPF programs run preemptible) and emit after drain() settled; on
+    a loaded machine that is seconds. Its event is counted and in the ring: read it."""
+    stats = total(src.stats())
+    for _ in range(tries):
+        if stats.delivered == len(events):
+            break
+        events.extend(drain(src, settle_s=0.2))
+        stats = total(src.stats())
+    return stats
+
+
 def run_child(code: str, cwd: Path | None = None) -> int:
     """Run Python code in a child; returns its pid (it has exited when this returns)."""
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd)
@@ -130,7 +145,7 @@ def test_exec_open_connect_yield_exactly_those_events(
             pid = run_child(code, cwd=tmp_path)
             listener.accept()[0].close()
         events = consumer.events
-        stats = total(src.stats())
+        stats = settled_stats(src, events)
     mine = [e for e in events if e.pid == pid]
 
     opens = [e for e in mine if e.type == "openat" and e.params["name"] == str(target)]
@@ -171,7 +186,7 @@ def test_stats_count_every_consumed_event(core_probe: Path) -> None:
     with ProbeSource(core_probe, {"getppid"}, 1 << 20) as src:
         pid = run_child("import os\nfor _ in range(500): os.getppid()")
         events = drain(src)
-        stats = total(src.stats())
+        stats = settled_stats(src, events)
     mine = [e for e in events if e.pid == pid and e.type == "getppid"]
     assert len(mine) >= 500
     assert all(e.res == os.getpid() and len(e.raw_args) == 6 for e in mine)
@@ -274,7 +289,7 @@ def test_flushes_racing_producers_keep_batches_intact(core_probe: Path) -> None:
         stop.set()
         thread.join()
         events.extend(drain(src))
-        stats = total(src.stats())
+        stats = settled_stats(src, events)
         decode_errors = src.decode_errors
     calls = int(proc.stdout)
     assert decode_errors == 0
