@@ -116,15 +116,11 @@ def test_probe_on_real_kernel(selector: str, label: str) -> None:
     _assert_checks(_boot(selector), PROBE_CHECKS, prefix=f"probe_{label}_")
 
 
-# The kernel the build service's own artifacts are booted on (README's first command
-# builds for it too, so a warm cache makes the build a few seconds).
-BUILD_SERVICE_KERNEL = "6.1"
-
-
 @qemu_test
 @pytest.mark.docker
-def test_build_service_artifacts_load_and_capture(tmp_path: Path) -> None:
-    """What `driverkit build` makes in its Docker builder, not the chroot builds above: the
+@pytest.mark.parametrize("selector", TEST_KERNELS)
+def test_build_service_artifacts_load_and_capture(tmp_path: Path, selector: str) -> None:
+    """What `driverkit build` makes in its Docker builders, not the chroot builds above: the
     module, the per-kernel probe and the CO-RE probe from one `--output` tree load and
     capture on the kernel they name, found through the build's manifests."""
     from ci.bootverify import built_drivers, verify_kmod
@@ -134,7 +130,7 @@ def test_build_service_artifacts_load_and_capture(tmp_path: Path) -> None:
     driverkit = shutil.which("driverkit")
     require(driverkit is not None, "needs the driverkit command (pip install -e .)")
     assert driverkit is not None
-    release = resolve(BUILD_SERVICE_KERNEL)
+    release = resolve(selector)
     out = tmp_path / "out"
     build = subprocess.run(
         [driverkit, "build", "--kernel", release, "--target", "debian",
@@ -146,7 +142,7 @@ def test_build_service_artifacts_load_and_capture(tmp_path: Path) -> None:
     assert built.kmod is not None and built.probe is not None and built.core is not None
     # The repo layout <driver-version>/<arch>/ that publishing keeps.
     assert built.kmod.parent.relative_to(out).parts[1:] == ("amd64",)
-    foreign = fetch(resolve(FOREIGN[BUILD_SERVICE_KERNEL]))
+    foreign = fetch(resolve(FOREIGN[selector]))
     result = verify_kmod(fetch(release), foreign, built=built)
     print(f"{release} (driverkit build): timings {result.timings}")
     _assert_checks(result, MODULE_CHECKS, prefix="")

@@ -756,6 +756,10 @@ static __rtcap_inline void finish(struct rtcap_wr *w, struct rtcap_ctx *c, int v
 			goto out;
 		}
 		pend = stg->pend & (STAGE_HALF - 1);
+		/* As in the argv loop: the mask is the bound the verifier trusts, and the
+		 * barrier keeps the compiler from dropping it after the check above (clang 21
+		 * did, and the verifier then saw a copy of up to a whole record). */
+		rtcap_barrier_var(alen);
 		/* both copies are in map memory of this CPU and cannot fault */
 		bpf_probe_read_kernel(stg->buf + pend, alen & (STAGE_HALF - 1), w->b);
 	}
