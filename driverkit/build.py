@@ -61,6 +61,7 @@ from driverkit.plan import BuildPlan, core_probe_name
 from driverkit.processors.base import Processor
 from driverkit.render import render_build_script
 from driverkit.targets.base import BuilderSpec, Mirrors
+from driverkit.verifier import verify_on_host
 
 if TYPE_CHECKING:
     from driverkit.config import BuildConfig
@@ -182,6 +183,7 @@ def _validate(name: str, path: Path, plan: BuildPlan, ctx: _Context) -> dict[str
         "license": contents.license,
         "programs": list(contents.programs),
         "maps": list(contents.maps),
+        "host_verifier": verify_on_host(path, plan.arch),
     }
 
 
