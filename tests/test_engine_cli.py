@@ -129,3 +129,12 @@ def test_live_driver_needs_a_probe_and_a_power_of_two_buffer(tmp_path: Path) -> 
     result = rt_engine("run", "--driver", "core", "--probe", tmp_path / "p.o",
                        "--buffer-bytes", "100000")
     assert result.returncode == 2 and "power of two" in result.stderr and "65536" in result.stderr
+
+
+def test_a_missing_capture_is_one_error_without_a_run_summary(tmp_path: Path) -> None:
+    result = rt_engine("run", "--replay", str(tmp_path / "nope.rtc"))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == [f"rt-engine: error: capture {tmp_path / 'nope.rtc'}: cannot open: "
+                      "No such file or directory"]
+    assert "events:" not in result.stderr and result.stdout == ""

@@ -221,11 +221,15 @@ def run_engine(cfg: EngineConfig) -> int:
         outputs.close()
         if prometheus is not None:
             prometheus.close()
-        _log(
-            f"rt-engine: events: {counters.events}, alerts: {sum(counters.matches.values())},"
-            f" output queue drops: {outputs.counters.dropped_queue_full}"
-        )
-        _log(drops.summary.text())
+        # A source that never opened (a missing capture, no privileges) ran nothing: its
+        # error alone is the output, without a summary of zeros around it.
+        if source is not None:
+            _log(
+                f"rt-engine: events: {counters.events}, alerts: "
+                f"{sum(counters.matches.values())}, output queue drops: "
+                f"{outputs.counters.dropped_queue_full}"
+            )
+            _log(drops.summary.text())
     return 0
 
 
