@@ -58,7 +58,7 @@ from driverkit.debarchive import DebianArchive
 from driverkit.errors import ArtifactValidationError, DriverkitError
 from driverkit.headers import HeaderResolver, ResolvedHeaders
 from driverkit.plan import BuildPlan, core_probe_name
-from driverkit.processors.base import Processor
+from driverkit.processors.base import Processor, warning_lines
 from driverkit.render import render_build_script
 from driverkit.targets.base import BuilderSpec, Mirrors
 from driverkit.verifier import verify_on_host
@@ -243,6 +243,7 @@ def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
             "processor": ctx.processor.name,
             "gcc": plan.gcc,
             "toolchain": toolchain,
+            "warnings": warning_lines(result.logs),
             "image": result.image,
             "image_id": result.image_id,
             "headers": [dataclasses.asdict(p) for p in headers.packages] if headers else [],

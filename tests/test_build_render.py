@@ -114,3 +114,16 @@ def test_kernels_sharing_an_artifact_name_fail_up_front() -> None:
     assert kept == [bookworm_612]
     assert [o.plan for o in failed] == [trixie_612]
     assert "6.12.107+deb12-amd64" in failed[0].error and "overwrite" in failed[0].error
+
+
+def test_manifest_warnings_are_the_compilers_warning_lines() -> None:
+    from driverkit.processors.base import warning_lines
+
+    log = ("  CC [M]  /src/rtcap_main.o\n"
+           "/src/a.c:3:5: warning: unused variable 'x' [-Wunused-variable]\n"
+           "note: a note\nwarnings: 0 is not a warning line\n"
+           "/src/b.bpf.c:9:1: warning: default initialization [-Wdefault-const-init]  \n")
+    assert warning_lines(log) == [
+        "/src/a.c:3:5: warning: unused variable 'x' [-Wunused-variable]",
+        "/src/b.bpf.c:9:1: warning: default initialization [-Wdefault-const-init]",
+    ]

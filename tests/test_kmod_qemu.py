@@ -17,6 +17,7 @@ Kernel packages and toolchain chroots are cached under $DK_CACHE, so reruns only
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -140,6 +141,9 @@ def test_build_service_artifacts_load_and_capture(tmp_path: Path, selector: str)
     assert build.returncode == 0, f"driverkit build failed: {build.stderr[-2000:]}"
     built = built_drivers(out)[release]
     assert built.kmod is not None and built.probe is not None and built.core is not None
+    # Warning-free with that suite's own gcc and clang, like the chroot builds above.
+    manifest = json.loads(built.kmod.with_suffix(".json").read_text())
+    assert manifest["warnings"] == [], f"{release}: " + "\n".join(manifest["warnings"])
     # The repo layout <driver-version>/<arch>/ that publishing keeps.
     assert built.kmod.parent.relative_to(out).parts[1:] == ("amd64",)
     foreign = fetch(resolve(FOREIGN[selector]))
@@ -153,7 +157,6 @@ def test_build_service_artifacts_load_and_capture(tmp_path: Path, selector: str)
 def test_built_drivers_come_from_the_manifests(tmp_path: Path) -> None:
     """The artifacts mode finds a build by its manifest, pairs the CO-RE probe of the same
     folder, and refuses an empty tree or two builds of one kernel with the fix."""
-    import json
 
     from ci.bootverify import built_drivers
     from driverkit.errors import UsageError

@@ -359,7 +359,7 @@ static __rtcap_inline void put_cwd(struct rtcap_wr *w, struct rtcap_ctx *c)
 		if (!parent || parent == d)
 			break;
 		n = *(volatile __u32 *)&s->depth;
-		s->names[n & 63] = (__u64)rd(d->d_name.name);
+		s->names[n & 63] = (__u64)rd_ptr(d->d_name.name);
 		s->depth = (n + 1) & 63;
 		d = parent;
 	}

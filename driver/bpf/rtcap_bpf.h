@@ -95,6 +95,14 @@ static struct task_struct *(*bpf_get_current_task_btf)(void) =
 		bpf_probe_read_kernel((void *)&__rv, sizeof(__rv), rtcap_addr(expr)); \
 		__rv;                                                        \
 	})
+/* rd() of a pointer field declared `T *const` (qstr.name in 7.x kernels): a copy of
+ * its type would be a const object written by the read, which clang 21 warns about. */
+#define rd_ptr(expr)                                                         \
+	({                                                                   \
+		const void *__rp = 0;                                        \
+		bpf_probe_read_kernel((void *)&__rp, sizeof(__rp), rtcap_addr(expr)); \
+		__rp;                                                        \
+	})
 
 /*
  * Tracepoint context and register access. The CO-RE object attaches as BTF raw

@@ -55,6 +55,12 @@ def error_lines(logs: str) -> list[str]:
     return picked[:MAX_ERROR_LINES]
 
 
+def warning_lines(logs: str) -> list[str]:
+    """The compiler's warnings in a successful build's log (the manifest keeps them: a
+    new warning from a newer compiler is often the first sign of a miscompile)."""
+    return [line.rstrip() for line in logs.splitlines() if re.search(r"\bwarning:", line)]
+
+
 def failure_message(plan: BuildPlan, exit_code: int, logs: str) -> str:
     shown = "\n  ".join(error_lines(logs))
     return f"build of {plan.artifact_stem()} failed (exit {exit_code}):\n  {shown}"
