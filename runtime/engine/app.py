@@ -86,12 +86,11 @@ class Engine:
         self.counters = counters or EngineCounters()
         # evt.type -> generated matcher, None for types no rule can match (no call at all).
         self._dispatch: dict[str, DispatchFn | None] = {}
-        # Built on the first raw frame for its decoder (see process_raw): the compiled
-        # batch decoder, or the per-type-id Python decoders when it is not built.
-        self._lite_decoder: DriverDecoder | None = None
-        self._lite_epoch = 0
-        self._lite_frame: FrameDecodeFn | None = None
-        self._lite_table: list[StreamDecodeFn] | None = None
+        # Built on the first raw frame (see process_raw) for that decoder and its epoch
+        # offset, which every frame decoder bakes in: the compiled batch decoder, else
+        # the per-type-id Python decoders.
+        self._lite_key: tuple[DriverDecoder, int] | None = None
+        self._lite: FrameDecodeFn | list[StreamDecodeFn] | None = None
 
     def process(self, events: list[Event]) -> None:
         self._process(events)
@@ -134,27 +133,25 @@ class Engine:
         (see `lite_specs`).
         Decoding the whole frame first, then processing, is measurably faster than
         interleaving the two per record (bench_replay, CPython 3.11)."""
-        # Rebuilt for another decoder, or when its epoch offset changed: both the compiled
-        # and the generated decoders bake the offset in.
-        if self._lite_decoder is not decoder or self._lite_epoch != decoder.epoch_offset_ns:
-            self._lite_decoder = decoder
-            self._lite_epoch = decoder.epoch_offset_ns
+        key = (decoder, decoder.epoch_offset_ns)
+        if self._lite_key is None or self._lite_key[0] is not decoder \
+                or self._lite_key[1] != key[1]:
             lite = self.lite_specs(decoder)
-            self._lite_frame = decoder.frame_decoder(lite) if decoder.compiled else None
-            self._lite_table = None if decoder.compiled else self._lite_decoders(decoder, lite)
+            self._lite = (decoder.frame_decoder(lite) if decoder.compiled
+                          else self._lite_decoders(decoder, lite))
+            self._lite_key = key
         items: list[Event | LiteRecord] = []
         append = items.append
         size = len(raw)
         last = size - HDR_SIZE  # the last offset a whole header fits at
         careful = decoder.careful_into
-        frame = self._lite_frame
-        if frame is not None:
-            off = frame(raw, 0, size, items)
-            while off <= last:  # stopped at a record the careful path must take
-                off = frame(raw, careful(raw, off, size, append), size, items)
-        else:
-            table = self._lite_table
+        table = self._lite
+        if not isinstance(table, list):
             assert table is not None
+            off = table(raw, 0, size, items)
+            while off <= last:  # stopped at a record the careful path must take
+                off = table(raw, careful(raw, off, size, append), size, items)
+        else:
             off = 0
             lo, hi = TYPE_LO, TYPE_HI
             while off <= last:

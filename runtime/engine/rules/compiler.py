@@ -373,30 +373,27 @@ class _CodeGen:
         self.counter += 1
         return name
 
+    def _gen_junction(self, children: Sequence[Expr], joiner: str, *, absorbing: str) -> str:
+        """`and`/`or` of the children's code, folded: a child equal to `absorbing` decides
+        the whole (False for and, True for or), the other constant drops out."""
+        neutral = "True" if absorbing == "False" else "False"
+        parts = []
+        for child in children:
+            code = self.gen(child)
+            if code == absorbing:
+                return absorbing
+            if code != neutral:
+                parts.append(code)
+        if not parts:
+            return neutral
+        return parts[0] if len(parts) == 1 else "(" + f" {joiner} ".join(parts) + ")"
+
     def gen(self, expr: Expr) -> str:
         """Code for `expr`; exactly "True"/"False" when it folds to a constant."""
         if isinstance(expr, And):
-            parts = []
-            for child in expr.children:
-                code = self.gen(child)
-                if code == "False":
-                    return "False"
-                if code != "True":
-                    parts.append(code)
-            if not parts:
-                return "True"
-            return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
+            return self._gen_junction(expr.children, "and", absorbing="False")
         if isinstance(expr, Or):
-            parts = []
-            for child in expr.children:
-                code = self.gen(child)
-                if code == "True":
-                    return "True"
-                if code != "False":
-                    parts.append(code)
-            if not parts:
-                return "False"
-            return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+            return self._gen_junction(expr.children, "or", absorbing="True")
         if isinstance(expr, Not):
             code = self.gen(expr.child)
             if code in ("True", "False"):
