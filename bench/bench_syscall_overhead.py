@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from drivercore import libbpf as lb  # noqa: E402
 from runtime.driver import ProbeSource, total  # noqa: E402
-from runtime.driver import libbpf as lb  # noqa: E402
 from runtime.driver.probe import MAP_RINGBUF  # noqa: E402
 
 LOOP_CPU = 0

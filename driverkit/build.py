@@ -55,7 +55,7 @@ from driverkit.artifacts import (
 )
 from driverkit.cache import DownloadCache
 from driverkit.debarchive import DebianArchive
-from driverkit.errors import ArtifactValidationError, DriverkitError
+from driverkit.errors import ArtifactValidationError, ToolError
 from driverkit.headers import HeaderResolver, ResolvedHeaders
 from driverkit.plan import BuildPlan, core_probe_name
 from driverkit.processors.base import Processor, warning_lines
@@ -267,7 +267,7 @@ def _safe_build(plan: BuildPlan, ctx: _Context, kind: str) -> KernelOutcome:
     started = time.monotonic()
     try:
         return _build(plan, ctx, kind=kind)
-    except DriverkitError as exc:
+    except ToolError as exc:
         label = core_probe_name(plan.driver_name) if kind == "core" else plan.artifact_stem()
         return KernelOutcome(
             plan, "failed", error=str(exc), duration_s=time.monotonic() - started, label=label

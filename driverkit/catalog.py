@@ -31,7 +31,7 @@ from typing import Any
 from driverkit import KERNELS_DIR
 from driverkit.cache import DownloadCache, atomic_write_bytes
 from driverkit.debarchive import DebianArchive, KernelEntry
-from driverkit.errors import DriverkitError, HeadersNotFoundError, UsageError
+from driverkit.errors import HeadersNotFoundError, ToolError, UsageError
 from driverkit.targets.base import Mirrors
 
 DEBIAN_KEY = "Debian"
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_debian_mirror(mirrors)
         archive = DebianArchive(mirrors, DownloadCache(), arch=args.arch)
         catalog = crawl_debian(archive, check_reachable=not args.no_check)
-    except DriverkitError as exc:
+    except ToolError as exc:
         print(f"driverkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
     save_catalog(catalog, args.output, mirrors)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from driverkit.config import BuildConfig, load_config, plan_to_json, resolve_plan
-from driverkit.errors import DriverkitError, UsageError
+from driverkit.errors import ToolError, UsageError
 from driverkit.options import OPTIONS, Option
 from driverkit.plan import BuildPlan
 
@@ -130,7 +130,7 @@ def build(**params: Any) -> None:
     summary = run_builds(plans, build_options_from_config(cfg))
     _copy_driverkit_outputs(cfg, plans, summary.artifact_paths())
     if summary.failed:
-        raise DriverkitError(f"{len(summary.failed)} of {len(plans)} kernel builds failed")
+        raise ToolError(f"{len(summary.failed)} of {len(plans)} kernel builds failed")
 
 
 def _copy_driverkit_outputs(
@@ -224,7 +224,7 @@ def images_prune() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
-    except DriverkitError as exc:
+    except ToolError as exc:
         click.echo(f"driverkit: error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
+from drivercore.kernelrelease import KernelRelease, parse_kernel_release, parse_kernel_version
 from driverkit import DRIVER_DIR
 from driverkit.errors import UsageError
-from driverkit.kernelrelease import KernelRelease, parse_kernel_release, parse_kernel_version
 from driverkit.options import OPTIONS, defaults, values_from_env, values_from_yaml
 from driverkit.plan import BuildPlan
 from driverkit.targets import get_target, infer_target

@@ -1,75 +1,68 @@
-"""Typed errors. Each class owns a distinct exit code; the CLI catches DriverkitError once."""
+"""Typed errors of the build side. Codes come from the shared registry
+(`drivercore.errors.ExitCode`); the CLI catches `ToolError` once."""
 
 from __future__ import annotations
 
+from drivercore.errors import (
+    DownloadError,
+    ExitCode,
+    InvalidKernelReleaseError,
+    ToolError,
+    UsageError,
+)
 
-class DriverkitError(Exception):
-    """Base of every expected failure: printed as one line, exits with `exit_code`."""
-
-    exit_code = 1
-
-
-class UsageError(DriverkitError):
-    """Bad option, option value or config key."""
-
-    exit_code = 2
-
-
-class InvalidKernelReleaseError(DriverkitError):
-    """The kernel release string is not a release, or is unsafe to render into a script."""
-
-    exit_code = 3
+__all__ = [
+    "ArtifactValidationError",
+    "BuildFailedError",
+    "BuildTimeoutError",
+    "ContainerEngineError",
+    "DownloadError",
+    "HeadersNotFoundError",
+    "InvalidKernelReleaseError",
+    "TargetInferenceError",
+    "ToolError",
+    "UnknownTargetError",
+    "UsageError",
+]
 
 
-class UnknownTargetError(DriverkitError):
+class UnknownTargetError(ToolError):
     """A --target that no registered target answers to."""
 
-    exit_code = 4
+    exit_code = ExitCode.UNKNOWN_TARGET
 
 
-class TargetInferenceError(DriverkitError):
+class TargetInferenceError(ToolError):
     """No target, or several, fit a kernel release and --target was not given."""
 
-    exit_code = 5
+    exit_code = ExitCode.TARGET_INFERENCE
 
 
-class HeadersNotFoundError(DriverkitError):
+class HeadersNotFoundError(ToolError):
     """None of a target's candidate header URLs exists."""
 
-    exit_code = 6
+    exit_code = ExitCode.HEADERS_NOT_FOUND
 
 
-class ContainerEngineError(DriverkitError):
+class ContainerEngineError(ToolError):
     """The container engine is unreachable or failed outside the build itself."""
 
-    exit_code = 7
+    exit_code = ExitCode.CONTAINER_ENGINE
 
 
-class BuildFailedError(DriverkitError):
+class BuildFailedError(ToolError):
     """The compiler (or the build script) failed; the message carries its error lines."""
 
-    exit_code = 8
+    exit_code = ExitCode.BUILD_FAILED
 
 
-class BuildTimeoutError(DriverkitError):
+class BuildTimeoutError(ToolError):
     """A build ran past its timeout and was killed."""
 
-    exit_code = 9
+    exit_code = ExitCode.BUILD_TIMEOUT
 
 
-class ArtifactValidationError(DriverkitError):
+class ArtifactValidationError(ToolError):
     """A built artifact does not match the kernel, arch or driver it was built for."""
 
-    exit_code = 10
-
-
-class DownloadError(DriverkitError):
-    """A download failed, or its size or checksum did not match."""
-
-    exit_code = 11
-
-
-class PublishError(DriverkitError):
-    """The artifact repository refused or corrupted a publish."""
-
-    exit_code = 12
+    exit_code = ExitCode.ARTIFACT_VALIDATION

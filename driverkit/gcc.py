@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from driverkit.kernelrelease import KernelRelease
+from drivercore.kernelrelease import KernelRelease
 
 # (minimum (version, patch level), gcc), newest first within a kernel major. Copied as
 # facts from driverkit's defaultGCC.

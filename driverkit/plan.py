@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from driverkit.kernelrelease import KernelRelease
-from driverkit.targets.base import ArtifactKernel, BuilderSpec
-
-DRIVER_NAME = "rtcap"
+from drivercore.kernelrelease import KernelRelease
+from drivercore.naming import DRIVER_NAME, ArtifactKernel, artifact_stem, core_probe_file
+from driverkit.targets.base import BuilderSpec
 
 
 @dataclass(frozen=True)
@@ -27,8 +26,7 @@ class BuildPlan:
     build_probe: bool = True
 
     def artifact_stem(self) -> str:
-        a = self.artifact
-        return f"{self.driver_name}_{a.target_id}_{a.kernel_release}_{a.kernel_version}"
+        return artifact_stem(self.driver_name, self.artifact)
 
     @property
     def kmod_name(self) -> str:
@@ -48,5 +46,4 @@ class BuildPlan:
 
 
 def core_probe_name(driver_name: str = DRIVER_NAME) -> str:
-    """The CO-RE probe is built once per driver version and loads on any BTF kernel."""
-    return f"{driver_name}_core.o"
+    return core_probe_file(driver_name)

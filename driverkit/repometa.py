@@ -35,9 +35,9 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from drivercore.kernelrelease import parse_kernel_release
 from driverkit.cache import DownloadCache, atomic_write_bytes, decompress_by_suffix
 from driverkit.errors import HeadersNotFoundError, UsageError
-from driverkit.kernelrelease import parse_kernel_release
 from driverkit.plan import BuildPlan
 from driverkit.targets import get_target
 from driverkit.targets.common import rpm_arch, rpm_release_with_arch

@@ -27,7 +27,7 @@ def verify_on_host(path: Path, arch: str) -> str:
         return f"skipped: built for {arch}, this host is {host_arch}"
     if os.geteuid() != 0:
         return "skipped: loading BPF programs needs root"
-    from runtime.driver import libbpf
+    from drivercore import libbpf
     from runtime.driver.errors import DriverError
 
     try:

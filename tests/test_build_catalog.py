@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from drivercore.kernelrelease import parse_kernel_release
 from driverkit.catalog import (
     CatalogEntry,
     crawl_debian,
@@ -16,7 +17,6 @@ from driverkit.catalog import (
     save_catalog,
 )
 from driverkit.errors import UsageError
-from driverkit.kernelrelease import parse_kernel_release
 from driverkit.targets.base import Mirrors
 from tests.build_helpers import ArchiveKey, serve_dir
 from tests.conftest import FIXTURES, REPO_ROOT

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from drivercore.kernelrelease import parse_kernel_release
 from driverkit.errors import TargetInferenceError
-from driverkit.kernelrelease import parse_kernel_release
 from driverkit.targets import get_target, infer_target, matching_targets
 from driverkit.targets.base import Mirrors
 

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driverkit.errors import InvalidKernelReleaseError, UsageError
-from driverkit.kernelrelease import (
+from drivercore.kernelrelease import (
     MAX_RELEASE_LEN,
     KernelRelease,
     debian_package_version,
@@ -23,6 +22,7 @@ from driverkit.kernelrelease import (
     ubuntu_kernel_version,
     validate_kernel_version,
 )
+from driverkit.errors import InvalidKernelReleaseError, UsageError
 
 # driverkit pkg/kernelrelease TestFromString (its empty-string case is an error here):
 # input -> (full_version, version, patch_level, sublevel, extra_version, full_extra_version)

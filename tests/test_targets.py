@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
+from drivercore.kernelrelease import parse_kernel_release
 from driverkit.errors import (
-    DriverkitError,
     InvalidKernelReleaseError,
+    ToolError,
     UnknownTargetError,
     UsageError,
 )
 from driverkit.gcc import DEBIAN_SUITES, debian_suite_for_gcc, default_gcc, installable_gcc
-from driverkit.kernelrelease import parse_kernel_release
 from driverkit.targets import TARGETS, all_targets, get_target
 from driverkit.targets.base import Mirrors, Target
 from driverkit.targets.ubuntu import ubuntu_extra_version
@@ -427,9 +427,9 @@ def test_minikube_kernel_version() -> None:
 
 
 def test_os_release_values_are_validated() -> None:
-    with pytest.raises(DriverkitError):
+    with pytest.raises(ToolError):
         talos_kernel_version("1.0;id")
-    with pytest.raises(DriverkitError):
+    with pytest.raises(ToolError):
         bottlerocket_kernel_version("$(id)", "aws")
 
 
@@ -548,7 +548,7 @@ def test_targets_are_target_instances() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["driverkit.gcc", "driverkit.kernelrelease", "driverkit.targets.base",
+    ["driverkit.gcc", "drivercore.kernelrelease", "driverkit.targets.base",
      "driverkit.targets.common", "driverkit.targets.debian", "driverkit.targets",
      "driverkit.mirrors"],
 )  # fmt: skip

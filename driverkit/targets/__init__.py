@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import difflib
 
+from drivercore.kernelrelease import KernelRelease
 from driverkit.errors import TargetInferenceError, UnknownTargetError
-from driverkit.kernelrelease import KernelRelease
 from driverkit.targets.amazonlinux import (
     Amazonlinux2Target,
     Amazonlinux2022Target,

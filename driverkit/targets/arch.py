@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from driverkit.kernelrelease import KernelRelease, parse_kernel_version
+from drivercore.kernelrelease import KernelRelease, parse_kernel_version
 from driverkit.targets.base import Mirrors
 from driverkit.targets.common import DistroTarget, mismatch, release_arch
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from driverkit.kernelrelease import KernelRelease
+from drivercore.kernelrelease import KernelRelease
+from drivercore.naming import ArtifactKernel
 
 
 @dataclass(frozen=True)
@@ -37,19 +38,6 @@ class BuilderSpec:
     base_image: str  # e.g. "debian:bookworm"
     distro_release: str  # e.g. "bookworm"
     gcc: str  # e.g. "12"
-
-
-@dataclass(frozen=True)
-class ArtifactKernel:
-    """The (kernel release, kernel version) pair that goes into artifact names.
-
-    Loaders compute it from `uname -r`/`uname -v` with the same target fix-ups, so the
-    builder and the loader always agree on the file name.
-    """
-
-    target_id: str
-    kernel_release: str
-    kernel_version: str
 
 
 class Target:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from driverkit.errors import InvalidKernelReleaseError
-from driverkit.gcc import DEFAULT_GCC_RULE, debian_image, default_gcc, installable_gcc
-from driverkit.kernelrelease import (
+from drivercore.kernelrelease import (
     KernelRelease,
     non_deb_arch,
     normalize_arch,
     parse_kernel_version,
 )
-from driverkit.targets.base import ArtifactKernel, BuilderSpec, Target
+from drivercore.naming import ArtifactKernel
+from driverkit.errors import InvalidKernelReleaseError
+from driverkit.gcc import DEFAULT_GCC_RULE, debian_image, default_gcc, installable_gcc
+from driverkit.targets.base import BuilderSpec, Target
 
 # Release tokens are separated by these; `amzn2`, `el8uek`, `fc39` are whole tokens.
 _TOKEN_SPLIT = re.compile(r"[-.+~_]")

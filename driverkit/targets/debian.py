@@ -18,15 +18,16 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from driverkit.gcc import DEBIAN_SUITES, debian_image, gcc_major
-from driverkit.kernelrelease import (
+from drivercore.kernelrelease import (
     KernelRelease,
     debian_package_version,
     normalize_arch,
     parse_kernel_release,
     validate_kernel_version,
 )
-from driverkit.targets.base import ArtifactKernel, BuilderSpec, Mirrors
+from drivercore.naming import ArtifactKernel
+from driverkit.gcc import DEBIAN_SUITES, debian_image, gcc_major
+from driverkit.targets.base import BuilderSpec, Mirrors
 from driverkit.targets.common import DistroTarget, debian_builder, mismatch
 
 # `-amd64`, `-cloud-amd64`, `-rt-arm64`: the image flavor Debian appends to the ABI name.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from driverkit.kernelrelease import KernelRelease
+from drivercore.kernelrelease import KernelRelease
 from driverkit.targets.base import Mirrors
 from driverkit.targets.common import DistroTarget, release_tokens, rpm_arch
 

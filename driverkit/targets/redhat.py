@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from driverkit.kernelrelease import KernelRelease
+from drivercore.kernelrelease import KernelRelease
 from driverkit.targets.base import Mirrors
 from driverkit.targets.common import (
     DistroTarget,

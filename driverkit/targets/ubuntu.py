@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from driverkit.kernelrelease import KernelRelease, normalize_arch, ubuntu_kernel_version
-from driverkit.targets.base import ArtifactKernel, BuilderSpec, Mirrors
+from drivercore.kernelrelease import KernelRelease, normalize_arch, ubuntu_kernel_version
+from drivercore.naming import ArtifactKernel
+from driverkit.targets.base import BuilderSpec, Mirrors
 from driverkit.targets.common import DistroTarget, mismatch
 from driverkit.targets.debian import DebianTarget
 

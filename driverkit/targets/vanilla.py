@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
+from drivercore.kernelrelease import KernelRelease, normalize_arch, parse_kernel_version
+from drivercore.naming import ArtifactKernel
 from driverkit.errors import InvalidKernelReleaseError
-from driverkit.kernelrelease import KernelRelease, normalize_arch, parse_kernel_version
-from driverkit.targets.base import ArtifactKernel, Mirrors
+from driverkit.targets.base import Mirrors
 from driverkit.targets.common import DistroTarget, mismatch
 
 KERNEL_ORG_CDN = "https://cdn.kernel.org/pub/linux/kernel"

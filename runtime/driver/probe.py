@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from runtime.driver import _schema
-from runtime.driver import libbpf as lb
+from drivercore import libbpf as lb
 from runtime.driver._syscalls import SYSCALLS
 from runtime.driver.errors import DriverError, ProbeConfigError, SchemaMismatchError
 from runtime.driver.ringmem import load_acquire_u32, load_acquire_u64, store_release_u64

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from driverkit.errors import UsageError
+from drivercore.errors import UsageError
 
 MAGIC = b"RTCAPTR\x00"
 FORMAT_VERSION = 1

@@ -16,7 +16,7 @@ from types import FrameType
 
 import click
 
-from driverkit.errors import DriverkitError, UsageError
+from drivercore.errors import ToolError, UsageError
 from runtime.driver.schema import compiled_decoder_status
 from runtime.engine.app import Engine, Runner, RunOptions
 from runtime.engine.capture import CaptureHeader, CaptureWriter, materialise_proc, snapshot_proc
@@ -293,7 +293,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
         if cfg.replay is not None and driver is not None:
             raise UsageError("--replay and --driver exclude each other; pass one of them")
         code = run_engine(cfg)
-    except DriverkitError as exc:
+    except ToolError as exc:
         click.echo(f"rt-engine: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -308,7 +308,7 @@ def validate(rules: tuple[Path, ...]) -> None:
     """Load rule files and report what they contain, or the first error."""
     try:
         ruleset = _load_ruleset(rules)
-    except DriverkitError as exc:
+    except ToolError as exc:
         click.echo(f"rt-engine: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     for warning in ruleset.warnings:

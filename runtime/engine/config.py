@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from driverkit.errors import UsageError
+from drivercore.errors import UsageError
 
 DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
 DRIVER_KINDS = ("core", "ebpf", "kmod")

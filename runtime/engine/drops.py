@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from driverkit.errors import DriverkitError
+from drivercore.errors import ExitCode, ToolError
 from runtime.engine.config import DropConfig
 from runtime.engine.outputs import Alert
 
@@ -27,10 +27,10 @@ NS_PER_S = 1_000_000_000
 DROP_CATEGORIES = ("n_drops_buffer", "n_drops_pf", "n_drops_bug")
 
 
-class SyscallDropExitError(DriverkitError):
+class SyscallDropExitError(ToolError):
     """`syscall_event_drops.actions` contains `exit` and the threshold was reached."""
 
-    exit_code = 30  # 20-23 belong to driver and rule-loading errors
+    exit_code = ExitCode.SYSCALL_DROP_EXIT
 
 
 class TokenBucket:

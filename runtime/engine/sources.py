@@ -177,7 +177,7 @@ class BpfSource:
     """The CO-RE probe or a per-kernel probe: both load through the driver's ProbeSource."""
 
     def __init__(self, kind: str, *, probe: Path | None, buffer_bytes: int) -> None:
-        from driverkit.errors import UsageError
+        from drivercore.errors import UsageError
         from runtime.driver.schema import boot_to_epoch_ns
 
         if probe is None:
@@ -297,7 +297,7 @@ class KmodSource:
 def _insmod(module: Path) -> None:
     import subprocess
 
-    from driverkit.errors import UsageError
+    from drivercore.errors import UsageError
 
     done = subprocess.run(["insmod", str(module)], capture_output=True, text=True, check=False)
     if done.returncode != 0:

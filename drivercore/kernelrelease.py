@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from driverkit.errors import InvalidKernelReleaseError, UsageError
+from drivercore.errors import InvalidKernelReleaseError, UsageError
 
 # The kernel stores `uname -r` and `uname -v` in 65-byte buffers (__NEW_UTS_LEN + NUL);
 # anything longer cannot have come from a running kernel.

@@ -13,7 +13,7 @@ import platform
 import threading
 from typing import Any, Final
 
-from runtime.driver.errors import LibbpfError
+from drivercore.errors import LibbpfError
 
 _c_void_p = ctypes.c_void_p
 _c_char_p = ctypes.c_char_p
