@@ -21,13 +21,12 @@ from pathlib import Path
 
 from driverkit import DRIVER_DIR, KERNELS_DIR
 from driverkit.artifacts import RTCAP_PROBE, ProbeSpec
-from driverkit.build import BuildOptions, BuildSummary, run_builds
-from driverkit.cache import default_cache_dir
+from driverkit.build import BuildSummary, run_builds
 from driverkit.catalog import load_catalog
 from driverkit.config import load_config, resolve_plan
-from driverkit.engine import docker_engine
-from driverkit.images import ensure_image
-from driverkit.mirrors import default_mirrors
+from driverkit.containers import docker_engine
+from driverkit.images import ensure_plan_image
+from driverkit.options import BuildConfig
 from driverkit.plan import BuildPlan
 
 FIXTURE_DRIVER = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "build" / "driver"
@@ -41,7 +40,7 @@ def _line(name: str, seconds: float, target: str = "", extra: str = "") -> None:
     print(f"{name:<46} {seconds:8.1f} s{mark}{('  ' + extra) if extra else ''}", flush=True)
 
 
-def _run(plans: list[BuildPlan], opts: BuildOptions) -> tuple[float, BuildSummary]:
+def _run(plans: list[BuildPlan], opts: BuildConfig) -> tuple[float, BuildSummary]:
     started = time.monotonic()
     summary = run_builds(plans, opts)
     wall = time.monotonic() - started
@@ -77,16 +76,16 @@ def main() -> int:
         driver, snapshot / "driver", ignore=shutil.ignore_patterns("build", "*.o", "*.ko")
     )
     driver = snapshot / "driver"
-    mirrors = default_mirrors()
-    cfg = load_config({"base_from": args.base_from})
-    entries = load_catalog(args.catalog)
+    # The shared cache is the config's default one (DK_CACHE or ~/.cache/driverkit).
+    cfg = load_config({"base_from": args.base_from, "processor": "docker", "timeout": 900})
+    base = dataclasses.replace(cfg, driver_dir=driver, probe_spec=probe, show_progress=False)
+    entries = load_catalog(args.catalog, cfg.mirrors)
     if args.limit:
         entries = entries[: args.limit]
     plans = [
         resolve_plan(
             e.kernelrelease,
             cfg,
-            mirrors,
             target=e.target,
             kernel_version=e.kernelversion,
             kernel_urls=e.headers,
@@ -101,60 +100,46 @@ def main() -> int:
             f"{len(collisions)} kernels share an artifact name with another kernel and fail "
             "up front in every run (target naming), e.g.:\n  " + collisions[0].error
         )
-    shared_cache = default_cache_dir()
     print(f"{len(plans)} kernels from {args.catalog}, driver {driver}, base {args.base_from}")
 
     started = time.monotonic()
     built_any = False
+    by_image = {p.builder_image: p for p in plans}
     with docker_engine() as engine:
-        for spec in sorted({p.builder for p in plans}, key=lambda s: s.distro_release):
+        for tag, plan in sorted(by_image.items(), key=lambda item: item[1].builder.distro_release):
             t0 = time.monotonic()
-            existed = engine.image_exists(
-                p_tag := next(p.builder_image for p in plans if p.builder == spec)
-            )
-            ensure_image(engine, spec, args.base_from, mirrors, shared_cache)
+            existed = engine.image_exists(tag)
+            ensure_plan_image(engine, plan, cfg.mirrors, cfg.cache_dir)
             if not existed:
                 built_any = True
-                _line(f"builder image {p_tag.split(':')[0]} (one-off)", time.monotonic() - t0)
+                _line(f"builder image {tag.split(':')[0]} (one-off)", time.monotonic() - t0)
     if not built_any:
         _line("builder images (all cached)", time.monotonic() - started)
 
-    base = BuildOptions(
-        output_dir=Path(),
-        processor="docker",
-        jobs=1,
-        timeout_s=900,
-        base_from=args.base_from,
-        cache_dir=shared_cache,
-        mirrors=mirrors,
-        driver_dir=driver,
-        probe_spec=probe,
-        show_progress=False,
-    )
     one = plans[:1]
     with tempfile.TemporaryDirectory(prefix="dk-bench-") as tmp_root:
         tmp = Path(tmp_root)
         # Cold: fresh download cache, so the index and the headers are fetched again.
         cold = dataclasses.replace(
-            base, output_dir=tmp / "cold", cache_dir=tmp / "cache", build_core=False
+            base, output=tmp / "cold", cache_dir=tmp / "cache", build_core=False
         )
         wall, summary = _run(one, cold)
         _line(f"cold build {one[0].artifact_stem()}", wall, extra=_counts(summary))
-        warm = dataclasses.replace(base, output_dir=tmp / "warm", build_core=False)
-        _run(one, dataclasses.replace(warm, output_dir=tmp / "prime"))  # headers into shared cache
+        warm = dataclasses.replace(base, output=tmp / "warm", build_core=False)
+        _run(one, dataclasses.replace(warm, output=tmp / "prime"))  # headers into shared cache
         wall, summary = _run(one, warm)
         _line("warm build, one kernel (module + probe)", wall, "15s", _counts(summary))
 
         # Matrix: headers prefetched by the -j1 run (or here, when -j1 is skipped).
         if not args.skip_j1:
-            wall, summary = _run(plans, dataclasses.replace(base, output_dir=tmp / "j1", jobs=1))
+            wall, summary = _run(plans, dataclasses.replace(base, output=tmp / "j1", jobs=1))
             _line(f"matrix -j1 ({len(plans)} kernels + CO-RE)", wall, extra=_counts(summary))
-        wall, summary = _run(plans, dataclasses.replace(base, output_dir=tmp / "j2", jobs=2))
+        wall, summary = _run(plans, dataclasses.replace(base, output=tmp / "j2", jobs=2))
         _line(f"matrix -j2 ({len(plans)} kernels + CO-RE)", wall, "360s", _counts(summary))
         built = sorted(o.duration_s for o in summary.built)
         if built:
             _line("  per-kernel build at -j2, median", built[len(built) // 2])
-        wall, summary = _run(plans, dataclasses.replace(base, output_dir=tmp / "j2", jobs=2))
+        wall, summary = _run(plans, dataclasses.replace(base, output=tmp / "j2", jobs=2))
         _line("matrix unchanged rerun -j2", wall, "10s", _counts(summary))
     shutil.rmtree(snapshot, ignore_errors=True)
     return 0

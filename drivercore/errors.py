@@ -26,6 +26,10 @@ class ExitCode(IntEnum):
     BUILD_TIMEOUT = 9
     ARTIFACT_VALIDATION = 10
     DOWNLOAD = 11
+    REPOSITORY = 12
+    INDEX_INVALID = 13
+    INTEGRITY = 14
+    PUBLISH_CONFLICT = 15
     DRIVER = 20
     LIBBPF = 21
     SCHEMA_MISMATCH = 22
@@ -56,6 +60,12 @@ class DownloadError(ToolError):
     """A download failed, or its size or checksum did not match."""
 
     exit_code = ExitCode.DOWNLOAD
+
+
+class RepositoryError(ToolError):
+    """An artifact repository (directory, WebDAV or S3) refused or failed a request."""
+
+    exit_code = ExitCode.REPOSITORY
 
 
 class DriverError(ToolError):

@@ -9,13 +9,17 @@ layout, `<driver-version with '+' as %2B>/<x86_64|aarch64>/<file>`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import quote
 
+from drivercore.errors import UsageError
 from drivercore.kernelrelease import non_deb_arch
 
 DRIVER_NAME = "rtcap"
+# A driver version names a folder locally and in the repository: semver-like text only.
+_DRIVER_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_~-]{0,63}")
 
 
 class ArtifactKind(StrEnum):
@@ -28,8 +32,9 @@ class ArtifactKind(StrEnum):
 class ArtifactKernel:
     """The (target id, kernel release, kernel version) triple that goes into artifact names.
 
-    Targets compute it from `uname -r`/`uname -v` with falcoctl's fix-ups, so the builder
-    and the loader always agree on the file name.
+    `drivercore.targets.artifact_kernel` computes it from `uname -r`/`uname -v` with
+    falcoctl's per-target fix-ups; the builder and the loader both call it, so they always
+    agree on the file name.
     """
 
     target_id: str
@@ -62,3 +67,13 @@ def repo_arch(arch: str) -> str:
 def repo_path(driver_version: str, arch: str, file: str) -> str:
     """An artifact's path below a repository root, exactly as falcoctl builds its URLs."""
     return f"{quote(driver_version, safe='')}/{repo_arch(arch)}/{file}"
+
+
+def validate_driver_version(version: str) -> str:
+    """`version` if it is safe as a path component and a URL segment; else UsageError."""
+    if not _DRIVER_VERSION.fullmatch(version) or ".." in version:
+        raise UsageError(
+            f"driver version {version[:40]!r}: use letters, digits and . + _ ~ - "
+            "(at most 64, starting with a letter or digit), e.g. 0.1.0 or 8.0.0+driver"
+        )
+    return version

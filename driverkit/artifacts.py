@@ -199,7 +199,11 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def up_to_date(out_dir: Path, manifest: str, wanted_hash: str) -> bool:
-    """True when a previous build with identical inputs left every artifact intact."""
+    """True when a previous build with identical inputs left every artifact intact.
+
+    Intact means the sha256 the manifest recorded: a file replaced by one of the same
+    size (a truncated copy padded, another kernel's build) is rebuilt, not served.
+    """
     data = read_manifest(out_dir / manifest)
     if not data or data.get("input_hash") != wanted_hash:
         return False
@@ -208,7 +212,10 @@ def up_to_date(out_dir: Path, manifest: str, wanted_hash: str) -> bool:
         return False
     for name, meta in artifacts.items():
         path = out_dir / name
-        if not path.is_file() or path.stat().st_size != meta.get("size"):
+        if not isinstance(meta, dict) or not path.is_file():
+            return False
+        # The size is a cheap first look; only a same-size file needs hashing.
+        if path.stat().st_size != meta.get("size") or sha256_file(path) != meta.get("sha256"):
             return False
     return True
 

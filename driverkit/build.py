@@ -1,19 +1,19 @@
 """Build orchestration: many kernels, one driver, validated artifacts.
 
 API (used by driverkit.cli):
-    BuildOptions(output_dir, processor="docker"|"local", jobs, timeout_s, base_from,
-                 cache_dir, mirrors, driver_dir, probe_spec, build_core, make_jobs,
-                 show_progress)                         frozen; see build_options_from_config
-    build_options_from_config(cfg: BuildConfig) -> BuildOptions
-    run_builds(plans, opts) -> BuildSummary            parallel with opts.jobs threads
+    run_builds(plans, cfg: BuildConfig) -> BuildSummary  parallel with cfg.jobs threads;
+        the config (driverkit.options) carries output, processor, timeout, cache_dir, the
+        resolved mirrors, driver_dir, probe_spec, build_core, make_jobs, show_progress;
+        each plan carries its own builder image and base_from
     BuildSummary.built / .skipped / .failed             lists of KernelOutcome
     BuildSummary.artifact_paths() -> {file name: Path}  every artifact of this run
     KernelOutcome(plan, status "built"|"skipped"|"failed", error, duration_s, artifacts)
 Elsewhere:
     render.render_dockerfile(spec, base_from) / render.render_build_script(plan)   dry run
-    images.builder_image_tag(spec, base_from) (pure), ensure_image(engine, spec, base_from,
-        mirrors=None, cache_dir=None), list_images(engine) -> [line], prune_images(engine)
-    engine.docker_engine() -> context manager yielding a pinged DockerEngine
+    images.builder_image_tag(spec, base_from) (pure, called by resolve_plan only),
+        ensure_plan_image(engine, plan, mirrors, cache_dir), list_images(engine) -> [line],
+        prune_images(engine)
+    containers.docker_engine() -> context manager yielding a pinged DockerEngine
     headers.check_headers(plan, mirrors, cache_dir) -> [URL]     `resolve --check`
     catalog.load_catalog(path) -> [CatalogEntry(kernelrelease, kernelversion, target,
         headers)]; `python -m driverkit.catalog crawl-debian` rewrites kernels/debian.json
@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import tempfile
 import threading
 import time
@@ -37,13 +38,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from driverkit import DRIVER_DIR
 from driverkit.artifacts import (
     MANIFEST_FORMAT,
-    RTCAP_PROBE,
-    ProbeSpec,
     hash_tree,
     input_hash,
     output_dir,
@@ -57,34 +55,18 @@ from driverkit.cache import DownloadCache
 from driverkit.debarchive import DebianArchive
 from driverkit.errors import ArtifactValidationError, ToolError
 from driverkit.headers import HeaderResolver, ResolvedHeaders
+from driverkit.options import BuildConfig
 from driverkit.plan import BuildPlan, core_probe_name
 from driverkit.processors.base import Processor, warning_lines
 from driverkit.render import render_build_script
-from driverkit.targets.base import BuilderSpec, Mirrors
+from driverkit.targets.base import BuilderSpec
 from driverkit.verifier import verify_on_host
 
-if TYPE_CHECKING:
-    from driverkit.config import BuildConfig
+log = logging.getLogger(__name__)
 
 # The CO-RE probe does not depend on a kernel; one fixed builder keeps its input hash
 # independent of which kernels a run happens to include.
 CORE_BUILDER = BuilderSpec("debian", "debian:bookworm", "bookworm", "12")
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    output_dir: Path
-    processor: str = "docker"
-    jobs: int = 1
-    timeout_s: int = 900
-    base_from: str = "registry"
-    cache_dir: Path = Path("/var/cache/driverkit-ci")
-    mirrors: Mirrors = field(default_factory=Mirrors)
-    driver_dir: Path = DRIVER_DIR
-    probe_spec: ProbeSpec = RTCAP_PROBE
-    build_core: bool = True
-    make_jobs: int = 1
-    show_progress: bool = True
 
 
 @dataclass
@@ -128,28 +110,16 @@ class BuildSummary:
         return paths
 
 
-def build_options_from_config(cfg: BuildConfig) -> BuildOptions:
-    return BuildOptions(
-        output_dir=cfg.output,
-        processor=cfg.processor,
-        jobs=cfg.jobs,
-        timeout_s=cfg.timeout,
-        base_from=cfg.base_from,
-        cache_dir=cfg.cache_dir,
-        mirrors=cfg.mirrors(),
-    )
-
-
 class _Context:
     """Shared per-run state: processor, header resolver, and the driver tree hash."""
 
-    def __init__(self, opts: BuildOptions, processor: Processor):
-        self.opts = opts
+    def __init__(self, cfg: BuildConfig, processor: Processor):
+        self.cfg = cfg
         self.processor = processor
-        cache = DownloadCache(opts.cache_dir)
-        archive = DebianArchive(opts.mirrors, cache) if opts.mirrors.debian else None
+        cache = DownloadCache(cfg.cache_dir)
+        archive = DebianArchive(cfg.mirrors, cache) if cfg.mirrors.debian else None
         self.headers = HeaderResolver(cache, archive)
-        self.driver_hash = hash_tree(opts.driver_dir)
+        self.driver_hash = hash_tree(cfg.driver_dir)
         self.cancelled = threading.Event()
 
 
@@ -170,7 +140,7 @@ def _inputs(plan: BuildPlan, script: str, ctx: _Context, kind: str) -> dict[str,
         "driver_version": plan.driver_version,
         "driver_tree_sha256": ctx.driver_hash,
         "script_sha256": hashlib.sha256(script.encode()).hexdigest(),
-        "probe_spec": dataclasses.asdict(ctx.opts.probe_spec),
+        "probe_spec": dataclasses.asdict(ctx.cfg.probe_spec),
     }
 
 
@@ -178,7 +148,7 @@ def _validate(name: str, path: Path, plan: BuildPlan, ctx: _Context) -> dict[str
     if name.endswith(".ko"):
         info = validate_kmod(path, str(plan.kernel), plan.arch)
         return {"vermagic": info.get("vermagic", ""), "modinfo_name": info.get("name", "")}
-    contents = validate_probe(path, ctx.opts.probe_spec)
+    contents = validate_probe(path, ctx.cfg.probe_spec)
     return {
         "license": contents.license,
         "programs": list(contents.programs),
@@ -190,7 +160,7 @@ def _validate(name: str, path: Path, plan: BuildPlan, ctx: _Context) -> dict[str
 def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
     """Build one kernel (kind="kernel") or the CO-RE probe (kind="core")."""
     started = time.monotonic()
-    out_dir = output_dir(ctx.opts.output_dir, plan)
+    out_dir = output_dir(ctx.cfg.output, plan)
     names: tuple[str, ...]
     if kind == "core":
         names = (core_probe_name(plan.driver_name),)
@@ -204,6 +174,7 @@ def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
     wanted = input_hash(inputs)
     label = names[0] if kind == "core" else plan.artifact_stem()
     if up_to_date(out_dir, manifest, wanted):
+        log.debug("%s: inputs and artifacts unchanged in %s", label, out_dir)
         return KernelOutcome(
             plan,
             "skipped",
@@ -216,10 +187,11 @@ def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
     headers: ResolvedHeaders | None = None
     if kind == "kernel":
         headers = ctx.headers.resolve(plan)
+        log.debug("%s: headers in %s", label, headers.kernel_dir)
     timings["headers_s"] = round(time.monotonic() - t0, 3)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
-        result = ctx.processor.run(plan, script, headers, Path(tmp), ctx.opts.timeout_s)
+        result = ctx.processor.run(plan, script, headers, Path(tmp), ctx.cfg.timeout)
         timings["build_s"] = round(result.duration_s, 3)
         files: dict[str, Path] = {}
         checks: dict[str, Any] = {}
@@ -275,7 +247,11 @@ def _safe_build(plan: BuildPlan, ctx: _Context, kind: str) -> KernelOutcome:
 
 
 def core_plan(plan: BuildPlan) -> BuildPlan:
-    """The plan the CO-RE probe is built from: only driver name/version/arch matter."""
+    """The plan the CO-RE probe is built from: only driver name/version/arch matter.
+
+    It is a plan of its own (fixed builder, no kernel), so its image tag is resolved
+    here, once, for the base_from of the kernel plan it derives from.
+    """
     from driverkit.images import builder_image_tag
 
     return dataclasses.replace(
@@ -284,40 +260,30 @@ def core_plan(plan: BuildPlan) -> BuildPlan:
         build_probe=False,
         builder=CORE_BUILDER,
         gcc=CORE_BUILDER.gcc,
-        builder_image=builder_image_tag(CORE_BUILDER, "registry"),
+        builder_image=builder_image_tag(CORE_BUILDER, plan.base_from),
+        builder_image_forced=False,
         headers=(),
     )
 
 
 @contextlib.contextmanager
-def _processor(opts: BuildOptions) -> Iterator[Processor]:
-    if opts.processor == "local":
+def _processor(cfg: BuildConfig) -> Iterator[Processor]:
+    if cfg.processor == "local":
         from driverkit.processors.local import LocalProcessor
 
-        yield LocalProcessor(opts.driver_dir, opts.make_jobs)
+        yield LocalProcessor(cfg.driver_dir, cfg.make_jobs)
         return
-    from driverkit.engine import docker_engine
+    from driverkit.containers import docker_engine
     from driverkit.processors.docker import DockerProcessor
 
     with docker_engine() as engine:
         yield DockerProcessor(
             engine,
-            opts.driver_dir,
-            base_from=opts.base_from,
-            mirrors=opts.mirrors,
-            cache_dir=opts.cache_dir,
-            make_jobs=opts.make_jobs,
+            cfg.driver_dir,
+            mirrors=cfg.mirrors,
+            cache_dir=cfg.cache_dir,
+            make_jobs=cfg.make_jobs,
         )
-
-
-def _align_image(plan: BuildPlan, base_from: str) -> BuildPlan:
-    """Plans resolved for one base_from carry that tag; keep it consistent with the run's."""
-    from driverkit.images import builder_image_tag
-
-    expected_registry = builder_image_tag(plan.builder, "registry")
-    if plan.builder_image == expected_registry and base_from != "registry":
-        return dataclasses.replace(plan, builder_image=builder_image_tag(plan.builder, base_from))
-    return plan
 
 
 def split_collisions(plans: Sequence[BuildPlan]) -> tuple[list[BuildPlan], list[KernelOutcome]]:
@@ -354,33 +320,50 @@ def split_collisions(plans: Sequence[BuildPlan]) -> tuple[list[BuildPlan], list[
     return kept, failed
 
 
-def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
+def _log_outcome(outcome: KernelOutcome) -> None:
+    # `status` lets a terminal handler (the CLI's) colour the line's first word.
+    log.log(
+        logging.WARNING if outcome.status == "failed" else logging.INFO,
+        "%s %s (%.1f s)",
+        outcome.status,
+        outcome.name,
+        outcome.duration_s,
+        extra={"status": outcome.status},
+    )
+
+
+def run_builds(
+    plans: Sequence[BuildPlan], cfg: BuildConfig, *, kernels: bool = True
+) -> BuildSummary:
     """Build every plan (and the CO-RE probe once), in parallel; never raises for one
-    kernel's failure: failures are in the summary. Ctrl-C removes live containers."""
+    kernel's failure: failures are in the summary. Ctrl-C removes live containers.
+    `kernels=False` builds only the CO-RE probe of the plans' driver version and arch.
+
+    Each finished kernel is logged (logger `driverkit.build`); `cfg.show_progress` adds a
+    progress bar (at log level info or lower) and the summary table on stderr."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     started = time.monotonic()
     summary = BuildSummary()
     console = Console(stderr=True)
-    plans, collisions = split_collisions([_align_image(p, opts.base_from) for p in plans])
+    plans, collisions = split_collisions(plans)
     summary.outcomes.extend(collisions)
-    jobs: list[tuple[BuildPlan, str]] = [(p, "kernel") for p in plans]
-    if opts.build_core and plans and plans[0].build_probe:
-        jobs.insert(0, (_align_image(core_plan(plans[0]), opts.base_from), "core"))
-    with _processor(opts) as processor:
-        ctx = _Context(opts, processor)
+    jobs: list[tuple[BuildPlan, str]] = [(p, "kernel") for p in plans] if kernels else []
+    if (cfg.build_core or not kernels) and plans and plans[0].build_probe:
+        jobs.insert(0, (core_plan(plans[0]), "core"))
+    with _processor(cfg) as processor:
+        ctx = _Context(cfg, processor)
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
-            disable=not opts.show_progress,
+            disable=not (cfg.show_progress and cfg.log_level <= logging.INFO),
             transient=True,
         )
-        with progress, ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+        with progress, ThreadPoolExecutor(max_workers=max(1, cfg.jobs)) as pool:
             task = progress.add_task("building", total=len(jobs))
             futures = {pool.submit(_safe_build, plan, ctx, kind): plan for plan, kind in jobs}
             try:
@@ -388,13 +371,7 @@ def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
                     outcome = future.result()
                     summary.outcomes.append(outcome)
                     progress.advance(task)
-                    if opts.show_progress:
-                        mark = {"built": "[green]built", "skipped": "[blue]skipped"}.get(
-                            outcome.status, "[red]failed"
-                        )
-                        console.print(
-                            f"{mark}[/] {escape(outcome.name)} ({outcome.duration_s:.1f} s)"
-                        )
+                    _log_outcome(outcome)
             except KeyboardInterrupt:
                 # Queued builds never start; running ones lose their container or
                 # process group, so the pool's shutdown returns promptly. Artifacts are
@@ -404,7 +381,7 @@ def run_builds(plans: Sequence[BuildPlan], opts: BuildOptions) -> BuildSummary:
                 processor.cancel_all()
                 raise
     summary.wall_s = time.monotonic() - started
-    if opts.show_progress:
+    if cfg.show_progress:
         print_summary(summary, console)
     return summary
 

@@ -24,13 +24,23 @@ import requests
 
 from driverkit.errors import DownloadError
 
-DEFAULT_CACHE = "/var/cache/driverkit-ci"
+# The one cache default: the CLI's --cache-dir, library callers, the tests and ci/ all
+# ask default_cache_dir(). DK_CACHE names the cache a CI run shares between its setup,
+# tests and builds; root (CI, build hosts) shares one machine-wide cache, which
+# ci/setup.sh fills; anyone else gets a per-user cache they can write.
+CACHE_ENV = "DK_CACHE"
+MACHINE_CACHE = Path("/var/cache/driverkit-ci")
+USER_CACHE = Path("~/.cache/driverkit")
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("DK_CACHE", DEFAULT_CACHE))
+    """$DK_CACHE, else /var/cache/driverkit-ci for root, else ~/.cache/driverkit."""
+    shared = os.environ.get(CACHE_ENV)
+    if shared:
+        return Path(shared).expanduser()
+    return MACHINE_CACHE if os.geteuid() == 0 else USER_CACHE.expanduser()
 
 
 def sha256_file(path: Path) -> str:
@@ -160,7 +170,7 @@ class DownloadCache:
 
 
 def fetch(url: str, sha256: str | None = None, size: int | None = None) -> Path:
-    """Module-level convenience over the default cache ($DK_CACHE)."""
+    """Module-level convenience over the default cache (see default_cache_dir)."""
     return DownloadCache().fetch(url, sha256, size)
 
 

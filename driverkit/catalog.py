@@ -119,9 +119,9 @@ def load_catalog_doc(path: Path, mirrors: Mirrors | None = None) -> Catalog:
         ]
     if any(h.startswith("{") for entries in catalog.values() for e in entries for h in e.headers):
         if mirrors is None:
-            from driverkit.mirrors import default_mirrors
+            from driverkit.mirrors import host_mirrors
 
-            mirrors = default_mirrors()
+            mirrors = host_mirrors()
         resolved = mirrors
         catalog = {
             distro: [
@@ -197,10 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     crawl.add_argument("--arch", default="amd64")
     crawl.add_argument("--no-check", action="store_true", help="skip HEAD checks of pool URLs")
     args = parser.parse_args(argv)
-    from driverkit.mirrors import default_mirrors, require_debian_mirror
+    from driverkit.mirrors import host_mirrors, require_debian_mirror
 
     try:
-        mirrors = default_mirrors()
+        mirrors = host_mirrors()
         require_debian_mirror(mirrors)
         archive = DebianArchive(mirrors, DownloadCache(), arch=args.arch)
         catalog = crawl_debian(archive, check_reachable=not args.no_check)

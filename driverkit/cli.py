@@ -7,81 +7,17 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from driverkit.config import BuildConfig, load_config, plan_to_json, resolve_plan
+from driverkit.clikit import config_from, plans_from_config, table_options
+from driverkit.config import plan_to_json
 from driverkit.errors import ToolError, UsageError
-from driverkit.options import OPTIONS, Option
+from driverkit.options import BuildConfig
 from driverkit.plan import BuildPlan
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-_CLICK_TYPES: dict[str, Any] = {"int": int, "path": click.Path(path_type=Path)}
-
-
-def _click_option(opt: Option) -> Callable[[F], F]:
-    if opt.kind == "bool" and "/" in opt.flags[0]:
-        return click.option(*opt.flags, opt.name, default=None, help=opt.help)
-    if opt.kind == "bool":
-        return click.option(*opt.flags, opt.name, is_flag=True, default=None, help=opt.help)
-    kwargs: dict[str, Any] = {"default": None, "help": opt.help + f" [env {opt.env_var}]"}
-    if opt.kind == "list":
-        kwargs["multiple"] = True
-    if opt.choices:
-        kwargs["type"] = click.Choice(opt.choices)
-    elif opt.kind in _CLICK_TYPES:
-        kwargs["type"] = _CLICK_TYPES[opt.kind]
-    return click.option(*opt.flags, opt.name, **kwargs)
-
-
-def table_options(command: str) -> Callable[[F], F]:
-    """Attach every option of the table that applies to `command`."""
-
-    def decorate(func: F) -> F:
-        for opt in reversed(OPTIONS):
-            if command in opt.commands:
-                func = _click_option(opt)(func)
-        return click.option(
-            "-c",
-            "--config",
-            "config_path",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="driverkit-compatible config YAML.",
-        )(func)
-
-    return decorate
-
-
-def _config_from(params: dict[str, Any]) -> BuildConfig:
-    config_path = params.pop("config_path", None)
-    return load_config(params, config_path)
-
-
-def plans_from_config(cfg: BuildConfig) -> list[BuildPlan]:
-    mirrors = cfg.mirrors()
-    plans = [resolve_plan(kernel, cfg, mirrors) for kernel in cfg.kernels]
-    if cfg.catalog is not None:
-        from driverkit.catalog import load_catalog
-
-        for entry in load_catalog(cfg.catalog):
-            plans.append(
-                resolve_plan(
-                    entry.kernelrelease,
-                    cfg,
-                    mirrors,
-                    target=entry.target,
-                    kernel_version=entry.kernelversion,
-                    kernel_urls=tuple(entry.headers),
-                )
-            )
-    if not plans:
-        raise UsageError("no kernel given: pass --kernel REL (repeatable) or --catalog FILE")
-    return plans
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,7 +31,7 @@ def cli() -> None:
 @table_options("resolve")
 def resolve(check: bool, **params: Any) -> None:
     """Print the resolved build plan as JSON (offline unless --check)."""
-    cfg = _config_from(params)
+    cfg = config_from(params)
     plans = plans_from_config(cfg)
     documents = []
     for plan in plans:
@@ -103,7 +39,7 @@ def resolve(check: bool, **params: Any) -> None:
         if check:
             from driverkit.headers import check_headers
 
-            document["headers_found"] = check_headers(plan, cfg.mirrors(), cfg.cache_dir)
+            document["headers_found"] = check_headers(plan, cfg.mirrors, cfg.cache_dir)
         documents.append(document)
     click.echo(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2))
 
@@ -112,7 +48,7 @@ def resolve(check: bool, **params: Any) -> None:
 @table_options("build")
 def build(**params: Any) -> None:
     """Build the kernel module and eBPF probe for one or more kernels."""
-    cfg = _config_from(params)
+    cfg = config_from(params)
     plans = plans_from_config(cfg)
     if cfg.dry_run:
         from driverkit.render import render_build_script, render_dockerfile
@@ -121,14 +57,19 @@ def build(**params: Any) -> None:
             click.echo(f"# plan: {plan.artifact_stem()}")
             click.echo(json.dumps(plan_to_json(plan), indent=2))
             click.echo(f"# Dockerfile for {plan.builder_image}")
-            click.echo(render_dockerfile(plan.builder, cfg.base_from))
+            click.echo(render_dockerfile(plan.builder, plan.base_from))
             click.echo("# build script")
             click.echo(render_build_script(plan))
         return
-    from driverkit.build import build_options_from_config, run_builds
+    from driverkit.build import run_builds
 
-    summary = run_builds(plans, build_options_from_config(cfg))
+    summary = run_builds(plans, cfg)
     _copy_driverkit_outputs(cfg, plans, summary.artifact_paths())
+    if cfg.publish_to:
+        from driverkit.publish.cli import publish_output
+
+        # What did build is published even when other kernels failed.
+        click.echo(publish_output(cfg, cfg.output, cfg.publish_to))
     if summary.failed:
         raise ToolError(f"{len(summary.failed)} of {len(plans)} kernel builds failed")
 
@@ -182,7 +123,7 @@ def images() -> None:
 
 @images.command("list")
 def images_list() -> None:
-    from driverkit.engine import docker_engine
+    from driverkit.containers import docker_engine
     from driverkit.images import list_images
 
     with docker_engine() as engine:
@@ -191,34 +132,40 @@ def images_list() -> None:
 
 
 @images.command("build")
-@click.option(
-    "--kernel",
-    "kernels",
-    multiple=True,
-    required=True,
-    help="Build the images these kernel releases need.",
-)
-@click.option("--target", default=None)
-@click.option("--base-from", type=click.Choice(["registry", "debootstrap"]), default="registry")
-def images_build(kernels: tuple[str, ...], target: str | None, base_from: str) -> None:
-    from driverkit.engine import docker_engine
-    from driverkit.images import ensure_image
+@table_options("images")
+def images_build(**params: Any) -> None:
+    """Build the builder images these kernels (--kernel, --catalog) need."""
+    from driverkit.containers import docker_engine
+    from driverkit.images import ensure_plan_image
 
-    cfg = load_config({"kernels": kernels, "target": target, "base_from": base_from})
-    specs = {p.builder for p in (resolve_plan(k, cfg, cfg.mirrors()) for k in cfg.kernels)}
+    cfg = config_from(params)
+    # One image per tag, as the plans carry it: the same resolution as `build`.
+    by_image = {plan.builder_image: plan for plan in plans_from_config(cfg)}
+    ordered = sorted(
+        by_image.values(), key=lambda p: (p.builder.header_format, p.builder.distro_release, p.gcc)
+    )
     with docker_engine() as engine:
-        for spec in sorted(specs, key=lambda s: (s.family, s.distro_release, s.gcc)):
-            click.echo(ensure_image(engine, spec, base_from))
+        for plan in ordered:
+            click.echo(ensure_plan_image(engine, plan, cfg.mirrors, cfg.cache_dir))
 
 
 @images.command("prune")
 def images_prune() -> None:
-    from driverkit.engine import docker_engine
+    from driverkit.containers import docker_engine
     from driverkit.images import prune_images
 
     with docker_engine() as engine:
         for line in prune_images(engine):
             click.echo(f"removed {line}")
+
+
+def _register_repository_commands() -> None:
+    from driverkit.publish.cli import register
+
+    register(cli)
+
+
+_register_repository_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

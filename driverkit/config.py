@@ -1,74 +1,45 @@
 """Merge option sources into a frozen BuildConfig, and resolve build plans from it.
 
-Resolution here is pure: the only inputs are the config, the target tables and the
+`BuildConfig` and its option table live in driverkit.options; this module fills one from
+defaults, a config file, the environment and flags, with the run's mirrors resolved once.
+Plan resolution here is pure: the only inputs are the config, the target tables and the
 mirror roots; nothing here reaches the network or a container engine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from drivercore.kernelrelease import KernelRelease, parse_kernel_release, parse_kernel_version
-from driverkit import DRIVER_DIR
 from driverkit.errors import UsageError
-from driverkit.options import OPTIONS, defaults, values_from_env, values_from_yaml
+from driverkit.options import (
+    BY_NAME,
+    BuildConfig,
+    default_driver_version,
+    defaults,
+    values_from_env,
+    values_from_yaml,
+)
 from driverkit.plan import BuildPlan
 from driverkit.targets import get_target, infer_target
 from driverkit.targets.base import Mirrors, Target
 
+__all__ = [
+    "BuildConfig",
+    "choose_target",
+    "load_config",
+    "plan_to_json",
+    "read_config_file",
+    "resolve_plan",
+]
 
-@dataclass(frozen=True)
-class BuildConfig:
-    kernels: tuple[str, ...]
-    kernel_version: str
-    target: str | None
-    arch: str
-    driver_version: str
-    driver_name: str
-    gcc_version: str | None
-    builder_image: str | None
-    kernel_urls: tuple[str, ...]
-    debian_mirror: str | None
-    debian_security_mirror: str | None
-    debian_keyring: str | None
-    base_from: str
-    output: Path
-    output_module: Path | None
-    output_probe: Path | None
-    processor: str
-    build_kmod: bool
-    build_probe: bool
-    catalog: Path | None
-    jobs: int
-    timeout: int
-    cache_dir: Path
-    dry_run: bool
-    loglevel: str
-
-    def mirrors(self) -> Mirrors:
-        # Imported here: mirror discovery reads /etc/apt, which pure callers may not want.
-        from driverkit.mirrors import default_mirrors
-
-        discovered = default_mirrors()
-        return Mirrors(
-            debian=(self.debian_mirror or discovered.debian).rstrip("/"),
-            debian_security=(self.debian_security_mirror or discovered.debian_security).rstrip("/"),
-            ubuntu=discovered.ubuntu,
-            debian_keyring=self.debian_keyring or discovered.debian_keyring,
-        )
-
-
-def default_driver_version() -> str:
-    version_file = DRIVER_DIR / "VERSION"
-    if version_file.is_file():
-        return version_file.read_text().strip()
-    return "0.0.0-dev"
+log = logging.getLogger(__name__)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -89,8 +60,16 @@ def load_config(
     cli_values: Mapping[str, Any],
     config_path: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    discovered_mirrors: Mirrors | None = None,
 ) -> BuildConfig:
-    """defaults < config file < environment < command line (driverkit's order)."""
+    """defaults < config file < environment < command line (driverkit's order).
+
+    The mirrors are resolved here, once: the mirror options over `discovered_mirrors`
+    (default: the host's apt sources, read once per process).
+    """
+    from driverkit.mirrors import resolve_mirrors
+
     merged: dict[str, Any] = defaults()
     if config_path is not None:
         merged.update(read_config_file(config_path))
@@ -98,7 +77,7 @@ def load_config(
     for name, value in cli_values.items():
         if value is None or value == ():
             continue
-        option = next(opt for opt in OPTIONS if opt.name == name)
+        option = BY_NAME[name]
         merged[name] = option.convert(value, f"option {option.flags[0]}")
     merged["kernels"] = tuple(merged.get("kernels") or ())
     merged["kernel_urls"] = tuple(merged.get("kernel_urls") or ())
@@ -108,8 +87,13 @@ def load_config(
         raise UsageError(f"--jobs must be at least 1, got {merged['jobs']}")
     if merged["timeout"] < 1:
         raise UsageError(f"--timeout must be at least 1 second, got {merged['timeout']}")
-    field_names = {f.name for f in dataclasses.fields(BuildConfig)}
-    return BuildConfig(**{k: v for k, v in merged.items() if k in field_names})
+    mirrors = resolve_mirrors(
+        merged["debian_mirror"],
+        merged["debian_security_mirror"],
+        merged["debian_keyring"],
+        discovered_mirrors,
+    )
+    return BuildConfig(**merged, mirrors=mirrors)
 
 
 def choose_target(kr: KernelRelease, name: str | None) -> Target:
@@ -119,13 +103,18 @@ def choose_target(kr: KernelRelease, name: str | None) -> Target:
 def resolve_plan(
     kernel: str,
     cfg: BuildConfig,
-    mirrors: Mirrors,
+    mirrors: Mirrors | None = None,
     *,
     target: str | None = None,
     kernel_version: str | None = None,
     kernel_urls: tuple[str, ...] = (),
 ) -> BuildPlan:
-    """release → target → gcc → builder → header URLs → artifact names; no I/O."""
+    """release → target → gcc → builder → image tag → header URLs → artifact names; no I/O.
+
+    The builder image tag is hashed here and only here: everything after resolution
+    (dry run, processors, `images build`) reads it from the plan. `mirrors` defaults to
+    the config's resolved ones.
+    """
     from driverkit.images import builder_image_tag
 
     kr = parse_kernel_release(kernel)
@@ -138,9 +127,10 @@ def resolve_plan(
     headers = (
         kernel_urls
         or cfg.kernel_urls
-        or chosen.header_urls(kr, raw_version, mirrors, arch=cfg.arch)
+        or chosen.header_urls(kr, raw_version, cfg.mirrors if mirrors is None else mirrors,
+                              arch=cfg.arch)
     )
-    return BuildPlan(
+    plan = BuildPlan(
         kernel=kr,
         kernel_version=raw_version,
         arch=cfg.arch,
@@ -149,12 +139,23 @@ def resolve_plan(
         gcc=builder.gcc,
         builder=builder,
         builder_image=cfg.builder_image or builder_image_tag(builder, cfg.base_from),
+        builder_image_forced=bool(cfg.builder_image),
+        base_from=cfg.base_from,
         headers=tuple(headers),
         driver_name=cfg.driver_name,
         driver_version=cfg.driver_version,
         build_kmod=cfg.build_kmod,
         build_probe=cfg.build_probe,
     )
+    log.debug(
+        "%s: target %s, gcc %s, builder image %s (%s)",
+        kernel,
+        plan.target,
+        plan.gcc,
+        plan.builder_image,
+        "forced" if plan.builder_image_forced else f"base from {plan.base_from}",
+    )
+    return plan
 
 
 def plan_to_json(plan: BuildPlan) -> dict[str, Any]:

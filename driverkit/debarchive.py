@@ -32,8 +32,8 @@ from pathlib import Path
 from driverkit.cache import DownloadCache, atomic_write_bytes
 from driverkit.errors import DownloadError, HeadersNotFoundError
 from driverkit.targets.base import Mirrors
+from driverkit.targets.debian import crawled_codenames, suite_facts
 
-CODENAMES = ("bullseye", "bookworm", "trixie", "sid")
 # Kernel flavors the catalog covers; other flavors are resolvable but not crawled.
 FLAVORS = ("amd64", "cloud-amd64", "rt-amd64")
 INDEX_MAX_AGE_S = 6 * 3600
@@ -80,17 +80,21 @@ class KernelEntry:
     flavor: str
 
 
-def suite_roots(mirrors: Mirrors, codenames: Sequence[str] = CODENAMES) -> list[tuple[str, str]]:
-    """(suite, root) pairs to index, in preference order (release before updates)."""
+def suite_roots(
+    mirrors: Mirrors, codenames: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """(suite, root) pairs to index, in preference order (release before updates).
+    `codenames` defaults to the suites the suite table marks as crawled."""
     pairs: list[tuple[str, str]] = []
-    for code in codenames:
+    for code in crawled_codenames() if codenames is None else codenames:
+        suite = suite_facts(code)  # which companion suites it has: the suite table
         if mirrors.debian:
             pairs.append((code, mirrors.debian))
-            if code != "sid":
+            if suite.has_updates:
                 pairs.append((f"{code}-updates", mirrors.debian))
-            if code == "bookworm":
+            if suite.backports_crawled:
                 pairs.append((f"{code}-backports", mirrors.debian))
-        if mirrors.debian_security and code != "sid":
+        if mirrors.debian_security and suite.has_security:
             pairs.append((f"{code}-security", mirrors.debian_security))
     return pairs
 
@@ -286,7 +290,7 @@ class DebianArchive:
         mirrors: Mirrors,
         cache: DownloadCache | None = None,
         arch: str = "amd64",
-        codenames: Sequence[str] = CODENAMES,
+        codenames: Sequence[str] | None = None,  # None: the crawled suites
         index_max_age_s: float = INDEX_MAX_AGE_S,
     ):
         self.mirrors = mirrors

@@ -6,15 +6,14 @@ where the distro is known to use another compiler (AL2 5.10 -> gcc 10, Debian fo
 suites).
 
 Builder images are Debian suites because the Debian archive is the one mirror every build
-host can reach; each suite ships a set of GCC majors (checked in the suites' Packages
-indexes), and a GCC is served by the oldest suite that ships it, as driverkit's "any"
-builder images do. A builder's gcc is always one its suite can install: when the wanted
-GCC exists nowhere, the nearest older one is used, as driverkit does with its images.
+host can reach; each suite ships a set of GCC majors (the `gccs` of the suite table,
+driverkit.targets.debian.DEBIAN_SUITES), and a GCC is served by the oldest suite that ships
+it, as driverkit's "any" builder images do. A builder's gcc is always one its suite can
+install: when the wanted GCC exists nowhere, the nearest older one is used, as driverkit
+does with its images.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from drivercore.kernelrelease import KernelRelease
 
@@ -47,24 +46,6 @@ def default_gcc(kr: KernelRelease) -> str:
     return NEWEST_DEFAULT_GCC
 
 
-@dataclass(frozen=True)
-class DebianSuite:
-    codename: str
-    gccs: tuple[str, ...]  # GCC majors the suite ships as installable gcc-N packages
-
-
-# Oldest first; the gcc-N packages each suite's main archive carries (bullseye through sid
-# read from their Packages indexes; buster from its release). GCCs older than 7 are in no
-# suite we can reach, unlike in driverkit's own buster image which adds 4.8-6 by hand.
-DEBIAN_SUITES: tuple[DebianSuite, ...] = (
-    DebianSuite("buster", ("7", "8")),
-    DebianSuite("bullseye", ("9", "10")),
-    DebianSuite("bookworm", ("11", "12")),
-    DebianSuite("trixie", ("12", "13", "14")),
-    DebianSuite("sid", ("11", "12", "13", "14", "15", "16")),
-)
-
-
 def gcc_major(gcc: str) -> str:
     """`4.8.5` -> `4.8`, `10.2` -> `10`: the granularity Debian packages GCC at."""
     parts = gcc.split(".")
@@ -83,14 +64,19 @@ def installable_gcc(wanted: str) -> tuple[str, str]:
     The oldest suite that ships it exactly; otherwise driverkit's fallback: the newest
     shipped GCC not newer than the wanted one, or the oldest shipped when all are newer.
     """
+    # The suite table lives with the Debian target, which imports this module: read it on
+    # use (and so see the table as it is at call time).
+    from driverkit.targets.debian import builder_suites
+
+    suites = builder_suites()
     major = gcc_major(wanted)
-    for suite in DEBIAN_SUITES:
+    for suite in suites:
         if major in suite.gccs:
             return suite.codename, major
-    shipped = sorted({g for suite in DEBIAN_SUITES for g in suite.gccs}, key=_version_key)
+    shipped = sorted({g for suite in suites for g in suite.gccs}, key=_version_key)
     not_newer = [g for g in shipped if _version_key(g) <= _version_key(major)]
     pick = not_newer[-1] if not_newer else shipped[0]
-    codename = next(candidate.codename for candidate in DEBIAN_SUITES if pick in candidate.gccs)
+    codename = next(candidate.codename for candidate in suites if pick in candidate.gccs)
     return codename, pick
 
 

@@ -29,7 +29,8 @@ from driverkit.cache import DownloadCache, decompress_by_suffix
 from driverkit.debarchive import DebianArchive
 from driverkit.errors import DownloadError, HeadersNotFoundError
 from driverkit.plan import BuildPlan
-from driverkit.targets.base import Mirrors
+from driverkit.targets import get_target
+from driverkit.targets.base import HeaderLookup, Mirrors
 
 _EXTRACT_FORMAT = 5  # bump when the extraction layout or fix-ups change
 
@@ -177,6 +178,11 @@ def _kernel_dir(root: Path, release: str) -> Path:
     )
 
 
+def _from_debian_archive(plan: BuildPlan) -> bool:
+    """Whether the plan's target names its exact packages through the Debian archive index."""
+    return get_target(plan.target).header_lookup is HeaderLookup.DEBIAN_ARCHIVE
+
+
 class HeaderResolver:
     def __init__(self, cache: DownloadCache, archive: DebianArchive | None = None):
         self.cache = cache
@@ -186,7 +192,7 @@ class HeaderResolver:
         """Exact packages to download, and every URL considered."""
         release = str(plan.kernel)
         tried: list[str] = []
-        if plan.target == "debian" and self.archive is not None:
+        if _from_debian_archive(plan) and self.archive is not None:
             exact = [self.archive.package_by_url(u) for u in plan.headers if u.endswith(".deb")]
             if exact and all(p is not None for p in exact):
                 # A catalog named the exact pool files: verify them by the index's sha256.
@@ -316,10 +322,11 @@ def check_headers(plan: BuildPlan, mirrors: Mirrors, cache_dir: Path) -> list[st
     cache = DownloadCache(cache_dir)
     archive = DebianArchive(mirrors, cache) if mirrors.debian else None
     resolver = HeaderResolver(cache, archive)
-    if plan.target == "debian" and archive is not None:
+    from_archive = _from_debian_archive(plan)
+    if from_archive and archive is not None:
         pkgs, _ = resolver.packages_for(plan)
         return [p.url for p in pkgs]
-    if plan.target == "debian":
+    if from_archive:
         raise HeadersNotFoundError(
             f"no Debian mirror to check {plan.kernel} against: set DRIVERKIT_DEBIAN_MIRROR"
         )

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -23,12 +24,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from driverkit.cache import default_cache_dir
-from driverkit.engine import ContainerEngine
+from driverkit.containers import ContainerEngine
 from driverkit.errors import ContainerEngineError, UsageError
+from driverkit.plan import BuildPlan
 from driverkit.render import render_dockerfile
 from driverkit.targets.base import BuilderSpec, Mirrors
 
-TAG_FORMAT = 1
+log = logging.getLogger(__name__)
+
+TAG_FORMAT = 2  # 2: BuilderSpec.family became header_format
 IMAGE_PREFIX = "driverkit-builder"
 KIND_LABEL = "io.driverkit.builder"
 _build_lock = threading.Lock()  # one image build at a time: the CPU is shared
@@ -48,7 +52,7 @@ def builder_image_tag(spec: BuilderSpec, base_from: str = "registry") -> str:
     )
     digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
     gcc = spec.gcc.replace(".", "")
-    return f"{IMAGE_PREFIX}-{spec.family}-{spec.distro_release}-gcc{gcc}:{digest}"
+    return f"{IMAGE_PREFIX}-{spec.header_format}-{spec.distro_release}-gcc{gcc}:{digest}"
 
 
 def host_apt_buildargs() -> dict[str, str]:
@@ -79,12 +83,13 @@ def _debootstrap_rootfs(suite: str, mirror: str, cache_dir: Path) -> Path:
             "--base-from debootstrap needs `debootstrap` (apt-get install debootstrap)"
         )
     tarball.parent.mkdir(parents=True, exist_ok=True)
+    log.info("debootstrapping a %s base from %s into %s", suite, mirror, tarball)
     root = Path(tempfile.mkdtemp(prefix=f"debootstrap-{suite}-", dir=tarball.parent))
     try:
         # The host's keyring may predate the keys newer suites are signed with; the
         # suite is fetched from the mirror the host already trusts for apt.
         cmd = ["debootstrap", "--variant=minbase", suite, str(root), mirror]
-        if suite == "sid" or not _keyring_verifies(suite):
+        if not _keyring_verifies(suite):
             cmd.insert(1, "--no-check-gpg")
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -106,8 +111,10 @@ def _debootstrap_rootfs(suite: str, mirror: str, cache_dir: Path) -> Path:
 
 
 def _keyring_verifies(suite: str) -> bool:
-    # bookworm's keyring carries the bullseye/bookworm/trixie archive keys.
-    return suite in ("bullseye", "bookworm", "trixie")
+    # Which suites the host's debian-archive-keyring checks: a column of the suite table.
+    from driverkit.targets.debian import keyring_verifies
+
+    return keyring_verifies(suite)
 
 
 def ensure_base(
@@ -129,24 +136,57 @@ def ensure_base(
     engine.import_image(tarball, spec.base_image)
 
 
+def ensure_plan_image(
+    engine: ContainerEngine,
+    plan: BuildPlan,
+    mirrors: Mirrors | None = None,
+    cache_dir: Path | None = None,
+) -> str:
+    """The plan's builder image, built from the template only if missing and not forced.
+
+    The tag is the one the plan carries; it is not hashed again here.
+    """
+    if engine.image_exists(plan.builder_image):
+        log.debug("builder image %s is present", plan.builder_image)
+        return plan.builder_image
+    if plan.builder_image_forced:
+        # Only a forced name that happens to be the template's may be built from it.
+        template = builder_image_tag(plan.builder, plan.base_from)
+        if template != plan.builder_image:
+            raise ContainerEngineError(
+                f"builder image {plan.builder_image} does not exist (the template renders "
+                f"{template})"
+            )
+    return ensure_image(
+        engine, plan.builder, plan.base_from, mirrors, cache_dir, tag=plan.builder_image
+    )
+
+
 def ensure_image(
     engine: ContainerEngine,
     spec: BuilderSpec,
     base_from: str = "registry",
     mirrors: Mirrors | None = None,
     cache_dir: Path | None = None,
+    *,
+    tag: str | None = None,
 ) -> str:
-    """The builder image's tag, building it (and its debootstrap base) only if missing."""
-    tag = builder_image_tag(spec, base_from)
+    """The builder image's tag, building it (and its debootstrap base) only if missing.
+
+    `tag` is the one a plan already carries; without it the template's tag is computed.
+    """
+    if tag is None:
+        tag = builder_image_tag(spec, base_from)
     if engine.image_exists(tag):
         return tag
     if mirrors is None:
-        from driverkit.mirrors import default_mirrors
+        from driverkit.mirrors import host_mirrors
 
-        mirrors = default_mirrors()
+        mirrors = host_mirrors()
     with _build_lock, _host_lock(cache_dir or default_cache_dir()):
         if engine.image_exists(tag):  # another thread or process built it while we waited
             return tag
+        log.info("building builder image %s (base from %s)", tag, base_from)
         base_was_local = engine.image_exists(spec.base_image)
         ensure_base(engine, spec, base_from, mirrors, cache_dir)
         try:
@@ -221,9 +261,10 @@ def _is_current(tag: str, labels: dict[str, str] | object) -> bool:
     base_from = labels.get("io.driverkit.base-from", "registry")
     if not suite or not gcc:
         return False
-    family = tag.removeprefix(f"{IMAGE_PREFIX}-").split("-", 1)[0]
+    header_format = tag.removeprefix(f"{IMAGE_PREFIX}-").split("-", 1)[0]
     try:
-        current = builder_image_tag(BuilderSpec(family, f"debian:{suite}", suite, gcc), base_from)
+        spec = BuilderSpec(header_format, f"debian:{suite}", suite, gcc)
+        current = builder_image_tag(spec, base_from)
     except UsageError:
         return False
     return current == tag

@@ -3,11 +3,13 @@
 The Debian mirror is whatever the host already uses: we read it from apt's sources
 (deb822 `*.sources` and one-line `*.list`) so no mirror host is baked into the code, and a
 host behind a local mirror or proxy builds through that mirror. `DRIVERKIT_DEBIAN_MIRROR`
-and `DRIVERKIT_DEBIAN_SECURITY_MIRROR` override the discovery.
+and `DRIVERKIT_DEBIAN_SECURITY_MIRROR` override the discovery. A process discovers them
+once (`host_mirrors`) and injects the result everywhere it builds or resolves.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -97,10 +99,34 @@ def debian_keyring_default() -> str:
 
 
 def default_mirrors(apt_root: Path = APT_ROOT) -> Mirrors:
+    """Read the mirrors now (uncached); callers that build use `host_mirrors()`."""
     return Mirrors(
         debian=debian_mirror_from_apt(apt_root),
         debian_security=debian_security_mirror_from_apt(apt_root),
         debian_keyring=debian_keyring_default(),
+    )
+
+
+@functools.cache
+def host_mirrors() -> Mirrors:
+    """This host's mirrors, discovered once per process: apt sources do not change under
+    a run, and every plan, image build and catalog of the run must agree on them."""
+    return default_mirrors()
+
+
+def resolve_mirrors(
+    debian: str | None = None,
+    debian_security: str | None = None,
+    debian_keyring: str | None = None,
+    discovered: Mirrors | None = None,
+) -> Mirrors:
+    """Mirrors a run uses: explicit options over what the host discovered."""
+    found = host_mirrors() if discovered is None else discovered
+    return Mirrors(
+        debian=(debian or found.debian).rstrip("/"),
+        debian_security=(debian_security or found.debian_security).rstrip("/"),
+        ubuntu=found.ubuntu,
+        debian_keyring=debian_keyring or found.debian_keyring,
     )
 
 

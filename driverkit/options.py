@@ -1,23 +1,58 @@
-"""One declarative table of build options.
+"""One declarative table of build options: the fields of the frozen `BuildConfig`.
 
-Each `Option` row drives the click flag, the driverkit-compatible config-YAML key, the
-`DRIVERKIT_*` environment variable and the help text, so the three sources can never
+Each option field's metadata drives the click flag, the driverkit-compatible config-YAML
+key, the `DRIVERKIT_*` environment variable and the help text; `OPTIONS` is read off the
+dataclass, so there is no second list to keep in step and the sources can never
 disagree about names, types or defaults. Precedence follows driverkit (viper):
 command-line flag > environment > config file > default.
 """
 
+# `option()` returns a dataclasses.field(), which RUF009 does not recognise by name.
+# ruff: noqa: RUF009
+
 from __future__ import annotations
 
 import difflib
+import functools
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from driverkit import DRIVER_DIR
+from driverkit.artifacts import RTCAP_PROBE, ProbeSpec
+from driverkit.cache import default_cache_dir
 from driverkit.errors import UsageError
+from driverkit.targets.base import Mirrors
 
 ENV_PREFIX = "DRIVERKIT_"
+
+# Commands a row applies to: `build`, `resolve` and `images build` all resolve plans, so
+# everything that shapes a plan's builder applies to all three.
+BUILD_ONLY = frozenset({"build"})
+PLAN_COMMANDS = frozenset({"build", "resolve"})
+ALL_COMMANDS = frozenset({"build", "resolve", "images"})
+# `matrix plan` resolves plans for a catalog; `matrix run` also builds and publishes them.
+MATRIX = frozenset({"matrix-plan", "matrix-run"})
+BUILDS = frozenset({"build", "matrix-run"})
+PUBLISHES = frozenset({"build", "publish", "matrix-run"})
+
+LOG_LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def default_driver_version() -> str:
+    version_file = DRIVER_DIR / "VERSION"
+    if version_file.is_file():
+        return version_file.read_text().strip()
+    return "0.0.0-dev"
 
 Converter = Callable[[Any, str], Any]
 
@@ -72,15 +107,21 @@ CONVERTERS: dict[str, Converter] = {
 
 @dataclass(frozen=True)
 class Option:
-    name: str  # attribute of BuildConfig
+    """One row of the table: a BuildConfig field and how users spell it."""
+
+    name: str  # the BuildConfig field
     flags: tuple[str, ...]  # first is canonical; the rest are driverkit spellings
     yaml_key: str  # dotted for nested driverkit keys, e.g. "output.module"
     kind: str  # a key of CONVERTERS
     help: str
-    default: Any = None
+    default_factory: Callable[[], Any]
     choices: tuple[str, ...] = ()
-    commands: frozenset[str] = field(default_factory=lambda: frozenset({"build", "resolve"}))
+    commands: frozenset[str] = PLAN_COMMANDS
     env: str = ""  # only where a readable name beats the derived one
+
+    @property
+    def default(self) -> Any:
+        return self.default_factory()
 
     @property
     def env_var(self) -> str:
@@ -88,221 +129,387 @@ class Option:
 
     def convert(self, value: Any, where: str) -> Any:
         converted = CONVERTERS[self.kind](value, where)
-        if self.choices and converted not in self.choices:
-            raise UsageError(f"{where}: {converted!r} is not one of {', '.join(self.choices)}")
+        # A list option's choices apply to each of its items.
+        items = converted if self.kind == "list" else (converted,)
+        for item in items:
+            if self.choices and item not in self.choices:
+                raise UsageError(f"{where}: {item!r} is not one of {', '.join(self.choices)}")
         return converted
 
 
-BUILD_ONLY = frozenset({"build"})
+_OPTION_KEY = "driverkit.option"
 
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "kernels",
+
+def option(
+    flags: tuple[str, ...],
+    yaml_key: str,
+    kind: str,
+    help: str,
+    *,
+    default: Any = None,
+    default_factory: Callable[[], Any] | None = None,
+    choices: tuple[str, ...] = (),
+    commands: frozenset[str] = PLAN_COMMANDS,
+    env: str = "",
+) -> Any:
+    """A BuildConfig field that is also a row of the option table.
+
+    Typed `Any` so a field reads `jobs: int = option(...)` and mypy keeps the field's
+    own annotation as its type.
+    """
+    row = {
+        "flags": flags,
+        "yaml_key": yaml_key,
+        "kind": kind,
+        "help": help,
+        "choices": choices,
+        "commands": commands,
+        "env": env,
+    }
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={_OPTION_KEY: row})
+    return field(default=default, metadata={_OPTION_KEY: row})
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """The frozen, resolved configuration of one run; its option fields are the table.
+
+    Fields made with `option(...)` are what users set (flags, YAML keys, env vars);
+    the fields after them are resolved once per run (mirrors) or set by library
+    callers (tests, benchmarks) and have no command-line spelling.
+    """
+
+    kernels: tuple[str, ...] = option(
         ("--kernel", "--kernelrelease"),
         "kernelrelease",
         "list",
         "Kernel release as `uname -r` prints it; repeat to build several.",
-    ),
-    Option(
-        "kernel_version",
+        default=(),
+        commands=ALL_COMMANDS,
+    )
+    kernel_version: str = option(
         ("--kernel-version", "--kernelversion"),
         "kernelversion",
         "str",
         "Kernel build number, or the whole `uname -v` text.",
         default="1",
-    ),
-    Option(
-        "target",
+        commands=ALL_COMMANDS,
+    )
+    target: str | None = option(
         ("--target",),
         "target",
         "str",
         "Distro target; inferred from the release when omitted.",
-    ),
-    Option(
-        "arch",
+        commands=ALL_COMMANDS,
+    )
+    arch: str = option(
         ("--arch", "--architecture"),
         "architecture",
         "str",
         "Architecture of the target kernel.",
         default="amd64",
         choices=("amd64", "arm64"),
-    ),
-    Option(
-        "driver_version",
+        commands=ALL_COMMANDS,
+    )
+    driver_version: str = option(
         ("--driver-version", "--driverversion"),
         "driverversion",
         "str",
         "Driver version to build; defaults to driver/VERSION.",
-    ),
-    Option(
-        "driver_name",
+        default_factory=default_driver_version,
+    )
+    driver_name: str = option(
         ("--driver-name", "--drivername"),
         "drivername",
         "str",
         "Driver name used in artifact file names.",
         default="rtcap",
-    ),
-    Option(
-        "gcc_version",
+        commands=PLAN_COMMANDS | MATRIX,
+    )
+    gcc_version: str | None = option(
         ("--gcc-version", "--gccversion"),
         "gccversion",
         "str",
         "Force a GCC version instead of the target's choice.",
-    ),
-    Option(
-        "builder_image",
+        commands=ALL_COMMANDS,
+    )
+    builder_image: str | None = option(
         ("--builder-image", "--builderimage"),
         "builderimage",
         "str",
         "Force a builder image instead of the target's choice.",
-    ),
-    Option(
-        "kernel_urls",
+        commands=ALL_COMMANDS,
+    )
+    kernel_urls: tuple[str, ...] = option(
         ("--kernel-urls", "--kernelurls"),
         "kernelurls",
         "list",
         "Header package URLs to use instead of the target's candidates.",
-    ),
-    Option(
-        "debian_mirror",
+        default=(),
+    )
+    debian_mirror: str | None = option(
         ("--debian-mirror",),
         "debianmirror",
         "str",
         "Debian archive root; read from the host's apt sources when omitted.",
         env="DRIVERKIT_DEBIAN_MIRROR",
-    ),
-    Option(
-        "debian_security_mirror",
+        commands=ALL_COMMANDS | MATRIX,
+    )
+    debian_security_mirror: str | None = option(
         ("--debian-security-mirror",),
         "debiansecuritymirror",
         "str",
         "Debian security archive root; read from apt sources when omitted.",
         env="DRIVERKIT_DEBIAN_SECURITY_MIRROR",
-    ),
-    Option(
-        "debian_keyring",
+        commands=ALL_COMMANDS | MATRIX,
+    )
+    debian_keyring: str | None = option(
         ("--debian-keyring",),
         "debiankeyring",
         "str",
         "GnuPG keyring(s) the Debian archive's InRelease must be signed by "
         "(':'-separated); default: the host's debian-archive-keyring.",
         env="DRIVERKIT_DEBIAN_KEYRING",
-    ),
-    Option(
-        "base_from",
+        commands=PLAN_COMMANDS | MATRIX,
+    )
+    base_from: str = option(
         ("--base-from",),
         "basefrom",
         "str",
         "Where builder base images come from: a registry, or a local debootstrap.",
         default="registry",
         choices=("registry", "debootstrap"),
-    ),
-    Option(
-        "output",
+        commands=ALL_COMMANDS | MATRIX,
+    )
+    output: Path = option(
         ("--output",),
         "output.dir",
         "path",
         "Directory for artifacts (laid out <driver-version>/<arch>/).",
         default=Path("out"),
-        commands=BUILD_ONLY,
-    ),
-    Option(
-        "output_module",
+        commands=BUILDS,
+    )
+    output_module: Path | None = option(
         ("--output-module",),
         "output.module",
         "path",
         "Also copy the kernel module to this path (driverkit's output.module).",
         commands=BUILD_ONLY,
-    ),
-    Option(
-        "output_probe",
+    )
+    output_probe: Path | None = option(
         ("--output-probe",),
         "output.probe",
         "path",
         "Also copy the per-kernel probe to this path (driverkit's output.probe).",
         commands=BUILD_ONLY,
-    ),
-    Option(
-        "processor",
+    )
+    processor: str = option(
         ("--processor",),
         "processor",
         "str",
         "Where the build script runs.",
         default="docker",
         choices=("docker", "local"),
-        commands=BUILD_ONLY,
-    ),
-    Option(
-        "build_kmod",
+        commands=BUILDS,
+    )
+    build_kmod: bool = option(
         ("--kmod/--no-kmod",),
         "kmod",
         "bool",
         "Build the kernel module.",
         default=True,
-    ),
-    Option(
-        "build_probe",
+        commands=PLAN_COMMANDS | MATRIX,
+    )
+    build_probe: bool = option(
         ("--probe/--no-probe",),
         "probe",
         "bool",
         "Build the per-kernel eBPF probe.",
         default=True,
-    ),
-    Option(
-        "catalog",
+        commands=PLAN_COMMANDS | MATRIX,
+    )
+    catalog: Path | None = option(
         ("--catalog",),
         "catalog",
         "path",
         "Kernel-crawler JSON listing kernels to build.",
-        commands=BUILD_ONLY,
-    ),
-    Option(
-        "jobs",
+        commands=frozenset({"build", "images"}) | MATRIX,
+    )
+    jobs: int = option(
         ("-j", "--jobs"),
         "jobs",
         "int",
         "Kernels built in parallel.",
         default=1,
-        commands=BUILD_ONLY,
-    ),
-    Option(
-        "timeout",
+        commands=BUILDS,
+    )
+    timeout: int = option(
         ("--timeout",),
         "timeout",
         "int",
         "Seconds a single build may run before it is killed.",
         default=900,
-        commands=BUILD_ONLY,
-    ),
-    Option(
-        "cache_dir",
+        commands=BUILDS,
+    )
+    cache_dir: Path = option(
         ("--cache-dir",),
         "cachedir",
         "path",
         "Download and image cache.",
-        default=Path("~/.cache/driverkit").expanduser(),
+        default_factory=default_cache_dir,
         env="DRIVERKIT_CACHE_DIR",
-    ),
-    Option(
-        "dry_run",
+        commands=ALL_COMMANDS | MATRIX,
+    )
+    dry_run: bool = option(
         ("--dry-run", "--dryrun"),
         "dryrun",
         "bool",
         "Print the rendered Dockerfile and build script; run nothing.",
         default=False,
         commands=BUILD_ONLY,
-    ),
-    Option(
-        "loglevel",
+    )
+    loglevel: str = option(
         ("--loglevel",),
         "loglevel",
         "str",
         "Log verbosity.",
         default="info",
-        choices=("debug", "info", "warn", "warning", "error"),
-    ),
-)
+        choices=tuple(LOG_LEVELS),
+        commands=ALL_COMMANDS | MATRIX | PUBLISHES,
+    )
 
+    publish_to: str | None = option(
+        ("--publish",),
+        "publish",
+        "str",
+        "Publish what was built to this repository (see --repo) with a signed index.",
+        commands=BUILD_ONLY,
+    )
+    repo: str | None = option(
+        ("--repo",),
+        "repo",
+        "str",
+        "Artifact repository: a directory, file://, http(s):// (WebDAV) or s3://bucket/prefix.",
+        env="DRIVERKIT_REPO",
+        commands=MATRIX | frozenset({"publish"}),
+    )
+    publish_from: Path = option(
+        ("--from",),
+        "from",
+        "path",
+        "Build output to publish (laid out <driver-version>/<arch>/).",
+        default=Path("out"),
+        commands=frozenset({"publish"}),
+    )
+    signing_key: Path | None = option(
+        ("--signing-key",),
+        "signingkey",
+        "path",
+        "Ed25519 private key (PEM) that signs the repository index (`driverkit keys generate`).",
+        env="DRIVERKIT_SIGNING_KEY",
+        commands=PUBLISHES,
+    )
+    public_key: str | None = option(
+        ("--public-key",),
+        "publickey",
+        "str",
+        "Public key the repository index must be signed by: `ed25519:...` or a .pub file; "
+        "default: that of --signing-key.",
+        env="DRIVERKIT_REPO_PUBLIC_KEY",
+        commands=MATRIX,
+    )
+    force: bool = option(
+        ("--force",),
+        "force",
+        "bool",
+        "Replace published artifacts whose sha256 differs from this build's.",
+        default=False,
+        commands=PUBLISHES,
+    )
+    matrix_driver_versions: tuple[str, ...] = option(
+        ("--driver-version",),
+        "matrix.driverversions",
+        "list",
+        "Driver versions the matrix covers (repeat); default: driver/VERSION.",
+        default=(),
+        commands=MATRIX,
+    )
+    matrix_arches: tuple[str, ...] = option(
+        ("--arch",),
+        "matrix.architectures",
+        "list",
+        "Architectures the matrix covers (repeat); default: amd64.",
+        default=(),
+        choices=("amd64", "arm64"),
+        commands=MATRIX,
+    )
+    shards: int = option(
+        ("--shards",),
+        "matrix.shards",
+        "int",
+        "Cut the missing builds into this many CI jobs.",
+        default=1,
+        commands=frozenset({"matrix-plan"}),
+    )
+    plan_dir: Path = option(
+        ("--out",),
+        "matrix.out",
+        "path",
+        "Where `matrix plan` writes one driverkit config per kernel and matrix.json.",
+        default=Path("plan"),
+        commands=frozenset({"matrix-plan"}),
+    )
+    github_output: Path | None = option(
+        ("--github-output",),
+        "matrix.githuboutput",
+        "path",
+        "Append `matrix=<json>` and `empty=<bool>` to this file (GitHub's $GITHUB_OUTPUT).",
+        commands=frozenset({"matrix-plan"}),
+    )
+    verify_command: str | None = option(
+        ("--verify-command",),
+        "matrix.verifycommand",
+        "str",
+        "A command run on the build output before publishing (the output directory is "
+        "appended), e.g. `python3 -m ci.bootverify --artifacts`; it fails the run by exiting "
+        "non-zero and records boot-verified kernels in bootverify.json.",
+        commands=frozenset({"matrix-run"}),
+    )
+
+    # Resolved once per run, not spelled by users: the mirror roots (options over what
+    # the host's apt sources name) and what library callers such as tests and benches
+    # point a build at.
+    mirrors: Mirrors = field(default_factory=Mirrors)
+    driver_dir: Path = DRIVER_DIR
+    probe_spec: ProbeSpec = RTCAP_PROBE
+    build_core: bool = True  # also build the kernel-independent CO-RE probe
+    make_jobs: int = 1  # make -j inside one build
+    show_progress: bool = True
+
+    @property
+    def log_level(self) -> int:
+        return LOG_LEVELS[self.loglevel]
+
+
+def _row(f: Field[Any]) -> Option:
+    row = f.metadata[_OPTION_KEY]
+    factory: Callable[[], Any]
+    if f.default_factory is not MISSING:
+        factory = f.default_factory
+    else:
+        factory = functools.partial(_same, f.default)
+    return Option(name=f.name, default_factory=factory, **row)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# The table is read off BuildConfig, so a field and its flag/key/env can never drift apart.
+OPTIONS: tuple[Option, ...] = tuple(
+    _row(f) for f in fields(BuildConfig) if _OPTION_KEY in f.metadata
+)
 BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
 BY_YAML_KEY: dict[str, Option] = {opt.yaml_key: opt for opt in OPTIONS}
 BY_ENV: dict[str, Option] = {opt.env_var: opt for opt in OPTIONS}

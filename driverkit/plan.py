@@ -1,4 +1,8 @@
-"""The resolved build plan: everything a processor needs, computed without I/O."""
+"""The resolved build plan: everything a processor needs, computed without I/O.
+
+The plan is the only carrier of per-kernel build facts: processors, the dry run and
+`images build` read them from here rather than deriving them again.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +22,18 @@ class BuildPlan:
     artifact: ArtifactKernel  # target id, release and version as they appear in file names
     gcc: str
     builder: BuilderSpec
-    builder_image: str  # image tag the processor runs, content-hashed by driverkit.images
+    # The image the processor runs: hashed once at resolution (images.builder_image_tag)
+    # from the builder and base_from, or the user's --builder-image; never re-derived.
+    builder_image: str
     headers: tuple[str, ...]  # candidate header package URLs, most likely first
     driver_name: str
     driver_version: str
     build_kmod: bool = True
     build_probe: bool = True
+    # A forced --builder-image is used as it is, never built from the template.
+    builder_image_forced: bool = False
+    # Where the builder's FROM image comes from, should the image have to be built.
+    base_from: str = "registry"
 
     def artifact_stem(self) -> str:
         return artifact_stem(self.driver_name, self.artifact)

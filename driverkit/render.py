@@ -8,7 +8,6 @@ instead of silently producing an empty string in a script.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -16,25 +15,10 @@ import jinja2
 from driverkit.errors import UsageError
 from driverkit.plan import BuildPlan, core_probe_name
 from driverkit.targets.base import BuilderSpec
+from driverkit.targets.debian import builder_suites, suite_named
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
-
-@dataclass(frozen=True)
-class DebianSuiteTools:
-    has_updates: bool
-    extra_packages: tuple[str, ...]
-
-
-# What each Debian suite needs beyond the common set. bullseye has no `bpftool`
-# package (it lives in linux-tools there); sid has no -updates.
-_DEBIAN_SUITES: dict[str, DebianSuiteTools] = {
-    "buster": DebianSuiteTools(True, ()),
-    "bullseye": DebianSuiteTools(True, ()),
-    "bookworm": DebianSuiteTools(True, ("bpftool",)),
-    "trixie": DebianSuiteTools(True, ("bpftool",)),
-    "sid": DebianSuiteTools(False, ("bpftool",)),
-}
 
 # Module build: make + the kernel's gcc + libelf (objtool) + pahole (6.x kbuild calls it
 # for module BTF and fails with "pahole: not found"); probes: clang/llvm/libbpf.
@@ -65,7 +49,7 @@ def _environment() -> jinja2.Environment:
 
 
 def template_name_for(spec: BuilderSpec) -> str:
-    """Per-family Dockerfile: chosen by the base image's distro, e.g. debian:bookworm."""
+    """The Dockerfile template: chosen by the base image's distro, e.g. debian:bookworm."""
     distro = spec.base_image.split(":", 1)[0].rsplit("/", 1)[-1]
     name = f"Dockerfile.{distro}.j2"
     if not (TEMPLATES_DIR / name).is_file():
@@ -77,13 +61,14 @@ def template_name_for(spec: BuilderSpec) -> str:
 
 def dockerfile_context(spec: BuilderSpec) -> dict[str, object]:
     suite = spec.distro_release
-    tools = _DEBIAN_SUITES.get(suite)
-    if tools is None:
-        known = ", ".join(_DEBIAN_SUITES)
+    # Whether it has -updates and what it needs beyond the common set: the suite table.
+    tools = suite_named(suite)
+    if tools is None or not tools.gccs:
+        known = ", ".join(builder.codename for builder in builder_suites())
         raise UsageError(f"builder suite {suite!r} has no package table; known suites: {known}")
-    packages = (f"gcc-{spec.gcc}", *_DEBIAN_COMMON_PACKAGES, *tools.extra_packages)
+    packages = (f"gcc-{spec.gcc}", *_DEBIAN_COMMON_PACKAGES, *tools.builder_packages)
     return {
-        "family": spec.family,
+        "header_format": spec.header_format,
         "base_image": spec.base_image,
         "suite": suite,
         "gcc": spec.gcc,

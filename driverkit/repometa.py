@@ -40,6 +40,7 @@ from driverkit.cache import DownloadCache, atomic_write_bytes, decompress_by_suf
 from driverkit.errors import HeadersNotFoundError, UsageError
 from driverkit.plan import BuildPlan
 from driverkit.targets import get_target
+from driverkit.targets.base import HeaderLookup
 from driverkit.targets.common import rpm_arch, rpm_release_with_arch
 from driverkit.targets.vanilla import kernel_org_urls
 
@@ -570,25 +571,20 @@ def _debian(plan: BuildPlan, http: _Http) -> list[ExactPackage]:
     )
 
 
-# One table: a target's own strategy, else its package format's, else the first that exists.
-_BY_TARGET: dict[str, Strategy] = {
-    "amazonlinux": _from_mirror_lists,
-    "amazonlinux2": _from_mirror_lists,
-    "amazonlinux2022": _from_mirror_lists,
-    "amazonlinux2023": _from_mirror_lists,
-    "opensuse": _suse_pair,
-    "sles": _suse_pair,
-    "ubuntu": _ubuntu_pair,
-    "flatcar": _flatcar,
-    "debian": _debian,
+# One strategy per header lookup a target row names (Target.header_lookup).
+_BY_LOOKUP: dict[HeaderLookup, Strategy] = {
+    HeaderLookup.DEBIAN_ARCHIVE: _debian,
+    HeaderLookup.MIRROR_LISTS: _from_mirror_lists,
+    HeaderLookup.SUSE_PAIR: _suse_pair,
+    HeaderLookup.UBUNTU_PAIR: _ubuntu_pair,
+    HeaderLookup.FLATCAR_RELEASE: _flatcar,
+    HeaderLookup.FIRST_RPM: _first_rpm,
+    HeaderLookup.FIRST_EXISTING: _first_existing,
 }
-_BY_FORMAT: dict[str, Strategy] = {"rpm": _first_rpm}
 
 
 def strategy_for(plan: BuildPlan) -> Strategy:
-    if plan.target in _BY_TARGET:
-        return _BY_TARGET[plan.target]
-    return _BY_FORMAT.get(get_target(plan.target).package_format, _first_existing)
+    return _BY_LOOKUP[get_target(plan.target).header_lookup]
 
 
 def _not_found(plan: BuildPlan, http: _Http) -> HeadersNotFoundError:

@@ -28,7 +28,7 @@ def verify_on_host(path: Path, arch: str) -> str:
     if os.geteuid() != 0:
         return "skipped: loading BPF programs needs root"
     from drivercore import libbpf
-    from runtime.driver.errors import DriverError
+    from drivercore.errors import DriverError
 
     try:
         lib = libbpf.lib()

@@ -12,9 +12,9 @@ from driverkit.headers import HeaderResolver, ResolvedHeaders
 
 
 def real_archive(cache_root: Path) -> DebianArchive:
-    from driverkit.mirrors import default_mirrors
+    from driverkit.mirrors import host_mirrors
 
-    mirrors = default_mirrors()
+    mirrors = host_mirrors()
     if not mirrors.debian:
         pytest.skip("no Debian mirror in /etc/apt")
     return DebianArchive(mirrors, DownloadCache(cache_root))

@@ -51,6 +51,10 @@ def _qemu_ready() -> bool:
     return shutil.which("qemu-system-x86_64") is not None
 
 
+def _chromium_ready() -> bool:
+    return shutil.which("chromium") is not None
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     markers = {m.name for m in item.iter_markers()}
     if "root" in markers:
@@ -61,6 +65,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require(_docker_up(), "needs a running dockerd (see .ci/run)")
     if "qemu" in markers:
         require(_qemu_ready(), "needs qemu-system-x86_64 (see .ci/run)")
+    if "browser" in markers:
+        require(_chromium_ready(), "needs headless Chromium: apt-get install chromium")
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +77,9 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def ci_cache() -> Path:
     """Download cache shared by tests and .ci/run, outside the repo so reruns are fast."""
-    path = Path(os.environ.get("DK_CACHE", "/var/cache/driverkit-ci"))
+    from driverkit.cache import default_cache_dir
+
+    path = default_cache_dir()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -101,3 +109,13 @@ def archive_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchiveKey
     finally:
         key.close()
         shutil.rmtree(key.home.parent, ignore_errors=True)
+
+
+# Real repository servers (nginx WebDAV, SeaweedFS S3) for tests marked `repo`.
+from tests.repo_servers import (  # noqa: E402, F401
+    dir_repo,
+    s3_repo,
+    s3_server,
+    webdav_repo,
+    webdav_server,
+)

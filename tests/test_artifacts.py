@@ -155,6 +155,20 @@ def test_publish_and_manifest_round_trip(tmp_path: Path, probe_o: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.o"]  # no temp files left
 
 
+def test_a_same_size_artifact_with_other_bytes_is_not_up_to_date(tmp_path: Path) -> None:
+    """The skip check compares the manifest's sha256, not only the size."""
+    built = tmp_path / "built.ko"
+    built.write_bytes(b"the module as validated")
+    out = tmp_path / "out"
+    published = publish({"m.ko": built}, out)
+    write_manifest(out / "m.json", {"input_hash": "h1", "artifacts": published})
+    assert up_to_date(out, "m.json", "h1")
+    swapped = bytes(reversed(built.read_bytes()))
+    assert len(swapped) == published["m.ko"]["size"] and swapped != built.read_bytes()
+    (out / "m.ko").write_bytes(swapped)
+    assert not up_to_date(out, "m.json", "h1")
+
+
 def test_tree_hash_changes_with_the_sources(tmp_path: Path) -> None:
     shutil.copytree(FIXTURE_DRIVER, tmp_path / "d")
     before = hash_tree(tmp_path / "d")

@@ -20,10 +20,11 @@ import pytest
 
 from driverkit import DRIVER_DIR
 from driverkit.artifacts import RTCAP_PROBE, ProbeSpec, validate_kmod, validate_probe
-from driverkit.build import BuildOptions, BuildSummary, run_builds
+from driverkit.build import BuildSummary, run_builds
 from driverkit.config import load_config, resolve_plan
 from driverkit.errors import ContainerEngineError, HeadersNotFoundError
 from driverkit.headers import HeaderResolver
+from driverkit.options import BuildConfig
 from driverkit.plan import BuildPlan
 from tests.build_helpers_real import bookworm_release, real_archive
 from tests.conftest import FIXTURES
@@ -42,21 +43,18 @@ def _plans(releases: Sequence[str], ci_cache: Path) -> list[BuildPlan]:
     return [resolve_plan(r, cfg, archive.mirrors, target="debian") for r in releases]
 
 
-def _opts(out: Path, ci_cache: Path, driver: Path, probe: ProbeSpec, **kw: object) -> BuildOptions:
-    from driverkit.mirrors import default_mirrors
-
-    base = BuildOptions(
-        output_dir=out,
-        processor="docker",
-        jobs=1,
-        timeout_s=600,
-        base_from=BASE_FROM,
-        cache_dir=ci_cache,
-        mirrors=default_mirrors(),
-        driver_dir=driver,
-        probe_spec=probe,
-        show_progress=False,
+def _opts(out: Path, ci_cache: Path, driver: Path, probe: ProbeSpec, **kw: object) -> BuildConfig:
+    base = load_config(
+        {
+            "output": out,
+            "processor": "docker",
+            "jobs": 1,
+            "timeout": 600,
+            "base_from": BASE_FROM,
+            "cache_dir": ci_cache,
+        }
     )
+    base = dataclasses.replace(base, driver_dir=driver, probe_spec=probe, show_progress=False)
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
 
@@ -158,13 +156,13 @@ def test_fixture_build_docker_and_local_agree(tmp_path: Path, ci_cache: Path) ->
 
 @pytest.mark.docker
 def test_builds_run_without_network(ci_cache: Path) -> None:
-    from driverkit.engine import docker_engine
-    from driverkit.images import ensure_image
-    from driverkit.mirrors import default_mirrors
+    from driverkit.containers import docker_engine
+    from driverkit.images import ensure_plan_image
+    from driverkit.mirrors import host_mirrors
 
     plan = _plans([bookworm_release(ci_cache)], ci_cache)[0]
     with docker_engine() as engine:
-        image = ensure_image(engine, plan.builder, BASE_FROM, default_mirrors(), ci_cache)
+        image = ensure_plan_image(engine, plan, host_mirrors(), ci_cache)
         with engine.container(image, ["sh", "-c", "ls /sys/class/net"], network=False) as box:
             result = box.run(60)
     assert result.exit_code == 0
@@ -200,7 +198,7 @@ def test_timeout_kills_and_removes_the_container(tmp_path: Path, ci_cache: Path)
     makefile = driver / "Makefile"
     makefile.write_text(makefile.read_text().replace("kmod:\n", "kmod:\n\tsleep 300\n", 1))
     plans = _plans([bookworm_release(ci_cache)], ci_cache)
-    opts = _opts(tmp_path / "out", ci_cache, driver, FIXTURE_PROBE, timeout_s=8, build_core=False)
+    opts = _opts(tmp_path / "out", ci_cache, driver, FIXTURE_PROBE, timeout=8, build_core=False)
     started = time.monotonic()
     summary = run_builds(plans, opts)
     assert time.monotonic() - started < 120
@@ -216,14 +214,14 @@ def test_timeout_kills_and_removes_the_container(tmp_path: Path, ci_cache: Path)
 @pytest.mark.docker
 def test_interrupt_path_removes_live_containers(ci_cache: Path) -> None:
     """What Ctrl-C does in run_builds: the main thread removes containers workers wait on."""
-    from driverkit.engine import docker_engine
-    from driverkit.images import ensure_image
-    from driverkit.mirrors import default_mirrors
+    from driverkit.containers import docker_engine
+    from driverkit.images import ensure_plan_image
+    from driverkit.mirrors import host_mirrors
 
     plan = _plans([bookworm_release(ci_cache)], ci_cache)[0]
     errors: list[BaseException] = []
     with docker_engine() as engine:
-        image = ensure_image(engine, plan.builder, BASE_FROM, default_mirrors(), ci_cache)
+        image = ensure_plan_image(engine, plan, host_mirrors(), ci_cache)
 
         def worker() -> None:
             try:
@@ -272,7 +270,7 @@ def test_missing_headers_for_url_targets_lists_each_url(tmp_path: Path) -> None:
 
 
 def test_docker_daemon_down_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    from driverkit.engine import docker_engine
+    from driverkit.containers import docker_engine
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(ContainerEngineError) as info, docker_engine():
@@ -286,17 +284,16 @@ _INTERRUPTED_RUN = """
 import sys
 from pathlib import Path
 from driverkit.artifacts import ProbeSpec
-from driverkit.build import BuildOptions, run_builds
+import dataclasses
+from driverkit.build import run_builds
 from driverkit.config import load_config, resolve_plan
-from driverkit.mirrors import default_mirrors
 
 release, out, cache, driver, base_from = sys.argv[1:6]
-mirrors = default_mirrors()
-plan = resolve_plan(release, load_config({"base_from": base_from}), mirrors, target="debian")
-opts = BuildOptions(output_dir=Path(out), base_from=base_from, cache_dir=Path(cache),
-                    mirrors=mirrors, driver_dir=Path(driver), probe_spec=ProbeSpec(),
-                    build_core=False, show_progress=False, timeout_s=600)
-run_builds([plan], opts)
+cfg = load_config({"base_from": base_from, "output": out, "cache_dir": cache, "timeout": 600})
+cfg = dataclasses.replace(cfg, driver_dir=Path(driver), probe_spec=ProbeSpec(),
+                          build_core=False, show_progress=False)
+plan = resolve_plan(release, cfg, target="debian")
+run_builds([plan], cfg)
 """
 
 
@@ -345,14 +342,14 @@ def test_ctrl_c_removes_containers_and_leaves_no_artifacts(tmp_path: Path, ci_ca
 
 @pytest.mark.docker
 def test_prune_removes_only_stale_builders(ci_cache: Path) -> None:
-    from driverkit.engine import docker_engine
-    from driverkit.images import ensure_image, list_images, prune_images
-    from driverkit.mirrors import default_mirrors
+    from driverkit.containers import docker_engine
+    from driverkit.images import ensure_plan_image, list_images, prune_images
+    from driverkit.mirrors import host_mirrors
 
     plan = _plans([bookworm_release(ci_cache)], ci_cache)[0]
     stale = "driverkit-builder-debian-bookworm-gcc12:000000000000"
     with docker_engine() as engine:
-        current = ensure_image(engine, plan.builder, BASE_FROM, default_mirrors(), ci_cache)
+        current = ensure_plan_image(engine, plan, host_mirrors(), ci_cache)
         subprocess.run(["docker", "tag", current, stale], check=True)
         listed = [line.split("\t")[0] for line in list_images(engine)]
         assert current in listed and stale in listed

@@ -127,3 +127,71 @@ def test_manifest_warnings_are_the_compilers_warning_lines() -> None:
         "/src/a.c:3:5: warning: unused variable 'x' [-Wunused-variable]",
         "/src/b.bpf.c:9:1: warning: default initialization [-Wdefault-const-init]",
     ]
+
+
+def test_the_plan_carries_its_builder_image_and_base_from() -> None:
+    from driverkit.build import CORE_BUILDER, core_plan
+
+    cfg = load_config({"base_from": "debootstrap"}, environ={})
+    plan = resolve_plan("6.1.0-47-amd64", cfg, MIRRORS, target="debian")
+    assert plan.base_from == "debootstrap" and not plan.builder_image_forced
+    assert plan.builder_image == builder_image_tag(plan.builder, "debootstrap")
+    # The CO-RE probe's plan is resolved for the same base as the kernel plan it follows.
+    assert core_plan(plan).builder_image == builder_image_tag(CORE_BUILDER, "debootstrap")
+    forced = resolve_plan(
+        "6.1.0-47-amd64", load_config({"builder_image": "mine/builder:1"}, environ={}), MIRRORS
+    )
+    assert forced.builder_image == "mine/builder:1" and forced.builder_image_forced
+
+
+class _Engine:
+    """Just the ContainerEngine calls an image build makes, recorded."""
+
+    def __init__(self, present: tuple[str, ...] = ()) -> None:
+        self.present = set(present)
+        self.built: list[str] = []
+
+    def image_exists(self, tag: str) -> bool:
+        return tag in self.present
+
+    def build_image(
+        self, dockerfile: str, tag: str, buildargs: dict[str, str], labels: dict[str, str]
+    ) -> str:
+        assert "FROM debian:bookworm" in dockerfile
+        self.built.append(tag)
+        self.present.add(tag)
+        return "sha256:0"
+
+
+def test_the_processor_side_uses_the_plans_image_tag_without_hashing_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typing import cast
+
+    from driverkit import images
+    from driverkit.containers import ContainerEngine
+    from driverkit.errors import ContainerEngineError
+
+    plan = _plan()
+    forced = dataclasses.replace(plan, builder_image="mine/builder:1", builder_image_forced=True)
+
+    def rehash(*_: object) -> str:
+        raise AssertionError("the builder image tag was derived again after resolution")
+
+    monkeypatch.setattr(images, "builder_image_tag", rehash)
+    engine = _Engine(present=("debian:bookworm",))
+    assert images.ensure_plan_image(cast(ContainerEngine, engine), plan, MIRRORS, tmp_path) == (
+        plan.builder_image
+    )
+    assert engine.built == [plan.builder_image]
+    # A present forced image is used as it is.
+    engine = _Engine(present=("mine/builder:1",))
+    assert images.ensure_plan_image(cast(ContainerEngine, engine), forced, MIRRORS, tmp_path) == (
+        "mine/builder:1"
+    )
+    # A missing forced image is an error naming the template's tag, and nothing is built.
+    monkeypatch.undo()
+    engine = _Engine(present=("debian:bookworm",))
+    with pytest.raises(ContainerEngineError, match=r"mine/builder:1 does not exist.*renders"):
+        images.ensure_plan_image(cast(ContainerEngine, engine), forced, MIRRORS, tmp_path)
+    assert engine.built == []

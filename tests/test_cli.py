@@ -142,3 +142,24 @@ def test_targets_table_lists_every_driverkit_target() -> None:
         "vanilla",
     ):
         assert f" {name} " in proc.stdout, name
+
+
+def test_loglevel_reaches_python_logging() -> None:
+    quiet = run_driverkit("resolve", "--kernel", "5.10.0-amzn2")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    loud = run_driverkit("resolve", "--kernel", "5.10.0-amzn2", "--loglevel", "debug")
+    assert loud.returncode == 0, loud.stderr
+    assert json.loads(loud.stdout) == json.loads(quiet.stdout)  # stdout stays the plan
+    assert "5.10.0-amzn2" in loud.stderr and "amazonlinux2" in loud.stderr
+
+
+def test_images_build_resolves_through_the_option_table(tmp_path: Path) -> None:
+    helped = run_driverkit("images", "build", "--help")
+    assert helped.returncode == 0
+    for flag in ("--cache-dir", "--debian-mirror", "--base-from", "--builder-image", "-c,"):
+        assert flag in helped.stdout, flag
+    # Resolution fails the way `build` does, before any container engine is needed.
+    none = run_driverkit("images", "build", "--cache-dir", str(tmp_path))
+    assert none.returncode == 2 and "no kernel given" in none.stderr
+    typo = run_driverkit("images", "build", env={"DRIVERKIT_BASEFORM": "debootstrap"})
+    assert typo.returncode == 2 and "did you mean 'DRIVERKIT_BASEFROM'" in typo.stderr

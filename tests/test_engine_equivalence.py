@@ -223,7 +223,7 @@ def test_open_paths_are_normalised_exactly_as_normpath_would() -> None:
     import itertools
     import posixpath
 
-    from runtime.engine.state import _is_normal_abs
+    from runtime.engine.state.machine import _is_normal_abs
 
     parts = ["", ".", "..", "a", ".a", "..a", "a.", "..."]
     checked = 0

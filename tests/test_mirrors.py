@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from driverkit import mirrors
+from driverkit.config import load_config
 from driverkit.errors import UsageError
 from driverkit.mirrors import (
     apt_uris,
     debian_mirror_from_apt,
     default_mirrors,
+    host_mirrors,
     require_debian_mirror,
 )
 from driverkit.targets.base import Mirrors
@@ -46,8 +49,6 @@ def test_both_formats_are_read_in_order(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_the_keyring_defaults_to_the_hosts_debian_archive_keyring(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from driverkit import mirrors
-
     monkeypatch.delenv("DRIVERKIT_DEBIAN_KEYRING", raising=False)
     ring = tmp_path / "debian-archive-keyring.gpg"
     monkeypatch.setattr(mirrors, "DEBIAN_ARCHIVE_KEYRING", ring)
@@ -64,3 +65,40 @@ def test_env_overrides_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_missing_mirror_says_how_to_set_one() -> None:
     with pytest.raises(UsageError, match="DRIVERKIT_DEBIAN_MIRROR"):
         require_debian_mirror(Mirrors())
+
+
+def test_host_mirrors_are_discovered_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[Path] = []
+
+    def counting(apt_root: Path = mirrors.APT_ROOT) -> Mirrors:
+        reads.append(apt_root)
+        return Mirrors(debian="http://apt.invalid/debian")
+
+    monkeypatch.setattr(mirrors, "default_mirrors", counting)
+    host_mirrors.cache_clear()
+    try:
+        first = load_config({}, environ={})
+        second = load_config({"kernels": ("6.1.0-56-amd64",)}, environ={})
+        assert first.mirrors == second.mirrors == host_mirrors()
+        assert first.mirrors.debian == "http://apt.invalid/debian"
+        assert len(reads) == 1
+    finally:
+        host_mirrors.cache_clear()
+
+
+def test_mirror_options_override_the_injected_discovery() -> None:
+    found = Mirrors(
+        debian="http://apt.invalid/debian",
+        debian_security="http://apt.invalid/debian-security",
+        debian_keyring="/keys/host.gpg",
+    )
+    cfg = load_config(
+        {"debian_mirror": "http://flag.invalid/debian/"},
+        environ={"DRIVERKIT_DEBIAN_KEYRING": "/keys/env.gpg"},
+        discovered_mirrors=found,
+    )
+    assert cfg.mirrors == Mirrors(
+        debian="http://flag.invalid/debian",
+        debian_security="http://apt.invalid/debian-security",
+        debian_keyring="/keys/env.gpg",
+    )

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from driverkit.config import load_config
 from driverkit.errors import UsageError
-from driverkit.options import BY_ENV, BY_YAML_KEY, OPTIONS, values_from_env, values_from_yaml
+from driverkit.options import (
+    BY_ENV,
+    BY_NAME,
+    BY_YAML_KEY,
+    OPTIONS,
+    BuildConfig,
+    values_from_env,
+    values_from_yaml,
+)
+from driverkit.targets.base import Mirrors
 
 
 def test_every_option_has_unique_flag_key_and_env() -> None:
-    flags = [flag for opt in OPTIONS for flag in opt.flags]
-    assert len(flags) == len(set(flags))
+    # A flag names one option per command (`--driver-version` is one version for `build`,
+    # a repeatable list for `matrix`); YAML keys and env vars are global, so unique.
+    commands = {command for opt in OPTIONS for command in opt.commands}
+    for command in commands:
+        flags = [flag for opt in OPTIONS if command in opt.commands for flag in opt.flags]
+        assert len(flags) == len(set(flags)), command
     assert len(BY_YAML_KEY) == len(OPTIONS)
     assert len(BY_ENV) == len(OPTIONS)
 
@@ -79,3 +94,45 @@ def test_unknown_env_var_suggests() -> None:
         UsageError, match=r"DRIVERKIT_KERNELRELASE.*did you mean 'DRIVERKIT_KERNELRELEASE'"
     ):
         values_from_env({"DRIVERKIT_KERNELRELASE": "5.10.0"})
+
+
+def test_the_table_is_read_off_the_config_fields() -> None:
+    """No second list: every option is a BuildConfig field, in field order, with the
+    field's own default."""
+    option_fields = [f.name for f in dataclasses.fields(BuildConfig) if f.name in BY_NAME]
+    assert [opt.name for opt in OPTIONS] == option_fields
+    assert {"jobs", "cache_dir", "base_from", "kernels", "loglevel"} <= set(option_fields)
+    assert not {"mirrors", "driver_dir", "probe_spec"} & set(BY_NAME)  # resolved, not spelled
+    plain = BuildConfig()
+    for opt in OPTIONS:
+        assert getattr(plain, opt.name) == opt.default, opt.name
+
+
+def test_images_build_takes_the_same_builder_options_as_build() -> None:
+    for_images = {opt.flags[0] for opt in OPTIONS if "images" in opt.commands}
+    assert {
+        "--kernel",
+        "--target",
+        "--builder-image",
+        "--base-from",
+        "--debian-mirror",
+        "--cache-dir",
+        "--catalog",
+        "--loglevel",
+    } <= for_images
+    assert all("build" in opt.commands for opt in OPTIONS if "images" in opt.commands)
+
+
+def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
+    config = tmp_path / "dk.yaml"
+    config.write_text("jobs: 3\ntimeout: 30\nbasefrom: debootstrap\n")
+    found = Mirrors(debian="http://apt.invalid/debian")
+    cfg = load_config(
+        {"jobs": 4},
+        config,
+        {"DRIVERKIT_JOBS": "2", "DRIVERKIT_TIMEOUT": "20"},
+        discovered_mirrors=found,
+    )
+    assert (cfg.jobs, cfg.timeout, cfg.base_from, cfg.arch) == (4, 20, "debootstrap", "amd64")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.jobs = 5  # type: ignore[misc]

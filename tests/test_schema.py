@@ -28,6 +28,7 @@ from runtime.driver.schema import (
     encode_record,
     frame_records,
 )
+from runtime.events import SocketTuple
 from tests.conftest import require
 
 REPO = Path(__file__).resolve().parent.parent
@@ -256,7 +257,9 @@ def test_connect_and_accept_network_params() -> None:
         syscall_nr=SYSCALLS["x86_64"]["connect"],
     )
     ev = Decoder("x86_64", 0).decode(rec)
-    assert ev.params["tuple"] == "10.0.0.1:40000->10.0.0.9:8080"
+    # The tuple arrives structured; its str() is Falco's text (fd.name, evt.arg.tuple).
+    assert ev.params["tuple"] == SocketTuple(2, "10.0.0.1", 40000, "10.0.0.9", 8080)
+    assert str(ev.params["tuple"]) == "10.0.0.1:40000->10.0.0.9:8080"
     assert (ev.params["family"], ev.params["addr"], ev.params["port"]) == (2, "10.0.0.9", 8080)
     assert ev.params["fd"] == 3
     # a refused connect has no tuple from the socket: the sockaddr supplies the remote
@@ -264,13 +267,16 @@ def test_connect_and_accept_network_params() -> None:
                         syscall_nr=SYSCALLS["x86_64"]["connect"])
     ev = Decoder("x86_64", 0).decode(rec)
     assert (ev.params["addr"], ev.params["port"], ev.res) == ("10.0.0.9", 8080, -111)
+    assert ev.params["tuple"] == SocketTuple(2, None, None, "10.0.0.9", 8080)
+    assert str(ev.params["tuple"]) == "->10.0.0.9:8080"
     # accept: the peer is the tuple's source and the remote end
     rec = encode_record(
         "accept4", [_tuple4(10, "::1", 5555, "::1", 22), encode_fixed("flags32", 0)], ret=7,
         syscall_nr=SYSCALLS["x86_64"]["accept4"],
     )
     ev = Decoder("x86_64", 0).decode(rec)
-    assert ev.params["tuple"] == "::1:5555->::1:22"
+    assert ev.params["tuple"] == SocketTuple(10, "::1", 5555, "::1", 22)
+    assert str(ev.params["tuple"]) == "::1:5555->::1:22"
     assert (ev.params["fd"], ev.params["port"], ev.params["family"]) == (7, 5555, 10)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from runtime.engine.capture import AF_INET, AF_INET6, AF_UNIX, encode_record, encode_tuple
 from runtime.engine.state import (
     CLONE_THREAD,
     HOST_CONTAINER_ID,
@@ -18,7 +19,7 @@ from runtime.engine.state import (
     container_from_proc_cgroup,
     parse_tuple,
 )
-from runtime.events import Event
+from runtime.events import Event, SocketTuple
 
 CID = "3f4e8b9a0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f"
 
@@ -372,3 +373,83 @@ def test_seeded_sockets_come_from_proc_net(tmp_path: Path) -> None:
     assert v6 is not None and (v6.typechar, v6.sip, v6.sport) == ("6", "::1", 8080)
     assert unix is not None and (unix.typechar, unix.name) == ("u", "/run/docker.sock")
     assert unknown is not None and unknown.typechar == "u" and unknown.name == ""
+
+
+# ---- endpoints: structured from the decoder, text from hand-built events ------------------
+
+def _sockaddr_in(family: int, ip: str, port: int) -> bytes:
+    import socket
+    import struct
+
+    if family == AF_INET:
+        return struct.pack("=H", family) + struct.pack("!H", port) + socket.inet_aton(ip) \
+            + bytes(8)
+    return struct.pack("=H", family) + struct.pack("!H", port) + bytes(4) \
+        + socket.inet_pton(socket.AF_INET6, ip) + bytes(4)
+
+
+def _sockaddr_un(path: bytes) -> bytes:
+    return (1).to_bytes(2, sys.byteorder) + path
+
+
+# (event type, tuple param bytes, sockaddr param bytes or None for accept, res)
+_NETWORK_RECORDS = [
+    ("connect", encode_tuple(AF_INET, "10.0.0.1", 40000, "10.0.0.9", 8080),
+     _sockaddr_in(AF_INET, "10.0.0.9", 8080), 0),
+    ("connect", encode_tuple(AF_INET6, "fe80::1", 5000, "2001:db8::2", 443),
+     _sockaddr_in(AF_INET6, "2001:db8::2", 443), 0),
+    ("connect", b"", _sockaddr_in(AF_INET, "192.0.2.7", 53), -111),
+    ("connect", b"", _sockaddr_in(AF_INET6, "::1", 53), -111),
+    ("connect", bytes([AF_UNIX]), _sockaddr_un(b"/run/docker.sock\0"), 0),
+    ("connect", bytes([AF_UNIX]), _sockaddr_un(b"\0abstract\0"), 0),
+    ("connect", b"", _sockaddr_un(b""), -22),
+    ("connect", b"", (17).to_bytes(2, sys.byteorder) + bytes(18), -97),  # AF_PACKET
+    ("connect", b"", b"", -14),
+    ("accept4", encode_tuple(AF_INET, "10.1.1.1", 33000, "10.1.1.2", 8080), None, 7),
+    ("accept4", encode_tuple(AF_INET6, "::1", 5555, "::1", 22), None, 8),
+]
+
+
+@pytest.mark.parametrize(("evt_type", "tup", "sockaddr", "res"), _NETWORK_RECORDS, ids=[
+    "v4", "v6", "v4-sockaddr-only", "v6-sockaddr-only", "unix-path", "unix-abstract",
+    "unix-unnamed", "unknown-family", "no-address", "accept-v4", "accept-v6"])
+def test_structured_endpoints_give_what_their_text_gives(
+        evt_type: str, tup: bytes, sockaddr: bytes | None, res: int) -> None:
+    """A decoded tuple (a SocketTuple) and its Falco text, as a hand-built event carries
+    it, describe the same socket: same fd row, same fd.name, same evt.arg.tuple."""
+    from runtime.driver.schema import Decoder
+    from runtime.engine.fields import render_param
+
+    params: dict[str, object] = {"tuple": tup}
+    if sockaddr is not None:
+        params.update(fd=5, addr=sockaddr)
+    else:
+        params["flags"] = 0
+    record = encode_record(evt_type, ts_boot_ns=1, ret=res, pid=10, params=params)
+    decoded = Decoder("x86_64", 0).decode(record)
+    structured = decoded.params["tuple"]
+    assert structured is None or isinstance(structured, SocketTuple)
+    as_text = Event(**{name: getattr(decoded, name) for name in Event.__slots__})
+    as_text.params = {k: (str(v) if k == "tuple" and v is not None else v)
+                      for k, v in decoded.params.items()}
+    rows = []
+    for event in (decoded, as_text):
+        st = SystemState()
+        st.update(ev("socket", res=5, pid=10, domain=2, type=2, proto=0))
+        st.update(event)
+        rows.append((st.fd(10, 5 if evt_type == "connect" else res), st.fd_of(event)))
+    assert rows[0] == rows[1]
+    assert render_param(evt_type, "tuple", structured) == render_param(
+        evt_type, "tuple", as_text.params["tuple"])
+
+
+def test_socket_tuple_text_is_falcos() -> None:
+    assert str(SocketTuple(AF_INET, "10.0.0.1", 4000, "1.2.3.4", 80)) == "10.0.0.1:4000->1.2.3.4:80"
+    assert str(SocketTuple(AF_INET6, "::1", 5000, "::1", 443)) == "::1:5000->::1:443"
+    assert str(SocketTuple(AF_INET, None, None, "192.0.2.7", 53)) == "->192.0.2.7:53"
+    assert str(SocketTuple(AF_UNIX, None, None, "/run/docker.sock", None)) == "/run/docker.sock"
+    assert str(SocketTuple(17, None, None, None, None)) == "->"
+    for tup in (SocketTuple(AF_INET, "10.0.0.1", 4000, "1.2.3.4", 80),
+                SocketTuple(AF_INET6, "fe80::1", 5000, "2001:db8::2", 443)):
+        _family, *ends = tup
+        assert parse_tuple(str(tup)) == tuple(ends)

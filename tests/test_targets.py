@@ -20,22 +20,23 @@ from typing import Any
 import pytest
 
 from drivercore.kernelrelease import parse_kernel_release
+from drivercore.targets import (
+    bottlerocket_kernel_version,
+    flatcar_release,
+    minikube_kernel_version,
+    talos_kernel_version,
+)
 from driverkit.errors import (
     InvalidKernelReleaseError,
     ToolError,
     UnknownTargetError,
     UsageError,
 )
-from driverkit.gcc import DEBIAN_SUITES, debian_suite_for_gcc, default_gcc, installable_gcc
+from driverkit.gcc import debian_suite_for_gcc, default_gcc, installable_gcc
 from driverkit.targets import TARGETS, all_targets, get_target
 from driverkit.targets.base import Mirrors, Target
+from driverkit.targets.debian import DEBIAN_SUITES
 from driverkit.targets.ubuntu import ubuntu_extra_version
-from driverkit.targets.vanilla import (
-    bottlerocket_kernel_version,
-    flatcar_release,
-    minikube_kernel_version,
-    talos_kernel_version,
-)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "targets"
 DEBIAN_ROOT = "http://mirror.invalid/debian"
@@ -101,7 +102,7 @@ def test_every_target_resolves_offline(name: str) -> None:
     assert (spec.distro_release, spec.gcc) == installable_gcc(gcc)
     assert spec.base_image == f"debian:{spec.distro_release}"
     assert spec.gcc in SUITE_GCCS[spec.distro_release]
-    assert spec.family
+    assert spec.header_format
     assert target.package_format in {"deb", "rpm", "tar"}
     assert target.header_source and "\n" not in target.header_source
     assert target.gcc_rule()
@@ -273,7 +274,7 @@ def test_debian_gcc_matches_the_headers_compiler_dependency(kernel: dict[str, An
 )
 def test_debian_builder_follows_the_suite(release: str, suite: str, gcc: str) -> None:
     spec = get_target("debian").builder(parse_kernel_release(release))
-    assert (spec.family, spec.base_image, spec.distro_release, spec.gcc) == (
+    assert (spec.header_format, spec.base_image, spec.distro_release, spec.gcc) == (
         "debian", f"debian:{suite}", suite, gcc
     )
 

@@ -3,7 +3,7 @@
 Sources and the script are copied in (not mounted) so the container sees a snapshot;
 headers are bind-mounted read-only at the same path as on the host; outputs are
 copied out of /dk/out. The engine's context manager removes the container whatever
-happens.
+happens. The image is the one the plan names (see images.ensure_plan_image).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from driverkit.engine import ContainerEngine, Mount
-from driverkit.errors import BuildFailedError, ContainerEngineError
+from driverkit.containers import ContainerEngine, Mount
+from driverkit.errors import BuildFailedError
 from driverkit.headers import ResolvedHeaders
-from driverkit.images import ensure_image
+from driverkit.images import ensure_plan_image
 from driverkit.plan import BuildPlan
 from driverkit.processors.base import ProcessorResult, failure_message
 from driverkit.targets.base import Mirrors
@@ -30,14 +30,12 @@ class DockerProcessor:
         engine: ContainerEngine,
         driver_dir: Path,
         *,
-        base_from: str,
         mirrors: Mirrors,
         cache_dir: Path,
         make_jobs: int = 1,
     ):
         self.engine = engine
         self.driver_dir = driver_dir
-        self.base_from = base_from
         self.mirrors = mirrors
         self.cache_dir = cache_dir
         self.make_jobs = make_jobs
@@ -48,17 +46,6 @@ class DockerProcessor:
     def environment_ref(self, plan: BuildPlan) -> str:
         return f"docker:{plan.builder_image}"
 
-    def _image(self, plan: BuildPlan) -> str:
-        # An existing image is used as is: a forced --builder-image needs no template build.
-        if self.engine.image_exists(plan.builder_image):
-            return plan.builder_image
-        tag = ensure_image(self.engine, plan.builder, self.base_from, self.mirrors, self.cache_dir)
-        if plan.builder_image != tag:
-            raise ContainerEngineError(
-                f"builder image {plan.builder_image} does not exist (the template renders {tag})"
-            )
-        return tag
-
     def run(
         self,
         plan: BuildPlan,
@@ -67,7 +54,7 @@ class DockerProcessor:
         work_dir: Path,
         timeout_s: float,
     ) -> ProcessorResult:
-        image = self._image(plan)
+        image = ensure_plan_image(self.engine, plan, self.mirrors, self.cache_dir)
         image_id = self.engine.image_id(image)
         env = {"DK_ROOT": CONTAINER_ROOT, "DK_JOBS": str(self.make_jobs)}
         mounts = []

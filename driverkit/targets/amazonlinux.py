@@ -9,11 +9,20 @@ each to the repository, reads `repodata/primary.sqlite` and picks the
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from collections.abc import Callable
 
 from drivercore.kernelrelease import KernelRelease
-from driverkit.targets.base import Mirrors
-from driverkit.targets.common import DistroTarget, release_tokens, rpm_arch
+from drivercore.targets import TargetId
+from driverkit.targets.base import (
+    GccRule,
+    HeaderLookup,
+    HeaderUrlRule,
+    Mirrors,
+    ReleasePattern,
+    Target,
+    derive,
+)
+from driverkit.targets.common import release_tokens, rpm_arch
 
 _AMZN_TOKEN = re.compile(r"amzn(\d+)", re.ASCII)
 
@@ -27,74 +36,83 @@ def amzn_generation(kr: KernelRelease) -> str | None:
     return None
 
 
-class AmazonlinuxTarget(DistroTarget):
-    name: ClassVar[str] = "amazonlinux"
-    family: ClassVar[str] = "amazonlinux"
-    package_format: ClassVar[str] = "rpm"
-    template_family: ClassVar[str] = "rpm"
-    header_source: ClassVar[str] = (
-        "repository mirror.list -> repodata/primary.sqlite -> kernel-devel rpm"
-    )
-    generation: ClassVar[str] = "1"
-    repos: ClassVar[tuple[str, ...]] = (
-        "latest/updates", "latest/main",
-        "2017.03/updates", "2017.03/main",
-        "2017.09/updates", "2017.09/main",
-        "2018.03/updates", "2018.03/main",
-    )  # fmt: skip
+def generation_is(generation: str) -> ReleasePattern:
+    return lambda kr: amzn_generation(kr) == generation
 
-    def matches(self, kr: KernelRelease) -> bool:
-        return amzn_generation(kr) == self.generation
 
-    def repo_root(self, repo: str, arch: str) -> str:
-        # Amazon Linux 1 predates per-arch repositories.
-        return f"http://repo.us-east-1.amazonaws.com/{repo}"
+def mirror_lists(repo_root: Callable[[str, str], str], repos: tuple[str, ...]) -> HeaderUrlRule:
+    """The `mirror.list` of each repository; `repo_root(repo, rpm arch)` is its URL."""
 
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
+    def candidates(
+        kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
     ) -> tuple[str, ...]:
         a = rpm_arch(kr, arch)
-        return tuple(f"{self.repo_root(repo, a)}/mirror.list" for repo in self.repos)
+        return tuple(f"{repo_root(repo, a)}/mirror.list" for repo in repos)
+
+    return candidates
 
 
-class Amazonlinux2Target(AmazonlinuxTarget):
-    name: ClassVar[str] = "amazonlinux2"
-    generation: ClassVar[str] = "2"
-    gcc_override_rule: ClassVar[str] = "5.10 -> 10"
-    repos: ClassVar[tuple[str, ...]] = (
-        "core/2.0",
-        "core/latest",
-        "extras/kernel-5.4/latest",
-        "extras/kernel-5.10/latest",
-        "extras/kernel-5.15/latest",
-    )
-
-    def gcc_override(self, kr: KernelRelease) -> str | None:
-        # Amazon builds its 5.10 kernels with the gcc10 package of AL2.
-        if kr.series == (5, 10):
-            return "10"
-        return None
-
-    def repo_root(self, repo: str, arch: str) -> str:
-        return f"http://amazonlinux.us-east-1.amazonaws.com/2/{repo}/{arch}"
+def al2_gcc(kr: KernelRelease) -> str | None:
+    # Amazon builds its 5.10 kernels with the gcc10 package of AL2.
+    return "10" if kr.series == (5, 10) else None
 
 
-class Amazonlinux2022Target(AmazonlinuxTarget):
-    name: ClassVar[str] = "amazonlinux2022"
-    generation: ClassVar[str] = "2022"
-    repos: ClassVar[tuple[str, ...]] = ("2022.0.20220202", "2022.0.20220315")
-
-    def repo_root(self, repo: str, arch: str) -> str:
-        return (
+AMAZONLINUX = Target(
+    id=TargetId.AMAZONLINUX,
+    family="amazonlinux",
+    package_format="rpm",
+    header_format="rpm",
+    header_source="repository mirror.list -> repodata/primary.sqlite -> kernel-devel rpm",
+    # Amazon Linux 1 predates per-arch repositories.
+    candidate_urls=mirror_lists(
+        lambda repo, arch: f"http://repo.us-east-1.amazonaws.com/{repo}",
+        (
+            "latest/updates", "latest/main",
+            "2017.03/updates", "2017.03/main",
+            "2017.09/updates", "2017.09/main",
+            "2018.03/updates", "2018.03/main",
+        ),
+    ),
+    release_pattern=generation_is("1"),
+    header_lookup=HeaderLookup.MIRROR_LISTS,
+)
+AMAZONLINUX2 = derive(
+    AMAZONLINUX,
+    id=TargetId.AMAZONLINUX2,
+    candidate_urls=mirror_lists(
+        lambda repo, arch: f"http://amazonlinux.us-east-1.amazonaws.com/2/{repo}/{arch}",
+        (
+            "core/2.0",
+            "core/latest",
+            "extras/kernel-5.4/latest",
+            "extras/kernel-5.10/latest",
+            "extras/kernel-5.15/latest",
+        ),
+    ),
+    release_pattern=generation_is("2"),
+    gcc=GccRule(pick=al2_gcc, described="5.10 -> 10"),
+)
+AMAZONLINUX2022 = derive(
+    AMAZONLINUX,
+    id=TargetId.AMAZONLINUX2022,
+    candidate_urls=mirror_lists(
+        lambda repo, arch: (
             "https://al2022-repos-us-east-1-9761ab97.s3.dualstack.us-east-1.amazonaws.com"
             f"/core/mirrors/{repo}/{arch}"
-        )
+        ),
+        ("2022.0.20220202", "2022.0.20220315"),
+    ),
+    release_pattern=generation_is("2022"),
+)
+AMAZONLINUX2023 = derive(
+    AMAZONLINUX,
+    id=TargetId.AMAZONLINUX2023,
+    candidate_urls=mirror_lists(
+        lambda repo, arch: f"https://cdn.amazonlinux.com/al2023/core/mirrors/{repo}/{arch}",
+        ("latest",),
+    ),
+    release_pattern=generation_is("2023"),
+)
 
-
-class Amazonlinux2023Target(AmazonlinuxTarget):
-    name: ClassVar[str] = "amazonlinux2023"
-    generation: ClassVar[str] = "2023"
-    repos: ClassVar[tuple[str, ...]] = ("latest",)
-
-    def repo_root(self, repo: str, arch: str) -> str:
-        return f"https://cdn.amazonlinux.com/al2023/core/mirrors/{repo}/{arch}"
+# The rows driverkit.targets registers.
+TARGETS: tuple[Target, ...] = (AMAZONLINUX, AMAZONLINUX2, AMAZONLINUX2022, AMAZONLINUX2023,)

@@ -1,17 +1,29 @@
-"""The contract every distro target implements.
+"""What a distro target is: one frozen row of data.
 
 Resolution is pure: a target turns a parsed kernel release into header URLs, a GCC
-version, a builder image spec and an artifact target id without touching the network.
-Checking which candidate URL exists is a separate I/O step (driverkit.headers).
+version, a builder image spec and artifact names without touching the network. Checking
+which candidate URL exists is a separate I/O step (driverkit.headers, driverkit.repometa),
+chosen by the target's `header_lookup`.
+
+A family member is its parent row with only what differs replaced (`derive`), so nothing
+is inherited by accident and everything a target does is visible in its row. What is
+target-specific (release pattern, header URLs, gcc pick, builder) is a function the row
+names; naming comes from `drivercore.targets`, keyed by the target id, so the host-side
+loader names artifacts with the same function.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from enum import StrEnum
+from typing import Any
 
 from drivercore.kernelrelease import KernelRelease
 from drivercore.naming import ArtifactKernel
+from drivercore.targets import artifact_kernel
+from driverkit.gcc import DEFAULT_GCC_RULE, debian_image, default_gcc, installable_gcc
 
 
 @dataclass(frozen=True)
@@ -34,33 +46,98 @@ class Mirrors:
 class BuilderSpec:
     """Which builder image a kernel needs: base distro image plus compiler."""
 
-    family: str  # template family: debian, ubuntu, centos, amazonlinux, ...
+    # Which header format the build script unpacks (the target's `header_format`):
+    # it picks the template and names the image.
+    header_format: str
     base_image: str  # e.g. "debian:bookworm"
     distro_release: str  # e.g. "bookworm"
     gcc: str  # e.g. "12"
 
 
-class Target:
-    """A distro target. Subclasses override only what differs from their family parent."""
+class HeaderLookup(StrEnum):
+    """How the network step turns a target's candidate URLs into exact packages."""
 
-    name: ClassVar[str]
-    family: ClassVar[str]
-    package_format: ClassVar[str]  # "deb", "rpm", "tar", "none"
-    header_source: ClassVar[str] = ""  # one line for `driverkit targets`
+    DEBIAN_ARCHIVE = "debian-archive"  # the signed archive index (driverkit.debarchive)
+    MIRROR_LISTS = "mirror-lists"  # mirror.list -> repodata -> kernel-devel (Amazon)
+    SUSE_PAIR = "suse-pair"  # flavor devel rpm + noarch kernel-devel
+    UBUNTU_PAIR = "ubuntu-pair"  # flavor headers + shared _all headers
+    FLATCAR_RELEASE = "flatcar-release"  # a release's package list names the kernel
+    FIRST_RPM = "first-rpm"  # the first kernel-devel rpm that exists
+    FIRST_EXISTING = "first-existing"  # the first candidate that exists
+
+
+ReleasePattern = Callable[[KernelRelease], bool]
+# (release, `uname -v` text or build number, mirrors, arch) -> candidate URLs, likeliest first.
+HeaderUrlRule = Callable[[KernelRelease, str, Mirrors, str], tuple[str, ...]]
+# (header format, gcc, release) -> builder spec.
+BuilderRule = Callable[[str, str, KernelRelease], BuilderSpec]
+
+
+def never_inferred(kr: KernelRelease) -> bool:
+    """For targets only ever chosen with --target (their releases look like others')."""
+    return False
+
+
+def no_gcc_pick(kr: KernelRelease) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class GccRule:
+    """A target's gcc: `pick` answers for the kernels it knows, driverkit's default for the
+    rest (`replaces_default` when `pick` always answers). `described` is the text of
+    `driverkit targets`."""
+
+    pick: Callable[[KernelRelease], str | None] = no_gcc_pick
+    described: str = ""
+    replaces_default: bool = False
+
+
+DEFAULT_GCC = GccRule()
+
+
+def nearest_suite_builder(header_format: str, gcc: str, kr: KernelRelease) -> BuilderSpec:
+    """The Debian suite image that ships the gcc (or its nearest): the default builder."""
+    suite, installable = installable_gcc(gcc)
+    return BuilderSpec(header_format, debian_image(suite), suite, installable)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One distro target. `id` is its name everywhere: --target, listings, artifact names."""
+
+    id: str
+    family: str  # the distro family it belongs to, as `driverkit targets` lists it
+    package_format: str  # "deb", "rpm", "tar": how its headers are packaged
+    header_format: str  # which header layout the builder unpacks (debian, ubuntu, rpm, ...)
+    header_source: str  # one line for `driverkit targets`
+    candidate_urls: HeaderUrlRule
+    release_pattern: ReleasePattern = never_inferred  # True: the release alone says it is ours
+    gcc: GccRule = DEFAULT_GCC
+    builder_rule: BuilderRule = nearest_suite_builder
+    header_lookup: HeaderLookup = HeaderLookup.FIRST_EXISTING
+
+    @property
+    def name(self) -> str:
+        return str(self.id)
 
     def matches(self, kr: KernelRelease) -> bool:
         """True when the release string alone says it belongs to this target."""
-        raise NotImplementedError
+        return self.release_pattern(kr)
 
     def gcc_version(self, kr: KernelRelease) -> str:
-        raise NotImplementedError
+        return self.gcc.pick(kr) or default_gcc(kr)
 
     def gcc_rule(self) -> str:
         """Human description of how gcc is chosen, for `driverkit targets`."""
-        raise NotImplementedError
+        if self.gcc.replaces_default:
+            return self.gcc.described
+        if self.gcc.described:
+            return f"{self.gcc.described}; otherwise {DEFAULT_GCC_RULE}"
+        return DEFAULT_GCC_RULE
 
     def builder(self, kr: KernelRelease) -> BuilderSpec:
-        raise NotImplementedError
+        return self.builder_rule(self.header_format, self.gcc_version(kr), kr)
 
     def header_urls(
         self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
@@ -70,8 +147,14 @@ class Target:
         `arch` (amd64|arm64) picks the mirror tree; releases that name their architecture
         (`.x86_64`, `-arm64`) win over it.
         """
-        raise NotImplementedError
+        return self.candidate_urls(kr, kernel_version, mirrors, arch)
 
     def artifact_kernel(self, kr: KernelRelease, kernel_version: str) -> ArtifactKernel:
-        """Target id, release and version as they appear in artifact names (falcoctl fix-ups)."""
-        raise NotImplementedError
+        """Target id, release and version as they appear in artifact names (falcoctl fix-ups,
+        shared with the host side through drivercore.targets)."""
+        return artifact_kernel(self.id, kr, kernel_version)
+
+
+def derive(parent: Target, **differences: Any) -> Target:
+    """A family member: the parent's row with only `differences` replaced."""
+    return dataclasses.replace(parent, **differences)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar
 
 from drivercore.kernelrelease import KernelRelease
-from driverkit.targets.base import Mirrors
-from driverkit.targets.common import DistroTarget, release_tokens, rpm_arch
+from drivercore.targets import TargetId
+from driverkit.targets.base import HeaderLookup, Mirrors, Target
+from driverkit.targets.common import release_tokens, rpm_arch
 
 _PHOTON_TOKEN = re.compile(r"ph(\d+)", re.ASCII)
 # Flavored kernels append their flavor to `uname -r` and to the package name.
@@ -23,36 +23,41 @@ def photon_major(kr: KernelRelease) -> int | None:
     return None
 
 
-class PhotonTarget(DistroTarget):
-    name: ClassVar[str] = "photon"
-    family: ClassVar[str] = "photon"
-    package_format: ClassVar[str] = "rpm"
-    template_family: ClassVar[str] = "rpm"
-    header_source: ClassVar[str] = (
+def photon_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    a = rpm_arch(kr, arch)
+    release = str(kr)
+    package = "linux-devel"
+    flavor = _FLAVOR_SUFFIX.search(release)
+    if flavor:
+        package = f"linux-{flavor.group(1)}-devel"
+        release = release[: flavor.start()]
+    major = photon_major(kr)
+    # The release's own Photon version first, then the others driverkit also tries.
+    ordered = sorted(PHOTON_RELEASES, key=lambda r: r != f"{major}.0")
+    urls = []
+    for r in ordered:
+        for repo in (f"photon_{r}", f"photon_release_{r}", f"photon_updates_{r}"):
+            urls.append(
+                f"https://packages.vmware.com/photon/{r}/{repo}_{a}/{a}/"
+                f"{package}-{release}.{a}.rpm"
+            )
+    return tuple(urls)
+
+
+PHOTON = Target(
+    id=TargetId.PHOTON,
+    family="photon",
+    package_format="rpm",
+    header_format="rpm",
+    header_source=(
         "linux[-flavor]-devel rpm from packages.vmware.com/photon (base, release, updates)"
-    )
+    ),
+    candidate_urls=photon_header_urls,
+    release_pattern=lambda kr: photon_major(kr) is not None,
+    header_lookup=HeaderLookup.FIRST_RPM,
+)
 
-    def matches(self, kr: KernelRelease) -> bool:
-        return photon_major(kr) is not None
-
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        a = rpm_arch(kr, arch)
-        release = str(kr)
-        package = "linux-devel"
-        flavor = _FLAVOR_SUFFIX.search(release)
-        if flavor:
-            package = f"linux-{flavor.group(1)}-devel"
-            release = release[: flavor.start()]
-        major = photon_major(kr)
-        # The release's own Photon version first, then the others driverkit also tries.
-        ordered = sorted(PHOTON_RELEASES, key=lambda r: r != f"{major}.0")
-        urls = []
-        for r in ordered:
-            for repo in (f"photon_{r}", f"photon_release_{r}", f"photon_updates_{r}"):
-                urls.append(
-                    f"https://packages.vmware.com/photon/{r}/{repo}_{a}/{a}/"
-                    f"{package}-{release}.{a}.rpm"
-                )
-        return tuple(urls)
+# The rows driverkit.targets registers.
+TARGETS: tuple[Target, ...] = (PHOTON,)

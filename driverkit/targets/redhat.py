@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
 
 from drivercore.kernelrelease import KernelRelease
-from driverkit.targets.base import Mirrors
+from drivercore.targets import TargetId
+from driverkit.targets.base import (
+    DEFAULT_GCC,
+    GccRule,
+    HeaderLookup,
+    Mirrors,
+    ReleasePattern,
+    Target,
+    derive,
+    never_inferred,
+)
 from driverkit.targets.common import (
-    DistroTarget,
     mismatch,
     release_tokens,
     rpm_arch,
@@ -51,8 +59,8 @@ class GccPin:
     rule: str
 
 
-# CentOS's own kernels. Its derivatives built theirs with newer toolchains, so they
-# inherit everything else from CentOS but clear these pins.
+# CentOS's own kernels. Its derivatives built theirs with newer toolchains, so their rows
+# are CentOS's with these pins cleared.
 CENTOS_GCC_PINS = (
     # driverkit issue 236: 3.10 kernels only build with the gcc they shipped with.
     GccPin((3, 10), (3, 10), "4.8.5", "3.10 -> 4.8.5"),
@@ -60,49 +68,41 @@ CENTOS_GCC_PINS = (
 )
 
 
-class CentosTarget(DistroTarget):
-    name: ClassVar[str] = "centos"
-    family: ClassVar[str] = "redhat"
-    package_format: ClassVar[str] = "rpm"
-    template_family: ClassVar[str] = "rpm"
-    header_source: ClassVar[str] = (
-        "kernel-devel rpm from the kernel.org CentOS mirror, vault.centos.org and the "
-        "Stream 9 mirror"
-    )
-    gcc_pins: ClassVar[tuple[GccPin, ...]] = CENTOS_GCC_PINS
-    # EL majors a target's releases carry; Rocky and Alma start at 8.
-    el_majors: ClassVar[frozenset[int]] = frozenset({6, 7, 8, 9, 10})
+def centos_pinned_gcc(kr: KernelRelease) -> str | None:
+    for pin in CENTOS_GCC_PINS:
+        if pin.first <= kr.series <= pin.last:
+            return pin.gcc
+    return None
 
-    def matches(self, kr: KernelRelease) -> bool:
-        return el_major(kr) in self.el_majors
 
-    def gcc_override(self, kr: KernelRelease) -> str | None:
-        for pin in self.gcc_pins:
-            if pin.first <= kr.series <= pin.last:
-                return pin.gcc
-        return None
+def el_major_in(*majors: int) -> ReleasePattern:
+    """Releases carrying a plain elN token with N among `majors`."""
+    wanted = frozenset(majors)
+    return lambda kr: el_major(kr) in wanted
 
-    def override_rule(self) -> str:
-        return ", ".join(pin.rule for pin in self.gcc_pins)
 
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        a = rpm_arch(kr, arch)
-        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
-        edge = "https://mirrors.edge.kernel.org/centos"
-        vault = "http://vault.centos.org"
-        edge_repos = ("6/os", "6/updates", "7/os", "7/updates")
-        urls = [f"{edge}/{r}/{a}/Packages/{rpm}" for r in edge_repos]
-        urls += [f"{edge}/{r}/{a}/os/Packages/{rpm}" for r in ("8/BaseOS", "8-stream/BaseOS")]
-        for release in (*_CENTOS6_VAULT, *_CENTOS7_VAULT, "8.0.1905", "8.1.1911"):
-            for repo in ("os", "updates"):
-                urls.append(f"{vault}/{release}/{repo}/{a}/Packages/{rpm}")
-        for release in _CENTOS8_VAULT:
-            urls.append(f"{vault}/{release}/BaseOS/{a}/os/Packages/{rpm}")
-        for repo in ("AppStream", "BaseOS"):
-            urls.append(f"http://mirror.stream.centos.org/9-stream/{repo}/{a}/os/Packages/{rpm}")
-        return tuple(dict.fromkeys(urls))
+def has_token(pattern: re.Pattern[str]) -> ReleasePattern:
+    return lambda kr: _token_number(kr, pattern) is not None
+
+
+def centos_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    a = rpm_arch(kr, arch)
+    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+    edge = "https://mirrors.edge.kernel.org/centos"
+    vault = "http://vault.centos.org"
+    edge_repos = ("6/os", "6/updates", "7/os", "7/updates")
+    urls = [f"{edge}/{r}/{a}/Packages/{rpm}" for r in edge_repos]
+    urls += [f"{edge}/{r}/{a}/os/Packages/{rpm}" for r in ("8/BaseOS", "8-stream/BaseOS")]
+    for release in (*_CENTOS6_VAULT, *_CENTOS7_VAULT, "8.0.1905", "8.1.1911"):
+        for repo in ("os", "updates"):
+            urls.append(f"{vault}/{release}/{repo}/{a}/Packages/{rpm}")
+    for release in _CENTOS8_VAULT:
+        urls.append(f"{vault}/{release}/BaseOS/{a}/os/Packages/{rpm}")
+    for repo in ("AppStream", "BaseOS"):
+        urls.append(f"http://mirror.stream.centos.org/9-stream/{repo}/{a}/os/Packages/{rpm}")
+    return tuple(dict.fromkeys(urls))
 
 
 _CENTOS6_VAULT = tuple(f"6.{n}" for n in range(11))
@@ -113,150 +113,177 @@ _CENTOS7_VAULT = (
 _CENTOS8_VAULT = ("8.0.1905", "8.1.1911", "8.2.2004", "8.3.2011", "8.4.2105", "8.5.2111")
 
 
-class RockyTarget(CentosTarget):
-    name: ClassVar[str] = "rocky"
-    header_source: ClassVar[str] = "kernel-devel rpm from download.rockylinux.org (pub and vault)"
-    gcc_pins: ClassVar[tuple[GccPin, ...]] = ()
-    el_majors: ClassVar[frozenset[int]] = frozenset({8, 9, 10})
-
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        a = rpm_arch(kr, arch)
-        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
-        base = "https://download.rockylinux.org"
-        urls = []
-        for tree, releases in (("pub", ("8", "8.7", "9", "9.1")),
-                               ("vault", ("8.3", "8.4", "8.5", "8.6", "9.1"))):  # fmt: skip
-            for release in releases:
-                # EL9 moved kernel-devel from BaseOS to AppStream.
-                repo = "AppStream" if release >= "9" else "BaseOS"
-                urls.append(f"{base}/{tree}/rocky/{release}/{repo}/{a}/os/Packages/k/{rpm}")
-        return tuple(urls)
-
-
-class AlmalinuxTarget(RockyTarget):
-    name: ClassVar[str] = "almalinux"
-    header_source: ClassVar[str] = "kernel-devel rpm from repo.almalinux.org"
-
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        a = rpm_arch(kr, arch)
-        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
-        urls = []
-        for release in ("8", "8.6", "9", "9.0"):
+def rocky_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    a = rpm_arch(kr, arch)
+    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+    base = "https://download.rockylinux.org"
+    urls = []
+    for tree, releases in (("pub", ("8", "8.7", "9", "9.1")),
+                           ("vault", ("8.3", "8.4", "8.5", "8.6", "9.1"))):  # fmt: skip
+        for release in releases:
+            # EL9 moved kernel-devel from BaseOS to AppStream.
             repo = "AppStream" if release >= "9" else "BaseOS"
-            urls.append(f"https://repo.almalinux.org/almalinux/{release}/{repo}/{a}/os/Packages/{rpm}")
-        return tuple(urls)
+            urls.append(f"{base}/{tree}/rocky/{release}/{repo}/{a}/os/Packages/k/{rpm}")
+    return tuple(urls)
 
 
-class RedhatTarget(RockyTarget):
-    """RHEL's kernel-devel sits behind a subscription: driverkit installs it with yum in a
-    subscribed builder. The candidates are the entitlement-protected CDN paths. RHEL is never
-    inferred: its releases are indistinguishable from CentOS's and the rebuilds'."""
+def almalinux_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    a = rpm_arch(kr, arch)
+    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+    urls = []
+    for release in ("8", "8.6", "9", "9.0"):
+        repo = "AppStream" if release >= "9" else "BaseOS"
+        urls.append(f"https://repo.almalinux.org/almalinux/{release}/{repo}/{a}/os/Packages/{rpm}")
+    return tuple(urls)
 
-    name: ClassVar[str] = "redhat"
-    header_source: ClassVar[str] = (
-        "kernel-devel rpm from the Red Hat CDN (needs a subscription entitlement)"
+
+def redhat_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    a = rpm_arch(kr, arch)
+    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+    cdn = "https://cdn.redhat.com/content/dist"
+    majors = [el_major(kr)] if el_major(kr) else [7, 8, 9]
+    urls = []
+    for major in majors:
+        if major == 7:
+            urls.append(f"{cdn}/rhel/server/7/7Server/{a}/os/Packages/k/{rpm}")
+        else:
+            urls.append(f"{cdn}/rhel{major}/{major}/{a}/baseos/os/Packages/k/{rpm}")
+    return tuple(urls)
+
+
+def oracle_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    major = _token_number(kr, _UEK_TOKEN) or el_major(kr)
+    if major is None:
+        raise mismatch(TargetId.OL, kr, "expected an elN or elNuek part, e.g. .el8uek.")
+    a = rpm_arch(kr, arch)
+    full = rpm_release_with_arch(kr, arch)
+    base = f"http://yum.oracle.com/repo/OracleLinux/OL{major}"
+    urls = [
+        f"{base}/latest/{a}/getPackage/kernel-devel-{full}.rpm",
+        f"{base}/baseos/latest/{a}/getPackage/kernel-devel-{full}.rpm",
+        f"{base}/appstream/{a}/getPackage/kernel-devel-{full}.rpm",
+        f"{base}/MODRHCK/{a}/getPackage/kernel-devel-{full}.rpm",
+    ]
+    for uek in ("R3", "R4", "R5", "R6", "R7"):
+        urls.append(f"{base}/UEK{uek}/{a}/getPackage/kernel-uek-devel-{full}.rpm")
+    if "uek" in kr.full_extra_version:
+        # A UEK kernel's headers are only ever in a UEK channel: try those first.
+        urls = urls[4:] + urls[:4]
+    return tuple(urls)
+
+
+def alinux_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    a = rpm_arch(kr, arch)
+    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+    return tuple(
+        f"http://mirrors.aliyun.com/alinux/{release}/os/{a}/Packages/{rpm}"
+        for release in ("2", "2.1903", "3")
     )
-    el_majors: ClassVar[frozenset[int]] = frozenset()
-
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        a = rpm_arch(kr, arch)
-        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
-        cdn = "https://cdn.redhat.com/content/dist"
-        majors = [el_major(kr)] if el_major(kr) else [7, 8, 9]
-        urls = []
-        for major in majors:
-            if major == 7:
-                urls.append(f"{cdn}/rhel/server/7/7Server/{a}/os/Packages/k/{rpm}")
-            else:
-                urls.append(f"{cdn}/rhel{major}/{major}/{a}/baseos/os/Packages/k/{rpm}")
-        return tuple(urls)
 
 
-class OracleTarget(CentosTarget):
-    """Oracle Linux; inferred only for its own UEK kernels (`el8uek`), since its RHCK
-    kernels carry the same release as CentOS/RHEL."""
+def fedora_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    release = _token_number(kr, _FEDORA_TOKEN)
+    if release is None:
+        raise mismatch(TargetId.FEDORA, kr, "expected an .fcNN. part, e.g. 6.5.6-300.fc39.x86_64")
+    a = rpm_arch(kr, arch)
+    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+    mirror = "https://mirrors.kernel.org/fedora"
+    return (
+        f"{mirror}/updates/{release}/Everything/{a}/Packages/k/{rpm}",
+        f"{mirror}/releases/{release}/Everything/{a}/os/Packages/k/{rpm}",
+        f"{mirror}/development/{release}/Everything/{a}/os/Packages/k/{rpm}",
+        f"https://fedoraproject-updates-archive.fedoraproject.org/fedora/{release}/{a}/{rpm}",
+    )
 
-    name: ClassVar[str] = "ol"
-    header_source: ClassVar[str] = (
+
+CENTOS = Target(
+    id=TargetId.CENTOS,
+    family="redhat",
+    package_format="rpm",
+    header_format="rpm",
+    header_source=(
+        "kernel-devel rpm from the kernel.org CentOS mirror, vault.centos.org and the "
+        "Stream 9 mirror"
+    ),
+    candidate_urls=centos_header_urls,
+    release_pattern=el_major_in(6, 7, 8, 9, 10),
+    gcc=GccRule(
+        pick=centos_pinned_gcc, described=", ".join(pin.rule for pin in CENTOS_GCC_PINS)
+    ),
+    header_lookup=HeaderLookup.FIRST_RPM,
+)
+# The rebuilds start at EL8, so their releases are also CentOS 8+ releases.
+ROCKY = derive(
+    CENTOS,
+    id=TargetId.ROCKY,
+    header_source="kernel-devel rpm from download.rockylinux.org (pub and vault)",
+    candidate_urls=rocky_header_urls,
+    release_pattern=el_major_in(8, 9, 10),
+    gcc=DEFAULT_GCC,
+)
+ALMALINUX = derive(
+    CENTOS,
+    id=TargetId.ALMALINUX,
+    header_source="kernel-devel rpm from repo.almalinux.org",
+    candidate_urls=almalinux_header_urls,
+    release_pattern=el_major_in(8, 9, 10),
+    gcc=DEFAULT_GCC,
+)
+# RHEL's kernel-devel sits behind a subscription: driverkit installs it with yum in a
+# subscribed builder. The candidates are the entitlement-protected CDN paths. RHEL is never
+# inferred: its releases are indistinguishable from CentOS's and the rebuilds'.
+REDHAT = derive(
+    CENTOS,
+    id=TargetId.REDHAT,
+    header_source="kernel-devel rpm from the Red Hat CDN (needs a subscription entitlement)",
+    candidate_urls=redhat_header_urls,
+    release_pattern=never_inferred,
+    gcc=DEFAULT_GCC,
+)
+# Oracle Linux is inferred only for its own UEK kernels (`el8uek`), since its RHCK kernels
+# carry the same release as CentOS/RHEL.
+OL = derive(
+    CENTOS,
+    id=TargetId.OL,
+    header_source=(
         "kernel-devel / kernel-uek-devel rpm from yum.oracle.com (latest, baseos, appstream, "
         "MODRHCK, UEKR3..R7)"
-    )
-    gcc_pins: ClassVar[tuple[GccPin, ...]] = ()
-
-    def matches(self, kr: KernelRelease) -> bool:
-        return _token_number(kr, _UEK_TOKEN) is not None
-
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        major = _token_number(kr, _UEK_TOKEN) or el_major(kr)
-        if major is None:
-            raise mismatch(self.name, kr, "expected an elN or elNuek part, e.g. .el8uek.")
-        a = rpm_arch(kr, arch)
-        full = rpm_release_with_arch(kr, arch)
-        base = f"http://yum.oracle.com/repo/OracleLinux/OL{major}"
-        urls = [
-            f"{base}/latest/{a}/getPackage/kernel-devel-{full}.rpm",
-            f"{base}/baseos/latest/{a}/getPackage/kernel-devel-{full}.rpm",
-            f"{base}/appstream/{a}/getPackage/kernel-devel-{full}.rpm",
-            f"{base}/MODRHCK/{a}/getPackage/kernel-devel-{full}.rpm",
-        ]
-        for uek in ("R3", "R4", "R5", "R6", "R7"):
-            urls.append(f"{base}/UEK{uek}/{a}/getPackage/kernel-uek-devel-{full}.rpm")
-        if "uek" in kr.full_extra_version:
-            # A UEK kernel's headers are only ever in a UEK channel: try those first.
-            urls = urls[4:] + urls[:4]
-        return tuple(urls)
-
-
-class AlinuxTarget(CentosTarget):
-    name: ClassVar[str] = "alinux"
-    header_source: ClassVar[str] = "kernel-devel rpm from mirrors.aliyun.com/alinux (2, 2.1903, 3)"
-    gcc_pins: ClassVar[tuple[GccPin, ...]] = ()
-
-    def matches(self, kr: KernelRelease) -> bool:
-        return _token_number(kr, _ALINUX_TOKEN) is not None
-
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        a = rpm_arch(kr, arch)
-        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
-        return tuple(
-            f"http://mirrors.aliyun.com/alinux/{release}/os/{a}/Packages/{rpm}"
-            for release in ("2", "2.1903", "3")
-        )
-
-
-class FedoraTarget(CentosTarget):
-    name: ClassVar[str] = "fedora"
-    header_source: ClassVar[str] = (
+    ),
+    candidate_urls=oracle_header_urls,
+    release_pattern=has_token(_UEK_TOKEN),
+    gcc=DEFAULT_GCC,
+)
+ALINUX = derive(
+    CENTOS,
+    id=TargetId.ALINUX,
+    header_source="kernel-devel rpm from mirrors.aliyun.com/alinux (2, 2.1903, 3)",
+    candidate_urls=alinux_header_urls,
+    release_pattern=has_token(_ALINUX_TOKEN),
+    gcc=DEFAULT_GCC,
+)
+FEDORA = derive(
+    CENTOS,
+    id=TargetId.FEDORA,
+    header_source=(
         "kernel-devel rpm from the kernel.org Fedora mirror (updates, releases, development) "
         "and the updates archive"
-    )
-    gcc_pins: ClassVar[tuple[GccPin, ...]] = ()
+    ),
+    candidate_urls=fedora_header_urls,
+    release_pattern=has_token(_FEDORA_TOKEN),
+    gcc=DEFAULT_GCC,
+)
 
-    def matches(self, kr: KernelRelease) -> bool:
-        return _token_number(kr, _FEDORA_TOKEN) is not None
-
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        release = _token_number(kr, _FEDORA_TOKEN)
-        if release is None:
-            raise mismatch(self.name, kr, "expected an .fcNN. part, e.g. 6.5.6-300.fc39.x86_64")
-        a = rpm_arch(kr, arch)
-        rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
-        mirror = "https://mirrors.kernel.org/fedora"
-        return (
-            f"{mirror}/updates/{release}/Everything/{a}/Packages/k/{rpm}",
-            f"{mirror}/releases/{release}/Everything/{a}/os/Packages/k/{rpm}",
-            f"{mirror}/development/{release}/Everything/{a}/os/Packages/k/{rpm}",
-            f"https://fedoraproject-updates-archive.fedoraproject.org/fedora/{release}/{a}/{rpm}",
-        )
+# The rows driverkit.targets registers.
+TARGETS: tuple[Target, ...] = (CENTOS, ROCKY, ALMALINUX, REDHAT, OL, ALINUX, FEDORA,)

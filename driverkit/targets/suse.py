@@ -8,11 +8,11 @@ lacks the rpm rebuild counter (`.1`), so candidates cover both spellings.
 from __future__ import annotations
 
 import re
-from typing import ClassVar
 
 from drivercore.kernelrelease import KernelRelease
-from driverkit.targets.base import Mirrors
-from driverkit.targets.common import DistroTarget, mismatch, rpm_arch
+from drivercore.targets import TargetId
+from driverkit.targets.base import HeaderLookup, Mirrors, Target, derive
+from driverkit.targets.common import mismatch, rpm_arch
 
 _SUSE_RELEASE = re.compile(
     r"(?P<ver>\d+\.\d+\.\d+)-(?P<rel>\d+(?:\.\d+)*)"
@@ -60,80 +60,92 @@ def _likely_releases_first(kr: KernelRelease) -> list[str]:
     return sorted(OPENSUSE_RELEASES, key=lambda release: release != likely)
 
 
-class OpensuseTarget(DistroTarget):
-    name: ClassVar[str] = "opensuse"
-    family: ClassVar[str] = "suse"
-    package_format: ClassVar[str] = "rpm"
-    template_family: ClassVar[str] = "rpm"
-    header_source: ClassVar[str] = (
+def is_opensuse_release(kr: KernelRelease) -> bool:
+    match = _SUSE_RELEASE.fullmatch(kr.raw)
+    if match is None or match.group("flavor") is None:
+        return False
+    # `-azure` alone is also Ubuntu's (6.5.0-1015-azure); SUSE's have dotted releases.
+    return match.group("flavor") == "default" or "." in match.group("rel")
+
+
+def opensuse_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    a = rpm_arch(kr, arch)
+    flavored, noarch = suse_packages(kr, arch)
+    urls: list[str] = []
+    for release in _likely_releases_first(kr):
+        for base in OPENSUSE_BASES:
+            for devel, common in zip(flavored, noarch, strict=True):
+                urls += [
+                    f"{base}/leap/{release}/repo/oss/{a}/{devel}",
+                    f"{base}/leap/{release}/repo/oss/noarch/{common}",
+                    f"{base}/{release}/repo/oss/{a}/{devel}",
+                    f"{base}/{release}/repo/oss/noarch/{common}",
+                ]
+                # The build-service project layouts driverkit also tries.
+                for layout in ("openSUSE-{r}/Submit", "openSUSE-{r}", "openSUSE-{r}:/Submit",
+                               "openSUSE-{r}:", "{r}/Submit", "{r}"):  # fmt: skip
+                    prefix = f"{base}/{layout.format(r=release)}"
+                    urls += [
+                        f"{prefix}/standard/{a}/{devel}",
+                        f"{prefix}/standard/noarch/{common}",
+                    ]
+    return tuple(dict.fromkeys(urls))
+
+
+def is_sles_release(kr: KernelRelease) -> bool:
+    match = _SUSE_RELEASE.fullmatch(kr.raw)
+    # Tumbleweed's `6.8.5-1-default` has no dotted SLE release number.
+    return (
+        match is not None
+        and match.group("flavor") is not None
+        and "." in match.group("rel")
+    )
+
+
+def sles_header_urls(
+    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
+) -> tuple[str, ...]:
+    a = rpm_arch(kr, arch)
+    flavored, noarch = suse_packages(kr, arch)
+    match = _SUSE_RELEASE.fullmatch(kr.raw)
+    service_pack = _SLE15_RELEASE.match(match.group("rel")) if match else None
+    packs = [int(service_pack.group(1))] if service_pack else [1, 2, 3, 4, 5, 6]
+    base = "https://updates.suse.com/SUSE/Updates/SLE-Module-Basesystem"
+    urls: list[str] = []
+    for sp in packs:
+        channel = f"{base}/15-SP{sp}/{a}/update"
+        for devel, common in zip(flavored, noarch, strict=True):
+            urls += [f"{channel}/{a}/{devel}", f"{channel}/noarch/{common}"]
+    return tuple(urls)
+
+
+OPENSUSE = Target(
+    id=TargetId.OPENSUSE,
+    family="suse",
+    package_format="rpm",
+    header_format="rpm",
+    header_source=(
         "kernel-<flavor>-devel + kernel-devel noarch rpms from download.opensuse.org and its "
         "kernel.org mirror (Leap 15.x, Tumbleweed, Kernel: repositories)"
-    )
-
-    def matches(self, kr: KernelRelease) -> bool:
-        match = _SUSE_RELEASE.fullmatch(kr.raw)
-        if match is None or match.group("flavor") is None:
-            return False
-        # `-azure` alone is also Ubuntu's (6.5.0-1015-azure); SUSE's have dotted releases.
-        return match.group("flavor") == "default" or "." in match.group("rel")
-
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        a = rpm_arch(kr, arch)
-        flavored, noarch = suse_packages(kr, arch)
-        urls: list[str] = []
-        for release in _likely_releases_first(kr):
-            for base in OPENSUSE_BASES:
-                for devel, common in zip(flavored, noarch, strict=True):
-                    urls += [
-                        f"{base}/leap/{release}/repo/oss/{a}/{devel}",
-                        f"{base}/leap/{release}/repo/oss/noarch/{common}",
-                        f"{base}/{release}/repo/oss/{a}/{devel}",
-                        f"{base}/{release}/repo/oss/noarch/{common}",
-                    ]
-                    # The build-service project layouts driverkit also tries.
-                    for layout in ("openSUSE-{r}/Submit", "openSUSE-{r}", "openSUSE-{r}:/Submit",
-                                   "openSUSE-{r}:", "{r}/Submit", "{r}"):  # fmt: skip
-                        prefix = f"{base}/{layout.format(r=release)}"
-                        urls += [
-                            f"{prefix}/standard/{a}/{devel}",
-                            f"{prefix}/standard/noarch/{common}",
-                        ]
-        return tuple(dict.fromkeys(urls))
-
-
-class SlesTarget(OpensuseTarget):
-    """SLES headers need a registered system (driverkit installs them with zypper in a
-    builder on the host network); the candidates are the SUSE update-channel paths."""
-
-    name: ClassVar[str] = "sles"
-    header_source: ClassVar[str] = (
+    ),
+    candidate_urls=opensuse_header_urls,
+    release_pattern=is_opensuse_release,
+    header_lookup=HeaderLookup.SUSE_PAIR,
+)
+# SLES headers need a registered system (driverkit installs them with zypper in a builder
+# on the host network); the candidates are the SUSE update-channel paths.
+SLES = derive(
+    OPENSUSE,
+    id=TargetId.SLES,
+    header_source=(
         "kernel-<flavor>-devel + kernel-devel noarch rpms from updates.suse.com "
         "(SLE-Module-Basesystem, needs a registration token)"
-    )
+    ),
+    candidate_urls=sles_header_urls,
+    release_pattern=is_sles_release,
+)
 
-    def matches(self, kr: KernelRelease) -> bool:
-        match = _SUSE_RELEASE.fullmatch(kr.raw)
-        # Tumbleweed's `6.8.5-1-default` has no dotted SLE release number.
-        return (
-            match is not None
-            and match.group("flavor") is not None
-            and "." in match.group("rel")
-        )
-
-    def header_urls(
-        self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"
-    ) -> tuple[str, ...]:
-        a = rpm_arch(kr, arch)
-        flavored, noarch = suse_packages(kr, arch)
-        match = _SUSE_RELEASE.fullmatch(kr.raw)
-        service_pack = _SLE15_RELEASE.match(match.group("rel")) if match else None
-        packs = [int(service_pack.group(1))] if service_pack else [1, 2, 3, 4, 5, 6]
-        base = "https://updates.suse.com/SUSE/Updates/SLE-Module-Basesystem"
-        urls: list[str] = []
-        for sp in packs:
-            channel = f"{base}/15-SP{sp}/{a}/update"
-            for devel, common in zip(flavored, noarch, strict=True):
-                urls += [f"{channel}/{a}/{devel}", f"{channel}/noarch/{common}"]
-        return tuple(urls)
+# The rows driverkit.targets registers.
+TARGETS: tuple[Target, ...] = (OPENSUSE, SLES,)

@@ -23,8 +23,12 @@ API (what the rt-engine calls)::
 `ProbeSource` loads the CO-RE object (`rtcap_core.o`) and per-kernel objects alike;
 `CoreProbeSource` is the same class. `syscalls` are names from the arch's syscall table
 (`runtime.driver.schema.syscall_table()`), plus `procexit` for process exit events.
-Syscalls with a decoded event get Falco's parameter names in `Event.params`; any other
-syscall in the set yields a generic event (`Event.raw_args` = its 6 raw arguments).
+Syscalls with a decoded event get Falco's parameter names in `Event.params` (connect's
+and accept's `tuple` is a `runtime.events.SocketTuple`; `str()` of it is Falco's text);
+any other syscall in the set yields a generic event (`Event.raw_args` = its 6 raw
+arguments). Record stamps are CLOCK_BOOTTIME: a Decoder (and ProbeSource) adds
+`epoch_offset_ns` to them, by default `schema.boot_to_epoch_ns()`, the one place that
+offset is computed.
 By default the consumer's own process is ignored (`ignore_self=True`), counted in
 `n_ignored_self`. Stats: `n_evts == delivered + n_drops_buffer + n_drops_pf + n_drops_bug`.
 Errors are `runtime.driver.errors.DriverError` subclasses.
@@ -33,7 +37,7 @@ Errors are `runtime.driver.errors.DriverError` subclasses.
 from __future__ import annotations
 
 from runtime.driver.probe import CoreProbeSource, CpuStats, ProbeSource, total
-from runtime.driver.schema import DecodeError, Decoder, decode_events
+from runtime.driver.schema import DecodeError, Decoder, decode_events, frame_records
 
 __all__ = [
     "CoreProbeSource",

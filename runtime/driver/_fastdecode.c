@@ -6,12 +6,12 @@
  * Why it exists: turning a record into an Event is most of what a replay or a live
  * capture costs per event in Python (bench/bench_replay.py). Everything that defines
  * what a record means stays in Python and is handed over at construction: the event
- * types, their param names and kinds, the post-steps (execve's argv split, connect's
- * tuple text), the syscall names and which types the engine wants as "lite" tuples. This
- * file only reads the record header, through the same generated header the kernel
- * module and the probes write it with (driver/include/rtcap_schema.h), and Python refuses
- * to use a build whose SCHEMA_HASH differs from the generated Python tables' (a stale
- * build after a schema change), so the decoders cannot drift silently.
+ * types, their param names and kinds, the post-steps (execve's argv split, connect's and
+ * accept's SocketTuple), the syscall names and which types the engine wants as "lite"
+ * tuples. This file only reads the record header, through the same generated header
+ * the kernel module and the probes write it with (driver/include/rtcap_schema.h), and
+ * Python refuses to use a build whose SCHEMA_HASH differs from the generated Python
+ * tables' (a stale build after a schema change), so the decoders cannot drift silently.
  *
  * The contract is the Python fast path's: decode the common record, and stop at anything
  * unusual (an empty fixed param, lengths that do not add up, an unknown type) by returning

@@ -9,7 +9,6 @@ CPU's ring. Records decode with the shared decoder into `runtime.events.Event`.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -18,16 +17,12 @@ import struct
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from runtime.driver import _schema
 from runtime.driver.errors import DriverError, SchemaMismatchError
 from runtime.driver.probe import resolve_filter
-from runtime.driver.schema import Decoder, boot_to_epoch_ns
+from runtime.driver.schema import Decoder
 from runtime.events import Event
-
-if TYPE_CHECKING:
-    from runtime.engine.sources import Batch
 
 DEVICE = Path("/dev/rtcap")
 # read(2) must offer room for the largest record, else the module returns EINVAL.
@@ -73,8 +68,8 @@ class KmodDevice:
         self.path = path
         self.schema_hash = 0
         self._buf = bytearray(READ_SIZE)
-        offset = boot_to_epoch_ns() if epoch_offset_ns is None else epoch_offset_ns
-        self._decoder = Decoder("x86_64", offset)
+        # None: this host's offset now (see schema.boot_to_epoch_ns).
+        self._decoder = Decoder("x86_64", epoch_offset_ns)
 
     # ------------------------------------------------------------------ control
     def _ioctl(self, name: str, arg: bytes | bytearray | int = 0) -> bytes:
@@ -180,47 +175,3 @@ class KmodDevice:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class KmodSource:
-    """The module as a rt-engine event source (runtime.engine.sources.EventSource).
-
-    `start(None)` captures every syscall the schema decodes; the consumer's own process
-    is ignored so its reads of the device never feed back into the stream.
-    """
-
-    kind = "kmod"
-
-    def __init__(self, path: Path = DEVICE) -> None:
-        self.boot_offset_ns = boot_to_epoch_ns()
-        self._dev = KmodDevice(path, epoch_offset_ns=self.boot_offset_ns)
-
-    def start(self, event_types: frozenset[str] | None) -> None:
-        from runtime.driver.schema import SYSCALL_EVENT
-
-        if event_types is None:
-            syscalls: frozenset[str] = frozenset(SYSCALL_EVENT)
-        else:
-            from runtime.engine.sources import syscalls_for_event_types
-
-            syscalls = syscalls_for_event_types(event_types)
-        self._dev.handshake()
-        self._dev.set_filter(syscalls)
-        self._dev.ignore_tgid(os.getpid())
-        self._dev.start()
-
-    def read(self, timeout_s: float) -> Batch:
-        from runtime.engine.sources import Batch
-
-        raw = self._dev.read_raw(timeout_s)
-        events = self._dev.decode(raw) if raw else []
-        return Batch(events=events, raw=raw or None)
-
-    def stats(self) -> dict[int, dict[str, int]]:
-        return self._dev.stats()
-
-    def close(self) -> None:
-        # Closing the device stops capture anyway; a failed STOP changes nothing.
-        with contextlib.suppress(KmodError):
-            self._dev.stop()
-        self._dev.close()

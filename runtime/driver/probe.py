@@ -38,6 +38,7 @@ from runtime.driver.schema import (
     SYSCALL_EVENT,
     DecodeError,
     Decoder,
+    boot_clock_ns,
     machine_arch,
 )
 from runtime.events import Event
@@ -236,7 +237,7 @@ class StageView:
 
     def waiting(self, older_than_ns: int) -> list[int]:
         """CPUs whose staged batch started more than older_than_ns ago (boot clock)."""
-        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        now = boot_clock_ns()
         cpus = []
         for cpu in range(self.ncpus):
             first_ts, _pend, nevts = _STAGE_HEAD.unpack_from(self._map, cpu * self.stride)
@@ -273,6 +274,7 @@ class ProbeSource:
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         batch_age_us: int = DEFAULT_BATCH_AGE_US,
         flush_after_ms: int = DEFAULT_FLUSH_AFTER_MS,
+        epoch_offset_ns: int | None = None,
     ) -> None:
         self.obj_path = Path(obj_path)
         self.arch = arch or machine_arch()
@@ -303,7 +305,9 @@ class ProbeSource:
         self.ignore_self = ignore_self
         self.wakeup_every = wakeup_every
         self.count_filtered = count_filtered
-        self.decoder = Decoder(self.arch)
+        # None: this host's offset now (schema.boot_to_epoch_ns); a caller that also
+        # records the offset passes the one it recorded.
+        self.decoder = Decoder(self.arch, epoch_offset_ns)
         self._obj: int | None = None
         self._links: list[int] = []
         self._ring: RingReader | None = None

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from runtime.driver import _schema
 from runtime.driver._syscalls import SYSCALLS
-from runtime.events import Event
+from runtime.events import Event, SocketTuple
 
 
 
@@ -89,11 +89,19 @@ def syscall_table(arch: str | None = None) -> dict[str, int]:
     return SYSCALLS[arch or machine_arch()]
 
 
+def boot_clock_ns() -> int:
+    """Now, on the records' clock: CLOCK_BOOTTIME, which (unlike CLOCK_MONOTONIC) keeps
+    counting through suspend, so stamps from before and after one stay comparable."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
 def boot_to_epoch_ns() -> int:
-    """What to add to a CLOCK_BOOTTIME stamp (the records' clock) to get epoch ns."""
-    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(
-        time.CLOCK_BOOTTIME
-    )
+    """What to add to a record's stamp (boot_clock_ns) to get epoch ns.
+
+    The one place this offset is computed. A live source takes it once, at start, and
+    hands it to its decoder and to the capture it records; a replay uses the recorded
+    one, since this host's offset says nothing about another boot's stamps."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) - boot_clock_ns()
 
 
 def _cstr(b: bytes) -> str:
@@ -115,6 +123,7 @@ _V6_TEXT_MAX: Final = 4096
 # A tuple param's whole layout in one unpack: family, src, sport, dst, dport.
 _TUPLE4: Final = struct.Struct("=B4sH4sH")
 _TUPLE6: Final = struct.Struct("=B16sH16sH")
+_PORT: Final = struct.Struct("!H")  # a sockaddr's port: network order
 
 
 def _ip(family: int, raw: bytes) -> str:
@@ -129,84 +138,68 @@ def _ip(family: int, raw: bytes) -> str:
     return text
 
 
-def _tuple_ends(b: bytes) -> tuple[int, str, int, str, int] | None:
-    """(family, source IP, source port, destination IP, destination port) of a tuple
-    param, or None when only the family is known."""
+def decode_tuple(b: bytes) -> SocketTuple | None:
+    """The ends of a tuple param (u8 family, addresses in network order, ports in host
+    order), or None when only the family is known (not an IP socket, or cut short)."""
     if not b:
         return None
     family = b[0]
     if family == _AF_INET and len(b) >= _TUPLE4.size:
         _f, src, sport, dst, dport = _TUPLE4.unpack_from(b)
-        return family, socket.inet_ntop(socket.AF_INET, src), sport, \
-            socket.inet_ntop(socket.AF_INET, dst), dport
+        return SocketTuple(family, socket.inet_ntop(socket.AF_INET, src), sport,
+                           socket.inet_ntop(socket.AF_INET, dst), dport)
     if family == _AF_INET6 and len(b) >= _TUPLE6.size:
         _f, src, sport, dst, dport = _TUPLE6.unpack_from(b)
-        return family, _ip(family, src), sport, _ip(family, dst), dport
+        return SocketTuple(family, _ip(family, src), sport, _ip(family, dst), dport)
     return None
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    family: int
-    addr: str  # IP text, or the socket path for AF_UNIX
-    port: int | None
-
-
-def parse_tuple(b: bytes) -> tuple[Endpoint, Endpoint] | None:
-    """(source, destination) of a tuple param, or None when only the family is known."""
-    ends = _tuple_ends(b)
-    if ends is None:
-        return None
-    family, src, sport, dst, dport = ends
-    return Endpoint(family, src, sport), Endpoint(family, dst, dport)
-
-
-def parse_sockaddr(b: bytes) -> Endpoint | None:
-    """A struct sockaddr as the caller passed it (host-order family, network-order port)."""
+def decode_sockaddr(b: bytes) -> tuple[int, str, int | None] | None:
+    """(family, address, port) of a struct sockaddr as the caller passed it (host-order
+    family, network-order port); the address is "" in a family we do not read."""
     if len(b) < 2:
         return None
-    family = struct.unpack_from("=H", b, 0)[0]
+    family: int = _U16.unpack_from(b, 0)[0]
     if family == _AF_INET and len(b) >= 8:
-        return Endpoint(family, _ip(family, b[4:8]), struct.unpack_from("!H", b, 2)[0])
+        return family, _ip(family, b[4:8]), _PORT.unpack_from(b, 2)[0]
     if family == _AF_INET6 and len(b) >= 24:
-        return Endpoint(family, _ip(family, b[8:24]), struct.unpack_from("!H", b, 2)[0])
+        return family, _ip(family, b[8:24]), _PORT.unpack_from(b, 2)[0]
     if family == _AF_UNIX:
         path = b[2:]
         if path[:1] == b"\0":  # abstract socket: Falco shows it with a leading @
-            return Endpoint(family, "@" + path[1:].split(b"\0")[0].decode("utf-8", "replace"), None)
-        return Endpoint(family, _cstr(path), None)
-    return Endpoint(family, "", None)
-
-
-def _fmt(ep: Endpoint) -> str:
-    if ep.port is None:
-        return ep.addr
-    return f"{ep.addr}:{ep.port}"
+            return family, "@" + path[1:].split(b"\0")[0].decode("utf-8", "replace"), None
+        return family, _cstr(path), None
+    return family, "", None
 
 
 def _set_network(params: dict[str, object], is_accept: bool) -> None:
-    """Falco's `tuple` text plus family/addr/port of the remote end (fd.sip & co)."""
+    """connect/accept post-step: `tuple` as a SocketTuple, plus the family and the
+    remote end's addr/port (fd.sip & co). The tuple stays structured on its way to the
+    state; Falco's text of it (`str()`) is made only where it is shown: fd.name, and
+    evt.arg.tuple / evt.args (runtime/engine/fields.py)."""
     raw_tuple = params.pop("tuple", None)
-    sa = params.get("addr")
-    ends = _tuple_ends(raw_tuple) if isinstance(raw_tuple, bytes) else None
+    tup = decode_tuple(raw_tuple) if isinstance(raw_tuple, bytes) else None
     addr: str | None = None
     port: int | None = None
-    if ends is not None:
-        _family, src, sport, dst, dport = ends
-        params["tuple"] = f"{src}:{sport}->{dst}:{dport}"
-        addr, port = (src, sport) if is_accept else (dst, dport)
-    sa_ep = parse_sockaddr(sa) if isinstance(sa, bytes) else None
-    if ends is None and sa_ep is not None:
-        addr, port = sa_ep.addr, sa_ep.port
-        params["tuple"] = _fmt(sa_ep) if sa_ep.family == _AF_UNIX else f"->{_fmt(sa_ep)}"
-    elif "tuple" not in params:
-        params["tuple"] = None
+    sa_family: int | None = None
+    if tup is not None:
+        addr, port = (tup.src, tup.sport) if is_accept else (tup.dst, tup.dport)
+    else:
+        # No tuple from the socket (a refused connect, unconnected UDP): the destination
+        # the caller passed is all there is.
+        sa = params.get("addr")
+        sa_ends = decode_sockaddr(sa) if isinstance(sa, bytes) else None
+        if sa_ends is not None:
+            sa_family, addr, port = sa_ends
+            # An address in a family we do not read is unknown, not empty; a unix
+            # socket's path may be empty (an unnamed socket).
+            dst = addr if addr or sa_family == _AF_UNIX else None
+            tup = SocketTuple(sa_family, None, None, dst, port)
+    params["tuple"] = tup
     if isinstance(raw_tuple, bytes) and raw_tuple:
         params["family"] = raw_tuple[0]
-    elif sa_ep is not None:
-        params["family"] = sa_ep.family
     else:
-        params["family"] = None
+        params["family"] = sa_family
     params["addr"] = addr
     params["port"] = port
 

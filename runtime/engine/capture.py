@@ -14,7 +14,8 @@ PROCS (first frame, when present) is the /proc snapshot the live run seeded its 
 table from, so a replay knows the processes that existed before recording started (their
 names, command lines, parents, open files) exactly as the live run did.
 
-The boot offset converts the driver's CLOCK_BOOTTIME timestamps to wall time; it is stored
+The boot offset converts the driver's CLOCK_BOOTTIME timestamps to wall time (the live
+source's `runtime.driver.schema.boot_to_epoch_ns()`, taken once at start); it is stored
 because a replay on another host (or after a reboot) cannot recompute it. The schema hash is
 checked on open: a capture of another schema revision would decode into garbage, so it is
 refused with a message that says so.

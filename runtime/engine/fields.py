@@ -17,6 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from runtime.engine.state import HOST_CONTAINER_ID, FdInfo, SystemState, ThreadInfo
+from runtime.events import SocketTuple
 
 if TYPE_CHECKING:
     from runtime.events import Event
@@ -140,6 +141,8 @@ def render_open_flags(flags: int) -> str:
 def render_param(evt_type: str, name: str, value: object) -> str | None:
     if value is None:
         return None
+    if isinstance(value, SocketTuple):  # before the generic tuple case: Falco's text
+        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -288,6 +291,8 @@ def _build_evt_arg(raw: bool) -> Callable[[str, str | None], BoundField]:
                 value = ev.params.get(name)
                 if value is None:
                     return None
+                if isinstance(value, SocketTuple):
+                    return str(value)
                 if isinstance(value, (list, tuple)):
                     return " ".join(str(v) for v in value)
                 if isinstance(value, bytes):

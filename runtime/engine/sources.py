@@ -202,8 +202,8 @@ class BpfSource:
         src = ProbeSource(
             self._probe_path, filter_syscalls(event_types), self._buffer_bytes,
             ignore_self=True,  # our own writes and /proc reads must not feed back
+            epoch_offset_ns=self.boot_offset_ns,
         )
-        src.decoder.epoch_offset_ns = self.boot_offset_ns
         src.start()
         self._src = src
 
@@ -265,13 +265,13 @@ class KmodSource:
         if module is not None and not kmod.DEVICE.exists():
             _insmod(module)
         self.keep_raw = False
-        self._dev = kmod.KmodDevice()
+        self.boot_offset_ns = boot_to_epoch_ns()
+        self._dev = kmod.KmodDevice(epoch_offset_ns=self.boot_offset_ns)
         try:
             self._dev.handshake()
         except Exception:
             self._dev.close()
             raise
-        self.boot_offset_ns = boot_to_epoch_ns()
         self._decode = default_decoder(self.boot_offset_ns)
 
     def start(self, event_types: frozenset[str] | None) -> None:

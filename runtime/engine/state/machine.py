@@ -1,4 +1,4 @@
-"""System state the rules read: processes (threads), their open fds, users and containers.
+"""The state machine: process and fd tables kept from events, which the rules read.
 
 The engine calls `SystemState.update(ev)` for every event BEFORE evaluating rules on it, so an
 execve's new image or an open's new fd is already visible to that event's rules (as in
@@ -10,16 +10,32 @@ evicted first, so a long run cannot grow without limit.
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import posixpath
-import re
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from runtime.events import Event
+from runtime.engine.state import procfs
+from runtime.engine.state.containers import (
+    CgroupPaths,
+    container_from_cgroup_path,
+    container_from_proc_cgroup,
+)
+from runtime.engine.state.names import NameDb
+from runtime.engine.state.params import as_int, socket_family
+from runtime.engine.state.sockets import (
+    AF_INET,
+    AF_INET6,
+    AF_UNIX,
+    ICMP_PROTOS,
+    SOCK_TYPE_L4,
+    SOCK_TYPE_MASK,
+    SOCKET_FAMILIES,
+    parse_tuple,
+    read_socket_table,
+)
+from runtime.engine.state.tables import FdInfo, ThreadInfo, new_row
+from runtime.events import Event, SocketTuple
 
 # Syscalls the state needs whatever the rules say: without them process names, fds and
 # container ids go stale. The engine adds these to the driver's in-kernel filter.
@@ -34,148 +50,12 @@ REQUIRED_SYSCALLS: frozenset[str] = frozenset({
     "chdir", "fchdir",
 })
 
-_new = object.__new__
-
-# Falco's id for events outside any container.
-HOST_CONTAINER_ID = "host"
-
 AT_FDCWD = -100
 CLONE_THREAD = 0x00010000
-O_ACCMODE = 0o3
 O_CREAT = 0o100
 O_TRUNC = 0o1000
 O_WRONLY = 0o1
 O_DIRECTORY = 0o200000
-
-# Socket domain -> (fd.type, fd.typechar).
-_SOCKET_FAMILIES: dict[int, tuple[str, str]] = {
-    1: ("unix", "u"), 2: ("ipv4", "4"), 10: ("ipv6", "6"), 16: ("netlink", "n"),
-}
-_FAMILY_NAMES = {"AF_UNIX": 1, "AF_LOCAL": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
-_SOCK_TYPE_L4 = {1: "tcp", 2: "udp", 3: "raw", 5: "tcp"}  # STREAM, DGRAM, RAW, SEQPACKET
-_SOCK_TYPE_MASK = 0xF  # SOCK_NONBLOCK/SOCK_CLOEXEC share the type argument
-
-_CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{64}$")
-# Prefixes runtimes give the cgroup leaf of a container (systemd scopes and plain dirs).
-_RUNTIME_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("cri-containerd-", "containerd"),
-    ("containerd-", "containerd"),
-    ("nerdctl-", "containerd"),
-    ("crio-", "cri-o"),
-    ("docker-", "docker"),
-    ("libpod-", "podman"),
-)
-# A parent directory that names the runtime of a bare-id cgroup leaf (cgroup v1 layouts).
-_RUNTIME_PARENTS = {"docker": "docker", "libpod_parent": "podman", "crio": "cri-o"}
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerRef:
-    id: str  # Falco's short id: the first 12 hex digits
-    full_id: str
-    runtime: str  # docker, containerd, cri-o, podman
-
-
-def container_from_cgroup_path(path: str) -> ContainerRef | None:
-    """Container of one cgroup path, or None for a host cgroup.
-
-    Handles cgroup v1 (`/docker/<id>`, `/kubepods/burstable/pod<uid>/<id>`,
-    `/libpod_parent/libpod-<id>`) and v2 / systemd layouts (`docker-<id>.scope`,
-    `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`); podman's
-    `libpod-conmon-<id>.scope` is the monitor process, not the container.
-    """
-    parts = [p for p in path.split("/") if p]
-    for depth in range(len(parts) - 1, -1, -1):
-        leaf = parts[depth]
-        if leaf.endswith(".scope"):
-            leaf = leaf[: -len(".scope")]
-        if leaf.startswith("libpod-conmon-"):
-            return None
-        runtime = ""
-        for prefix, name in _RUNTIME_PREFIXES:
-            if leaf.startswith(prefix):
-                leaf = leaf[len(prefix):]
-                runtime = name
-                break
-        if not _CONTAINER_ID_RE.match(leaf):
-            continue
-        if not runtime:
-            parent = parts[depth - 1] if depth else ""
-            if parent in _RUNTIME_PARENTS:
-                runtime = _RUNTIME_PARENTS[parent]
-            elif any(p.startswith("kubepods") for p in parts[:depth]):
-                runtime = "containerd"
-            else:
-                runtime = "containerd" if depth else "docker"
-        return ContainerRef(id=leaf[:12], full_id=leaf, runtime=runtime)
-    return None
-
-
-def container_from_proc_cgroup(text: str) -> ContainerRef | None:
-    """Container from the text of /proc/<pid>/cgroup (v1 `N:ctrl:/path` or v2 `0::/path`)."""
-    for line in text.splitlines():
-        path = line.split(":", 2)[-1]
-        ref = container_from_cgroup_path(path)
-        if ref is not None:
-            return ref
-    return None
-
-
-@dataclass(slots=True)
-class FdInfo:
-    fd: int
-    type: str  # Falco's fd.type: file, directory, ipv4, ipv6, unix, pipe, ...
-    typechar: str  # Falco's fd.typechar: f, d, 4, 6, u, p, ...
-    name: str  # path for files, "cip:cport->sip:sport" for connected sockets
-    flags: int = 0
-    l4proto: str | None = None
-    cip: str | None = None
-    cport: int | None = None
-    sip: str | None = None
-    sport: int | None = None
-    is_server: bool = False  # accept side: the local end is the server
-
-
-@dataclass(slots=True)
-class ThreadInfo:
-    tid: int
-    pid: int
-    ppid: int
-    comm: str
-    exe: str = ""  # argv[0], Falco's proc.exe
-    exepath: str = ""  # the executable's full path, Falco's proc.exepath
-    args: tuple[str, ...] = ()  # argv[1:]
-    cwd: str = "/"
-    uid: int = 0
-    gid: int = 0
-    loginuid: int = -1
-    tty: int = 0
-    container: ContainerRef | None = None
-    cgroup_id: int = 0
-
-    @property
-    def container_id(self) -> str:
-        return HOST_CONTAINER_ID if self.container is None else self.container.id
-
-    def copy_as(self, tid: int, pid: int, ppid: int, comm: str | None = None) -> ThreadInfo:
-        """A new thread inheriting this one's image (dataclasses.replace is ~10x slower, and
-        slot stores are ~2x faster than the 14-argument __init__)."""
-        th = _new(ThreadInfo)
-        th.tid = tid
-        th.pid = pid
-        th.ppid = ppid
-        th.comm = self.comm if comm is None else comm
-        th.exe = self.exe
-        th.exepath = self.exepath
-        th.args = self.args
-        th.cwd = self.cwd
-        th.uid = self.uid
-        th.gid = self.gid
-        th.loginuid = self.loginuid
-        th.tty = self.tty
-        th.container = self.container
-        th.cgroup_id = self.cgroup_id
-        return th
 
 
 def _is_normal_abs(path: str) -> bool:
@@ -187,151 +67,6 @@ def _is_normal_abs(path: str) -> bool:
     if "/." not in path:
         return True
     return not ("/./" in path or "/../" in path or path.endswith(("/", "/.", "/..")))
-
-
-def _parse_endpoint(text: str) -> tuple[str, int | None]:
-    """`1.2.3.4:80`, `[::1]:80` or Falco's `::1:80` -> (address, port)."""
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-    else:
-        host, _, port = text.rpartition(":")
-        if not host:
-            return text, None
-    return host, int(port) if port.isdigit() else None
-
-
-def parse_tuple(text: str) -> tuple[str | None, int | None, str | None, int | None]:
-    """Falco's socket tuple `cip:cport->sip:sport` -> (cip, cport, sip, sport); the decoder
-    writes `->sip:sport` when only the destination is known (unconnected UDP, failures)."""
-    left, sep, right = text.partition("->")
-    if not sep:
-        raise ValueError(f"not a socket tuple: {text!r}")
-    cip, cport = _parse_endpoint(left) if left else (None, None)
-    sip, sport = _parse_endpoint(right) if right else (None, None)
-    return cip, cport, sip, sport
-
-
-def _as_int(value: object, default: int = 0) -> int:
-    if value.__class__ is int:  # the decoder's case: skip the isinstance chain
-        return value
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value, 0)
-        except ValueError:
-            return default
-    return default
-
-
-def _family(value: object) -> int:
-    if value.__class__ is int:
-        return value
-    if isinstance(value, str):
-        return _FAMILY_NAMES.get(value.upper(), _as_int(value))
-    return _as_int(value)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _readlink(path: Path) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ""
-
-
-def _hex_address(text: str, family: int) -> tuple[str, int]:
-    """/proc/net/tcp's `0100007F:0016` (host-order 32-bit words) -> ("127.0.0.1", 22)."""
-    addr_hex, _, port_hex = text.partition(":")
-    raw = bytes.fromhex(addr_hex)
-    # Each 32-bit word is printed in host (little-endian) order.
-    fixed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    ip = ipaddress.IPv4Address(fixed) if family == 4 else ipaddress.IPv6Address(fixed)
-    return str(ip), int(port_hex, 16)
-
-
-_TCP_LISTEN = "0A"
-
-
-def read_socket_table(net_dir: Path) -> dict[int, FdInfo]:
-    """Socket inode -> FdInfo template (fd -1) from /proc/net/{tcp,udp,raw}{,6} and unix.
-
-    Which end is the server is decided as libsinsp does for sockets it finds at start:
-    the local end is the server when its port is one this host listens on.
-    """
-    rows: list[tuple[int, str, int, str, int, str, int, bool]] = []
-    listening: set[int] = set()
-    for name, l4proto, family in (("tcp", "tcp", 4), ("tcp6", "tcp", 6), ("udp", "udp", 4),
-                                  ("udp6", "udp", 6), ("raw", "raw", 4), ("raw6", "raw", 6)):
-        for line in _read_text(net_dir / name).splitlines()[1:]:
-            parts = line.split()
-            if len(parts) < 10 or not parts[9].isdigit() or parts[9] == "0":
-                continue  # inode 0: TIME_WAIT and friends, owned by no fd
-            try:
-                lip, lport = _hex_address(parts[1], family)
-                rip, rport = _hex_address(parts[2], family)
-            except ValueError:
-                continue
-            is_listen = l4proto == "tcp" and parts[3] == _TCP_LISTEN
-            if is_listen:
-                listening.add(lport)
-            rows.append((family, l4proto, int(parts[9]), lip, lport, rip, rport, is_listen))
-    table: dict[int, FdInfo] = {}
-    for family, l4proto, inode, lip, lport, rip, rport, is_listen in rows:
-        kind, char = ("ipv4", "4") if family == 4 else ("ipv6", "6")
-        if is_listen or (rport == 0 and l4proto != "tcp"):
-            table[inode] = FdInfo(-1, kind, char, f"{lip}:{lport}", 0, l4proto, None, None,
-                                  lip, lport, True)
-        elif lport in listening:
-            table[inode] = FdInfo(-1, kind, char, f"{rip}:{rport}->{lip}:{lport}", 0, l4proto,
-                                  rip, rport, lip, lport, True)
-        else:
-            table[inode] = FdInfo(-1, kind, char, f"{lip}:{lport}->{rip}:{rport}", 0, l4proto,
-                                  lip, lport, rip, rport, False)
-    for line in _read_text(net_dir / "unix").splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 7 and parts[6].isdigit():
-            path = parts[7] if len(parts) > 7 else ""
-            table[int(parts[6])] = FdInfo(-1, "unix", "u", path)
-    return table
-
-
-class _NameDb:
-    """uid/gid -> name from a passwd/group file, cached; re-read at most every few seconds
-    when a lookup misses (users get added while we run)."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._names: dict[int, str] = {}
-        self._loaded_at = -1e9
-
-    def _load(self) -> None:
-        self._loaded_at = time.monotonic()
-        names: dict[int, str] = {}
-        try:
-            with open(self._path, encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    fields = line.split(":")
-                    if len(fields) > 2 and fields[2].isdigit():
-                        names.setdefault(int(fields[2]), fields[0])
-        except OSError:
-            pass
-        self._names = names
-
-    def get(self, ident: int) -> str | None:
-        name = self._names.get(ident)
-        if name is None and time.monotonic() - self._loaded_at > 5.0:
-            self._load()
-            name = self._names.get(ident)
-        return name
 
 
 EventHandler = Callable[["SystemState", Event], None]
@@ -357,16 +92,13 @@ class SystemState:
         self.threads: dict[int, ThreadInfo] = {}
         self.fds: dict[int, dict[int, FdInfo]] = {}
         self.event_count = 0
-        self._users = _NameDb(passwd_path)
-        self._groups = _NameDb(group_path)
+        self._users = NameDb(passwd_path)
+        self._groups = NameDb(group_path)
         # Live mode only: read /proc for a process first seen mid-run (None in replay).
         self._proc_fallback = Path(proc_fallback_root) if proc_fallback_root else None
-        # Live mode only: the cgroup v2 mount, to map an event's cgroup id (the cgroup
-        # directory's inode) to a container when a process changes cgroup (`docker exec`:
-        # runc's child joins the container's cgroup between clone and execve).
-        self._cgroup_root = Path(cgroup_root) if cgroup_root else None
-        self._cgroup_paths: dict[int, str] = {}
-        self._cgroup_scanned_at = -1e9
+        # Live mode only: the cgroup v2 mount, to map an event's cgroup id to a container
+        # when a process changes cgroup (see CgroupPaths).
+        self._cgroup_paths = CgroupPaths(Path(cgroup_root)) if cgroup_root else None
         self._pending_threads: list[int] = []
         self._cur_ev: Event | None = None
         self._cur_thread: ThreadInfo | None = None
@@ -432,100 +164,27 @@ class SystemState:
     def seed_from_proc(self, proc_root: str = "/proc") -> int:
         """Load every thread (and the fds of every process) visible under proc_root."""
         root = Path(proc_root)
-        count = 0
-        try:
-            entries = [e for e in os.listdir(root) if e.isdigit()]
-        except OSError:
+        entries = procfs.numeric_entries(root)
+        if not entries:
             return 0
         sockets = read_socket_table(root / "net")
+        count = 0
         for entry in entries:
-            main = self._read_proc_process(root / entry, int(entry))
+            pdir = root / entry
+            main = procfs.read_process(pdir, int(entry))
             if main is None:
                 continue
             self._insert_thread(main)
             count += 1
-            try:
-                tids = [t for t in os.listdir(root / entry / "task") if t.isdigit()]
-            except OSError:
-                tids = []
-            for tid_text in tids:
-                tid = int(tid_text)
-                if tid == main.tid:
-                    continue
-                comm = _read_text(root / entry / "task" / tid_text / "comm").strip()
-                self._insert_thread(main.copy_as(tid, main.pid, main.ppid, comm or main.comm))
+            for thread in procfs.read_threads(pdir, main):
+                self._insert_thread(thread)
                 count += 1
-            self._seed_fds(root / entry, main.pid, sockets)
+            self._seed_fds(pdir, main.pid, sockets)
         return count
-
-    def _read_proc_process(self, pdir: Path, pid: int) -> ThreadInfo | None:
-        status = _read_text(pdir / "status")
-        if not status:
-            return None
-        values: dict[str, str] = {}
-        for line in status.splitlines():
-            key, _, val = line.partition(":")
-            values[key] = val.strip()
-        try:
-            ppid = int(values.get("PPid", "0"))
-            uid = int(values.get("Uid", "0").split()[0])
-            gid = int(values.get("Gid", "0").split()[0])
-        except ValueError:
-            return None
-        raw_cmdline = _read_text(pdir / "cmdline")
-        argv = raw_cmdline.split("\0")
-        if argv and argv[-1] == "":
-            argv.pop()
-        stat = _read_text(pdir / "stat")
-        tty = 0
-        if ")" in stat:
-            after = stat.rsplit(")", 1)[1].split()
-            if len(after) > 4 and after[4].lstrip("-").isdigit():
-                tty = int(after[4])
-        loginuid = _as_int(_read_text(pdir / "loginuid").strip(), -1)
-        if loginuid == 4294967295:
-            loginuid = -1
-        return ThreadInfo(
-            tid=pid,
-            pid=pid,
-            ppid=ppid,
-            comm=values.get("Name", ""),
-            exe=argv[0] if argv else "",
-            exepath=_readlink(pdir / "exe"),
-            args=tuple(argv[1:]),
-            cwd=_readlink(pdir / "cwd") or "/",
-            uid=uid,
-            gid=gid,
-            loginuid=loginuid,
-            tty=tty,
-            container=container_from_proc_cgroup(_read_text(pdir / "cgroup")),
-        )
 
     def _seed_fds(self, pdir: Path, pid: int, sockets: dict[int, FdInfo] | None = None
                   ) -> None:
-        fd_dir = pdir / "fd"
-        try:
-            names = os.listdir(fd_dir)
-        except OSError:
-            return
-        for name in names[: self.max_fds_per_process]:
-            if not name.isdigit():
-                continue
-            target = _readlink(fd_dir / name)
-            if not target:
-                continue
-            fd = int(name)
-            if target.startswith("socket:"):
-                inode = target[len("socket:["):-1]
-                known = sockets.get(int(inode)) if sockets and inode.isdigit() else None
-                # Unknown (another netns, or gone): connect/accept will describe it later.
-                info = replace(known, fd=fd) if known else FdInfo(fd, "unix", "u", "")
-            elif target.startswith("pipe:"):
-                info = FdInfo(fd, "pipe", "p", target)
-            elif target.startswith("anon_inode:"):
-                info = FdInfo(fd, target[len("anon_inode:"):].strip("[]"), "e", target)
-            else:
-                info = FdInfo(fd, "file", "f", target)
+        for info in procfs.read_fds(pdir, self.max_fds_per_process, sockets):
             self._add_fd(pid, info)
 
     # ---- updates -------------------------------------------------------------------------
@@ -575,7 +234,7 @@ class SystemState:
                 self._cur_fd = table.pop(param, None) if table else None
                 self._cur_fd_resolved = True
         elif kind == LITE_CLONE:
-            self._clone(th, res, _as_int(param))
+            self._clone(th, res, as_int(param))
         elif kind == LITE_PROCEXIT:
             self._pending_threads.append(tid)
         elif kind == LITE_SOCKET and res >= 0:
@@ -598,7 +257,7 @@ class SystemState:
     def _thread_from_event(self, ev: Event) -> ThreadInfo:
         th: ThreadInfo | None = None
         if self._proc_fallback is not None:
-            th = self._read_proc_process(self._proc_fallback / str(ev.pid), ev.pid)
+            th = procfs.read_process(self._proc_fallback / str(ev.pid), ev.pid)
             if th is not None:
                 self._seed_fds(self._proc_fallback / str(ev.pid), ev.pid)
                 th.tid = ev.tid
@@ -636,7 +295,7 @@ class SystemState:
         if name.startswith("/"):
             return name if _is_normal_abs(name) else posixpath.normpath(name)
         base: str | None = None
-        dirfd_num = _as_int(dirfd, AT_FDCWD)
+        dirfd_num = as_int(dirfd, AT_FDCWD)
         if dirfd_num != AT_FDCWD:
             info = self.fd(ev.pid, dirfd_num)
             base = info.name if info is not None else None
@@ -665,7 +324,7 @@ class SystemState:
             name = self._abs_path(ev, name, params.get("dirfd", AT_FDCWD))
         flags = params.get("flags", 0)
         if flags.__class__ is not int:
-            flags = _as_int(flags)
+            flags = as_int(flags)
         if ev.type == "creat":
             flags |= O_CREAT | O_WRONLY | O_TRUNC
         if flags & O_DIRECTORY:
@@ -699,37 +358,21 @@ class SystemState:
         if isinstance(cgroup, str):
             # Falco's execve `cgroups` param: NUL-separated `controller=/path` entries.
             th.container = container_from_proc_cgroup(cgroup.replace("\0", "\n"))
-        elif ev.cgroup_id and ev.cgroup_id != th.cgroup_id and self._cgroup_root is not None:
+        elif ev.cgroup_id and ev.cgroup_id != th.cgroup_id and self._cgroup_paths is not None:
             path = self.cgroup_path(ev.cgroup_id)
             if path is not None:
                 th.container = container_from_cgroup_path(path)
         th.cgroup_id = ev.cgroup_id
 
     def cgroup_path(self, cgroup_id: int) -> str | None:
-        """Path (below the cgroup v2 root) of a cgroup id; rescans at most once a second."""
-        path = self._cgroup_paths.get(cgroup_id)
-        if path is not None or self._cgroup_root is None:
-            return path
-        now = time.monotonic()
-        if now - self._cgroup_scanned_at < 1.0:
-            return None
-        self._cgroup_scanned_at = now
-        root = self._cgroup_root
-        paths: dict[int, str] = {}
-        for dirpath, _dirnames, _files in os.walk(root):
-            try:
-                inode = os.stat(dirpath).st_ino
-            except OSError:
-                continue
-            rel = "/" + os.path.relpath(dirpath, root).lstrip(".")
-            paths[inode] = rel if rel != "/" else "/"
-        self._cgroup_paths = paths
-        return paths.get(cgroup_id)
+        """Path (below the cgroup v2 root) of a cgroup id; None in replay, or when unknown."""
+        paths = self._cgroup_paths
+        return None if paths is None else paths.get(cgroup_id)
 
     def _on_clone(self, ev: Event) -> None:
         parent = self._cur_thread
         assert parent is not None
-        self._clone(parent, ev.res, _as_int(ev.params.get("flags")))
+        self._clone(parent, ev.res, as_int(ev.params.get("flags")))
 
     def _clone(self, parent: ThreadInfo, child_tid: int, flags: int) -> None:
         if child_tid == 0:
@@ -762,7 +405,7 @@ class SystemState:
                 and ("/." not in name or _is_normal_abs(name))
                 and flags.__class__ is int and ev.type != "creat"):
             # Slot stores beat the dataclass __init__ with its six defaults by ~2x.
-            info = _new(FdInfo)
+            info = new_row(FdInfo)
             if flags & O_DIRECTORY:
                 info.type = "directory"
                 info.typechar = "d"
@@ -796,13 +439,13 @@ class SystemState:
 
     def _socket(self, pid: int, fd: int, domain: object, sock_type: object, proto: object
                 ) -> None:
-        family = _family(domain)
-        kind, char = _SOCKET_FAMILIES.get(family, ("unix", "u"))
-        l4 = _SOCK_TYPE_L4.get(_as_int(sock_type) & _SOCK_TYPE_MASK) \
-            if family in (2, 10) else None
-        if l4 == "raw" and _as_int(proto) in (1, 58):
+        family = socket_family(domain)
+        kind, char = SOCKET_FAMILIES.get(family, ("unix", "u"))
+        l4 = SOCK_TYPE_L4.get(as_int(sock_type) & SOCK_TYPE_MASK) \
+            if family in (AF_INET, AF_INET6) else None
+        if l4 == "raw" and as_int(proto) in ICMP_PROTOS:
             l4 = "icmp"
-        info = _new(FdInfo)  # slot stores: ~2x cheaper than the keyword __init__
+        info = new_row(FdInfo)  # slot stores: ~2x cheaper than the keyword __init__
         info.fd = fd
         info.type = kind
         info.typechar = char
@@ -818,7 +461,14 @@ class SystemState:
         table = self.fds.get(ev.pid)
         existing = table.get(fd) if table is not None else None
         tup = params.get("tuple")
-        if isinstance(tup, str) and "->" in tup:
+        cip: str | None
+        cport: int | None
+        sip: str | None
+        sport: int | None
+        if isinstance(tup, SocketTuple):  # decoded: the ends come structured
+            _family, cip, cport, sip, sport = tup
+            name = str(tup)  # Falco's text, for fd.name
+        elif isinstance(tup, str) and "->" in tup:  # built by hand: Falco's text
             cip, cport, sip, sport = parse_tuple(tup)
             name = tup
         else:
@@ -826,13 +476,13 @@ class SystemState:
             if not isinstance(addr, str):
                 return
             port = params.get("port")
-            sip, sport = addr, _as_int(port) if port is not None else None
+            sip, sport = addr, as_int(port) if port is not None else None
             cip, cport = None, None
             name = f"{addr}:{port}" if port is not None else addr
-        family = _family(params["family"]) if "family" in params else 0
-        if family == 1 or (sip is not None and sip.startswith("/")):
+        family = socket_family(params["family"]) if "family" in params else 0
+        if family == AF_UNIX or (sip is not None and sip.startswith("/")):
             kind, char = "unix", "u"
-        elif family == 10 or (sip is not None and ":" in sip):
+        elif family == AF_INET6 or (sip is not None and ":" in sip):
             kind, char = "ipv6", "6"
         else:
             kind, char = "ipv4", "4"
@@ -840,7 +490,7 @@ class SystemState:
         l4proto = l4 if l4.__class__ is str else (existing.l4proto if existing else None)
         if l4proto is None and kind != "unix":
             l4proto = "tcp"
-        info = _new(FdInfo)  # slot stores: ~2x cheaper than the 11-argument __init__
+        info = new_row(FdInfo)  # slot stores: ~2x cheaper than the 11-argument __init__
         info.fd = fd
         info.type = kind
         info.typechar = char
@@ -878,7 +528,7 @@ class SystemState:
             return
         params = ev.params
         old = params.get("oldfd", params.get("fd"))
-        info = self.fd(ev.pid, _as_int(old, -1))
+        info = self.fd(ev.pid, as_int(old, -1))
         if info is not None and ev.res != info.fd:
             self._add_fd(ev.pid, replace(info, fd=ev.res))
 
@@ -896,7 +546,7 @@ class SystemState:
             return
         th = self._cur_thread
         assert th is not None
-        info = self.fd(ev.pid, _as_int(ev.params.get("fd"), -1))
+        info = self.fd(ev.pid, as_int(ev.params.get("fd"), -1))
         if info is not None and info.name:
             th.cwd = info.name
 
@@ -948,16 +598,3 @@ def lite_kind(evt_type: str, param_names: tuple[str, ...]
     if found is None or not set(found[1]) <= set(param_names):
         return None  # fork and vfork carry no flags
     return found
-
-
-__all__ = [
-    "HOST_CONTAINER_ID",
-    "REQUIRED_SYSCALLS",
-    "ContainerRef",
-    "FdInfo",
-    "SystemState",
-    "ThreadInfo",
-    "container_from_cgroup_path",
-    "container_from_proc_cgroup",
-    "parse_tuple",
-]

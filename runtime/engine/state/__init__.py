@@ -1,0 +1,45 @@
+"""System state the rules read: processes (threads), their open fds, users and containers.
+
+One concern per module:
+
+  machine     SystemState: the tables and the per-syscall handlers that keep them
+  tables      the rows: ThreadInfo, FdInfo
+  procfs      what /proc says about a process (seeding, processes first seen mid-run)
+  containers  cgroup path -> container id and runtime
+  sockets     socket families and types, Falco's tuple text, /proc/net socket tables
+  names       uid/gid -> user/group names
+  params      numeric event params that may come as text
+
+Import from here: `runtime.engine.state` is the public path.
+"""
+
+from __future__ import annotations
+
+from runtime.engine.state.containers import (
+    HOST_CONTAINER_ID,
+    ContainerRef,
+    container_from_cgroup_path,
+    container_from_proc_cgroup,
+)
+from runtime.engine.state.machine import (
+    CLONE_THREAD,
+    REQUIRED_SYSCALLS,
+    SystemState,
+    lite_kind,
+)
+from runtime.engine.state.sockets import parse_tuple
+from runtime.engine.state.tables import FdInfo, ThreadInfo
+
+__all__ = [
+    "CLONE_THREAD",
+    "HOST_CONTAINER_ID",
+    "REQUIRED_SYSCALLS",
+    "ContainerRef",
+    "FdInfo",
+    "SystemState",
+    "ThreadInfo",
+    "container_from_cgroup_path",
+    "container_from_proc_cgroup",
+    "lite_kind",
+    "parse_tuple",
+]
