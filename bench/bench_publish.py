@@ -5,8 +5,8 @@
 Real: the servers (a directory, nginx WebDAV, SeaweedFS S3 on 127.0.0.1, started here),
 the signing and the compare-and-swap index updates. Stood in: the artifacts' bytes (one
 .ko and one .o per catalog kernel plus the CO-RE probe, at typical sizes), since building
-81 kernels is bench_build.py's job. Printed beside each figure, measured in the same run:
-the floor, i.e. the same files written straight through the backend with no index.
+every catalog kernel is bench_build.py's job. Printed beside each figure, measured in the
+same run: the floor, i.e. the same files written straight through the backend, no index.
 """
 
 from __future__ import annotations
