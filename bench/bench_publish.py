@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +64,14 @@ def measure(url: str, out: Path, key_path: Path, **opts: object) -> tuple[float,
     return floor_s, publish_s, noop_s
 
 
+def timed(argv: list[str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{argv[3:5]} failed: {done.stderr.strip()}")
+    return time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", type=Path, default=KERNELS_DIR / "debian.json")
@@ -92,6 +101,13 @@ def main() -> int:
         for name, url, opts in rows:
             floor_s, publish_s, noop_s = measure(url, out, key, **opts)
             print(f"{name:<8} {floor_s:>15.2f} s {publish_s:>7.2f} s {noop_s:>10.2f} s")
+        # The directory repository now holds every catalog artifact: a matrix run must
+        # find nothing to do. Its floor is the CLI's own start-up.
+        floor = timed([sys.executable, "-m", "driverkit.entry", "--help"])
+        noop = timed([sys.executable, "-m", "driverkit.entry", "matrix", "run", "--catalog",
+                      str(args.catalog), "--repo", str(work / "repo"), "--signing-key",
+                      str(key), "--output", str(work / "matrix-out")])
+        print(f"matrix run with nothing new: {noop:.2f} s (driverkit --help: {floor:.2f} s)")
     finally:
         webdav.stop()
         s3.stop()
