@@ -11,8 +11,11 @@ _BUILD_EXTRA = frozenset({"docker", "jinja2", "rich", "elftools", "boto3", "boto
 
 
 def main() -> int:
+    # Commands import what they need when they run, so the check covers the whole call.
     try:
         from driverkit.cli import main as cli_main
+
+        return cli_main()
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if missing not in _BUILD_EXTRA:
@@ -23,7 +26,6 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    return cli_main()
 
 
 if __name__ == "__main__":

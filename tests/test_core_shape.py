@@ -149,3 +149,27 @@ def test_no_exit_code_is_written_as_a_number() -> None:
         if literal.search(line)
     ]
     assert offenders == []
+
+
+def test_driverkit_without_its_build_extra_says_how_to_install_it() -> None:
+    """A host-side install lacks jinja2/docker: the driverkit script says so on one line."""
+    script = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class Absent(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, Absent())
+        from driverkit.entry import main
+        sys.argv = ["driverkit", "build", "--kernel", "6.1.0-13-amd64", "--dry-run"]
+        sys.exit(main())
+        """
+    ).replace("BLOCKED", repr(tuple(m for m in BUILD_ONLY if m != "driverkit")))
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "driverkit-py[build]" in done.stderr
