@@ -124,14 +124,17 @@ class _Context:
 
 
 def _inputs(plan: BuildPlan, script: str, ctx: _Context, kind: str) -> dict[str, Any]:
+    # The CO-RE probe depends on no kernel: leaving the kernel of the plan it came from
+    # out of its inputs keeps one build serving every kernel build into the same output.
+    kernel = kind == "kernel"
     return {
         "format": MANIFEST_FORMAT,
         "kind": kind,
-        "kernel_release": str(plan.kernel),
-        "kernel_version": plan.kernel_version,
+        "kernel_release": str(plan.kernel) if kernel else "",
+        "kernel_version": plan.kernel_version if kernel else "",
         "arch": plan.arch,
-        "target": plan.target,
-        "artifact": dataclasses.asdict(plan.artifact),
+        "target": plan.target if kernel else "",
+        "artifact": dataclasses.asdict(plan.artifact) if kernel else {},
         "gcc": plan.gcc,
         "builder": dataclasses.asdict(plan.builder),
         "environment": ctx.processor.environment_ref(plan),

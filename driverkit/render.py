@@ -92,7 +92,11 @@ def render_build_script(plan: BuildPlan, *, build_core: bool = False) -> str:
         _environment()
         .get_template("build.sh.j2")
         .render(
-            stem=plan.artifact_stem(),
+            stem=(
+                plan.artifact_stem()
+                if plan.build_kmod or plan.build_probe
+                else core_probe_name(plan.driver_name)
+            ),
             kernel_release=str(plan.kernel),
             kmod_name=plan.kmod_name,
             probe_name=plan.probe_name,

@@ -195,3 +195,19 @@ def test_the_processor_side_uses_the_plans_image_tag_without_hashing_again(
     with pytest.raises(ContainerEngineError, match=r"mine/builder:1 does not exist.*renders"):
         images.ensure_plan_image(cast(ContainerEngine, engine), forced, MIRRORS, tmp_path)
     assert engine.built == []
+
+
+def test_core_probe_script_is_the_same_for_every_kernel_plan() -> None:
+    """The CO-RE probe depends on no kernel: one build serves every kernel of a run, and a
+    later single-kernel build into the same output does not rebuild it."""
+    from driverkit.build import core_plan
+    from driverkit.config import load_config, resolve_plan
+
+    cfg = load_config({})
+    scripts = {
+        render_build_script(core_plan(resolve_plan(rel, cfg, kernel_version="1")),
+                            build_core=True)
+        for rel in ("6.1.0-57-amd64", "5.10.0-46-amd64", "6.12.118+deb13-amd64")
+    }
+    assert len(scripts) == 1
+    assert "6.1.0" not in next(iter(scripts))

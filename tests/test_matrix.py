@@ -207,3 +207,36 @@ def test_matrix_run_builds_what_is_missing_once(tmp_path: Path, ci_cache: Path) 
     second = driverkit(*base, "--catalog", str(catalog))
     assert second.returncode == 0, second.stderr
     assert "nothing to build" in second.stdout
+
+
+@pytest.mark.qemu
+@pytest.mark.docker
+@pytest.mark.root
+@pytest.mark.network
+@pytest.mark.xdist_group("qemu-kernels")
+def test_matrix_run_boot_verifies_before_publishing(tmp_path: Path, ci_cache: Path) -> None:
+    """Real: build (Docker) -> boot verification of the module and probes in a QEMU guest
+    of the same Debian kernel (ci.bootverify as the verify command) -> publish; the
+    index records the kernel each artifact was proven on."""
+    from ci.kernels import kernel_version, resolve
+
+    release = resolve("6.1")
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"Debian": [
+        {"kernelrelease": release, "target": "debian", "kernelversion": kernel_version(release)}
+    ]}))
+    keys = generate_keys(tmp_path / "k")
+    repo = tmp_path / "repo"
+    done = driverkit(
+        "matrix", "run", "--catalog", str(catalog), "--repo", str(repo), "--signing-key",
+        str(keys.private_path), "--output", str(tmp_path / "out"), "--base-from",
+        os.environ.get("DK_BASE_FROM", "debootstrap"), "--cache-dir", str(ci_cache),
+        "--verify-command", f"{sys.executable} -m ci.bootverify --sample --artifacts",
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (folder,) = repo.glob("*/x86_64")
+    index = json.loads((folder / "index.json").read_text())["artifacts"]
+    assert len(index) == 3
+    for name, entry in index.items():
+        assert entry["boot_verified"] == [release], name

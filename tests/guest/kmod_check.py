@@ -3,11 +3,13 @@ kernel: proves the rtcap module on that kernel and writes a JSON verdict for the
 
     python3 -m tests.guest.kmod_check --ko rtcap.ko --foreign-ko other.ko --out result.json
 
-Steps: a module built for another kernel must be refused; ours loads; capture with a
-filter while a workload execs a known binary, opens a known file and connects to a
-loopback port; the events read from /dev/rtcap must show exactly those with the right
-pids and args; stats must account for every event; rmmod must succeed; and the kernel
-log from our first insmod on must hold no oops, BUG, WARNING or call trace.
+Steps: the kernel is the exact upload the module was built for (`--uname-v`, what the
+build was given as the kernel version); a module built for another kernel must be
+refused; ours loads; capture with a filter while a workload execs a known binary, opens
+a known file and connects to a loopback port; the events read from /dev/rtcap must show
+exactly those with the right pids and args; stats must account for every event; rmmod
+must succeed; and the kernel log from our first insmod on must hold no oops, BUG,
+WARNING or call trace.
 
 Every check is recorded (name, ok, detail) instead of stopping at the first failure, so
 one boot (slow under TCG) reports everything that is wrong.
@@ -308,6 +310,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ko", type=Path, required=True)
     parser.add_argument("--foreign-ko", type=Path)
+    parser.add_argument("--uname-v", help="the `uname -v` the module was built for")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--probe", type=Path, help="per-kernel eBPF probe object")
     parser.add_argument("--core", type=Path, help="CO-RE eBPF probe object")
@@ -320,6 +323,10 @@ def main() -> int:
     try:
         kmsg(KMSG_MARK)
         checks.record("kernel_release", True, os.uname().release)
+        if args.uname_v:
+            running = os.uname().version
+            checks.record("uname_v_is_the_built_one", running == args.uname_v,
+                          f"running {running!r}, built for {args.uname_v!r}")  # fmt: skip
         if args.foreign_ko:
             check_foreign_module(checks, args.foreign_ko)
         proc = run(["insmod", str(args.ko), f"ring_kb={TEST_RING_KB}"])
