@@ -34,6 +34,7 @@ class ExitCode(IntEnum):
     LIBBPF = 21
     SCHEMA_MISMATCH = 22
     PROBE_CONFIG = 23
+    DRIVER_TYPE_REFUSED = 24
     SYSCALL_DROP_EXIT = 30
     RULE_LOAD = 40
 

@@ -12,6 +12,7 @@ strict character set before any parsing; anything else is an InvalidKernelReleas
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivercore.errors import InvalidKernelReleaseError, UsageError
@@ -37,9 +38,10 @@ _RELEASE_PATTERN = re.compile(
     re.ASCII,
 )
 
-# `uname -v` text: words, dates and times, parentheses around Debian's build date. No shell
+# `uname -v` text: words, dates and times, parentheses around Debian's build date, and the
+# `@0` a reproducible build (KBUILD_BUILD_TIMESTAMP=@0) prints instead of a date. No shell
 # metacharacters ($ ` ; | & < > quotes backslash) and no control characters.
-_KERNEL_VERSION_CHARS = re.compile(r"[0-9A-Za-z #:.,_~+()-]+", re.ASCII)
+_KERNEL_VERSION_CHARS = re.compile(r"[0-9A-Za-z #:.,_~+()@-]+", re.ASCII)
 # What we keep from it (the build number, or Ubuntu's `26~22.04.1`) must be file-name safe.
 _KERNEL_VERSION_TOKEN = re.compile(r"[0-9A-Za-z._~+-]+", re.ASCII)
 # Falco and falcoctl take the digits right after the first `#` as the build number.
@@ -94,6 +96,21 @@ def _shown(value: str, limit: int = 80) -> str:
     return repr(clipped)
 
 
+def _check_size_and_chars(
+    value: str,
+    max_len: int,
+    allowed: re.Pattern[str],
+    error: Callable[[str, str], InvalidKernelReleaseError],
+) -> None:
+    """`error(value, why)` when `value` is longer than `max_len` or has a character outside
+    `allowed` (named in the message)."""
+    if len(value) > max_len:
+        raise error(value, f"it is {len(value)} characters long")
+    if not allowed.fullmatch(value):
+        bad = sorted({c for c in value if not allowed.fullmatch(c)})
+        raise error(value, f"it contains {''.join(bad)!r}")
+
+
 def _release_error(value: str, why: str) -> InvalidKernelReleaseError:
     return InvalidKernelReleaseError(
         f"invalid kernel release {_shown(value)}: {why}; expected a `uname -r` string "
@@ -106,11 +123,7 @@ def validate_kernel_release(value: str) -> str:
     """Return `value` unchanged if it is safe to render into scripts and file names."""
     if not value:
         raise _release_error(value, "it is empty")
-    if len(value) > MAX_RELEASE_LEN:
-        raise _release_error(value, f"it is {len(value)} characters long")
-    if not _RELEASE_CHARS.fullmatch(value):
-        bad = sorted({c for c in value if not _RELEASE_CHARS.fullmatch(c)})
-        raise _release_error(value, f"it contains {''.join(bad)!r}")
+    _check_size_and_chars(value, MAX_RELEASE_LEN, _RELEASE_CHARS, _release_error)
     if ".." in value:
         raise _release_error(value, "it contains '..'")
     if not value[0].isdigit():
@@ -152,11 +165,9 @@ def validate_kernel_version(value: str) -> str:
     """Return the `uname -v` text (or bare build number) unchanged if it is safe to read."""
     if not value.strip():
         raise _kernel_version_error(value, "it is empty")
-    if len(value) > MAX_KERNEL_VERSION_LEN:
-        raise _kernel_version_error(value, f"it is {len(value)} characters long")
-    if not _KERNEL_VERSION_CHARS.fullmatch(value):
-        bad = sorted({c for c in value if not _KERNEL_VERSION_CHARS.fullmatch(c)})
-        raise _kernel_version_error(value, f"it contains {''.join(bad)!r}")
+    _check_size_and_chars(
+        value, MAX_KERNEL_VERSION_LEN, _KERNEL_VERSION_CHARS, _kernel_version_error
+    )
     return value
 
 

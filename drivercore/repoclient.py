@@ -26,22 +26,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from drivercore import repoindex
+from drivercore.durable import fsync_dir
 from drivercore.errors import DownloadError, ExitCode, ToolError
 from drivercore.naming import repo_arch
-from drivercore.repoindex import (
-    INDEX_FILE,
-    MAX_INDEX_BYTES,
-    MAX_SIGNATURE_BYTES,
-    SIGNATURE_FILE,
-    ArchIndex,
-    IndexEntry,
-    RepositoryIndexError,
-    RootIndex,
-    is_artifact_file_name,
-    parse_arch_index,
-    parse_root_index,
-    verify_index,
-)
 
 _CHUNK = 1 << 16
 
@@ -120,34 +108,39 @@ class RepoReader:
 
     def _verified(self, index_path: str) -> bytes:
         # Index first, signature second: publishers write them in the other order.
-        data = self.fetch(index_path, MAX_INDEX_BYTES)
-        sig_path = index_path.removesuffix(INDEX_FILE) + SIGNATURE_FILE
+        data = self.fetch(index_path, repoindex.MAX_INDEX_BYTES)
+        sig_path = repoindex.signature_path(index_path)
         try:
-            signature = self.fetch(sig_path, MAX_SIGNATURE_BYTES)
+            signature = self.fetch(sig_path, repoindex.MAX_SIGNATURE_BYTES)
         except NotFoundError:
-            raise RepositoryIndexError(
-                f"{self._object_url(index_path)}: unsigned (no {SIGNATURE_FILE} beside it)"
+            raise repoindex.RepositoryIndexError(
+                f"{self._object_url(index_path)}: unsigned "
+                f"(no {repoindex.SIGNATURE_FILE} beside it)"
             ) from None
-        verify_index(data, signature, self.public_key, self._object_url(index_path))
+        repoindex.verify_index(data, signature, self.public_key, self._object_url(index_path))
         return data
 
-    def root_index(self) -> RootIndex:
-        return parse_root_index(self._verified(INDEX_FILE), self._object_url(INDEX_FILE))
+    def root_index(self) -> repoindex.RootIndex:
+        return repoindex.parse_root_index(
+            self._verified(repoindex.INDEX_FILE), self._object_url(repoindex.INDEX_FILE)
+        )
 
-    def arch_index(self, driver_version: str, arch: str) -> ArchIndex:
-        path = f"{self._version_dir(driver_version, arch)}/{INDEX_FILE}"
-        return parse_arch_index(
+    def arch_index(self, driver_version: str, arch: str) -> repoindex.ArchIndex:
+        path = f"{self._version_dir(driver_version, arch)}/{repoindex.INDEX_FILE}"
+        return repoindex.parse_arch_index(
             self._verified(path),
             self._object_url(path),
             driver_version=driver_version,
             arch=repo_arch(arch),
         )
 
-    def download(self, index: ArchIndex, entry: IndexEntry, dest_dir: Path) -> Path:
+    def download(
+        self, index: repoindex.ArchIndex, entry: repoindex.IndexEntry, dest_dir: Path
+    ) -> Path:
         """`entry`'s artifact into `dest_dir/<file>`: streamed to a temp file there, checked
         for size and sha256, fsynced, then renamed. A mismatch leaves nothing behind."""
-        if not is_artifact_file_name(entry.file):
-            raise RepositoryIndexError(f"index names an unsafe file {entry.file[:80]!r}")
+        if not repoindex.is_artifact_file_name(entry.file):
+            raise repoindex.RepositoryIndexError(f"index names an unsafe file {entry.file[:80]!r}")
         path = f"{self._version_dir(index.driver_version, index.arch)}/{entry.file}"
         dest_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{entry.file}.", suffix=".part", dir=dest_dir)
@@ -182,7 +175,7 @@ class RepoReader:
                 )
             final = dest_dir / entry.file
             os.replace(tmp, final)
-            _fsync_dir(dest_dir)
+            fsync_dir(dest_dir)
             return final
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -208,11 +201,3 @@ class _Stream:
 
     def __exit__(self, *exc: object) -> None:
         self._raw.close()  # type: ignore[attr-defined]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -48,6 +48,12 @@ MAX_SIGNATURE_BYTES = 64 << 10
 # fetched an index a moment before it was replaced.
 KEPT_SIGNATURES = 32
 
+
+def signature_path(index_path: str) -> str:
+    """The signature file beside an index: `<folder>/index.json.sig` for `<folder>/index.json`."""
+    return index_path.removesuffix(INDEX_FILE) + SIGNATURE_FILE
+
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Artifact file names: what naming.py produces; never a path.
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}")
@@ -240,8 +246,9 @@ def _signature_entries(data: bytes, where: str) -> list[dict[str, str]]:
     return found
 
 
-def verify_index(index_bytes: bytes, signature_file: bytes, key: Ed25519PublicKey,
-                 where: str) -> None:
+def verify_index(
+    index_bytes: bytes, signature_file: bytes, key: Ed25519PublicKey, where: str
+) -> None:
     """RepositoryIndexError unless `signature_file` holds a good signature by `key` over exactly
     `index_bytes`. Call this before parsing the index."""
     if len(index_bytes) > MAX_INDEX_BYTES:

@@ -57,7 +57,7 @@ from driverkit.errors import ArtifactValidationError, ToolError
 from driverkit.headers import HeaderResolver, ResolvedHeaders
 from driverkit.options import BuildConfig
 from driverkit.plan import BuildPlan, core_probe_name
-from driverkit.processors.base import Processor, warning_lines
+from driverkit.processors.base import BuildJob, Processor, warning_lines
 from driverkit.render import render_build_script
 from driverkit.targets.base import BuilderSpec
 from driverkit.verifier import verify_on_host
@@ -176,15 +176,19 @@ def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
     inputs = _inputs(plan, script, ctx, kind)
     wanted = input_hash(inputs)
     label = names[0] if kind == "core" else plan.artifact_stem()
-    if up_to_date(out_dir, manifest, wanted):
-        log.debug("%s: inputs and artifacts unchanged in %s", label, out_dir)
+
+    def outcome(status: str) -> KernelOutcome:
         return KernelOutcome(
             plan,
-            "skipped",
+            status,
             duration_s=time.monotonic() - started,
             artifacts={n: out_dir / n for n in names},
             label=label,
         )
+
+    if up_to_date(out_dir, manifest, wanted):
+        log.debug("%s: inputs and artifacts unchanged in %s", label, out_dir)
+        return outcome("skipped")
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     headers: ResolvedHeaders | None = None
@@ -194,7 +198,7 @@ def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
     timings["headers_s"] = round(time.monotonic() - t0, 3)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
-        result = ctx.processor.run(plan, script, headers, Path(tmp), ctx.cfg.timeout)
+        result = ctx.processor.run(BuildJob(plan, script, headers, Path(tmp), ctx.cfg.timeout))
         timings["build_s"] = round(result.duration_s, 3)
         files: dict[str, Path] = {}
         checks: dict[str, Any] = {}
@@ -227,13 +231,7 @@ def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
-    return KernelOutcome(
-        plan,
-        "built",
-        duration_s=time.monotonic() - started,
-        artifacts={n: out_dir / n for n in names},
-        label=label,
-    )
+    return outcome("built")
 
 
 def _safe_build(plan: BuildPlan, ctx: _Context, kind: str) -> KernelOutcome:

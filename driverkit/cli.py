@@ -149,6 +149,27 @@ def images_build(**params: Any) -> None:
             click.echo(ensure_plan_image(engine, plan, cfg.mirrors, cfg.cache_dir))
 
 
+@images.command("runtime")
+@click.option(
+    "--suite",
+    default=None,
+    help="Debian suite of both images (default: the oldest whose packages meet pyproject).",
+)
+@table_options("images")
+def images_runtime(suite: str | None, **params: Any) -> None:
+    """Build the loader and engine images (host side only) and print their tags."""
+    from driverkit.containers import docker_engine
+    from driverkit.runtime_images import DEFAULT_SUITE, ensure_runtime_images
+
+    cfg = config_from(params)
+    with docker_engine() as engine:
+        tags = ensure_runtime_images(
+            engine, cfg.base_from, cfg.mirrors, cfg.cache_dir, suite or DEFAULT_SUITE
+        )
+    for role, tag in tags.items():
+        click.echo(f"{role}\t{tag}")
+
+
 @images.command("prune")
 def images_prune() -> None:
     from driverkit.containers import docker_engine

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,6 +14,9 @@ from driverkit.config import load_config, resolve_plan
 from driverkit.errors import UsageError
 from driverkit.options import OPTIONS, BuildConfig, Option
 from driverkit.plan import BuildPlan
+
+if TYPE_CHECKING:
+    from driverkit.catalog import CatalogEntry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,21 +101,23 @@ def config_from(params: dict[str, Any]) -> BuildConfig:
     return cfg
 
 
+def catalog_plan(entry: CatalogEntry, cfg: BuildConfig) -> BuildPlan:
+    """The plan for one catalog kernel: its target, `uname -v` and header URLs as listed."""
+    return resolve_plan(
+        entry.kernelrelease,
+        cfg,
+        target=entry.target,
+        kernel_version=entry.kernelversion,
+        kernel_urls=tuple(entry.headers),
+    )
+
+
 def plans_from_config(cfg: BuildConfig) -> list[BuildPlan]:
     plans = [resolve_plan(kernel, cfg) for kernel in cfg.kernels]
     if cfg.catalog is not None:
         from driverkit.catalog import load_catalog
 
-        for entry in load_catalog(cfg.catalog, cfg.mirrors):
-            plans.append(
-                resolve_plan(
-                    entry.kernelrelease,
-                    cfg,
-                    target=entry.target,
-                    kernel_version=entry.kernelversion,
-                    kernel_urls=tuple(entry.headers),
-                )
-            )
+        plans += [catalog_plan(entry, cfg) for entry in load_catalog(cfg.catalog, cfg.mirrors)]
     if not plans:
         raise UsageError("no kernel given: pass --kernel REL (repeatable) or --catalog FILE")
     return plans

@@ -68,7 +68,13 @@ class ContainerEngine(Protocol):
     def image_id(self, tag: str) -> str: ...
 
     def build_image(
-        self, dockerfile: str, tag: str, buildargs: Mapping[str, str], labels: Mapping[str, str]
+        self,
+        dockerfile: str,
+        tag: str,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        *,
+        context: Mapping[str, bytes | Path] | None = None,
     ) -> str: ...
 
     def import_image(self, rootfs_tar: Path, name: str) -> str: ...
@@ -206,14 +212,22 @@ class DockerEngine:
         return str(self._client.images.get(tag).id)
 
     def build_image(
-        self, dockerfile: str, tag: str, buildargs: Mapping[str, str], labels: Mapping[str, str]
+        self,
+        dockerfile: str,
+        tag: str,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        *,
+        context: Mapping[str, bytes | Path] | None = None,
     ) -> str:
+        """`context`: files the Dockerfile COPYs (name in the context -> content or host
+        path); builders need none, the runtime images carry our packages."""
         import docker.errors
 
-        context = tar_bytes({"Dockerfile": dockerfile.encode()})
+        archive = tar_bytes({**(context or {}), "Dockerfile": dockerfile.encode()})
         try:
             image, _log = self._client.images.build(
-                fileobj=io.BytesIO(context),
+                fileobj=io.BytesIO(archive),
                 custom_context=True,
                 tag=tag,
                 buildargs=dict(buildargs),

@@ -124,16 +124,30 @@ def ensure_base(
     mirrors: Mirrors,
     cache_dir: Path | None = None,
 ) -> None:
-    if engine.image_exists(spec.base_image):
+    ensure_debian_base(
+        engine, spec.base_image, spec.distro_release, base_from, mirrors, cache_dir=cache_dir
+    )
+
+
+def ensure_debian_base(
+    engine: ContainerEngine,
+    base_image: str,
+    suite: str,
+    base_from: str,
+    mirrors: Mirrors,
+    *,
+    cache_dir: Path | None = None,
+) -> None:
+    """`base_image` (the name a FROM line uses) present locally: with debootstrap, a
+    minbase of `suite` imported under that name. Builders and the runtime images share it."""
+    if engine.image_exists(base_image):
         return
     if base_from == "registry":
         return  # docker build pulls FROM itself
     if not mirrors.debian:
         raise UsageError("--base-from debootstrap needs a Debian mirror (none found in /etc/apt)")
-    tarball = _debootstrap_rootfs(
-        spec.distro_release, mirrors.debian, cache_dir or default_cache_dir()
-    )
-    engine.import_image(tarball, spec.base_image)
+    tarball = _debootstrap_rootfs(suite, mirrors.debian, cache_dir or default_cache_dir())
+    engine.import_image(tarball, base_image)
 
 
 def ensure_plan_image(

@@ -65,25 +65,25 @@ def apt_uris(apt_root: Path = APT_ROOT) -> list[str]:
     return list(seen)
 
 
-def debian_mirror_from_apt(apt_root: Path = APT_ROOT) -> str:
-    """The Debian archive root (…/debian) the host's apt uses, or "" if none."""
-    override = os.environ.get("DRIVERKIT_DEBIAN_MIRROR")
+def _archive_root(env_var: str, suffix: str, apt_root: Path) -> str:
+    """`env_var` when set, else the first apt URI ending in `suffix`, else ""."""
+    override = os.environ.get(env_var)
     if override:
         return override.rstrip("/")
     for uri in apt_uris(apt_root):
-        if uri.endswith("/debian"):
+        if uri.endswith(suffix):
             return uri
     return ""
+
+
+def debian_mirror_from_apt(apt_root: Path = APT_ROOT) -> str:
+    """The Debian archive root (…/debian) the host's apt uses, or "" if none."""
+    return _archive_root("DRIVERKIT_DEBIAN_MIRROR", "/debian", apt_root)
 
 
 def debian_security_mirror_from_apt(apt_root: Path = APT_ROOT) -> str:
-    override = os.environ.get("DRIVERKIT_DEBIAN_SECURITY_MIRROR")
-    if override:
-        return override.rstrip("/")
-    for uri in apt_uris(apt_root):
-        if uri.endswith("/debian-security"):
-            return uri
-    return ""
+    """The Debian security archive root (…/debian-security) the host's apt uses, or ""."""
+    return _archive_root("DRIVERKIT_DEBIAN_SECURITY_MIRROR", "/debian-security", apt_root)
 
 
 # What the host's apt trusts for Debian's own archive (package debian-archive-keyring).

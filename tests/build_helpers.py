@@ -24,10 +24,13 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def serve_dir(root: Path) -> Iterator[tuple[str, Counter[str]]]:
-    """Serve `root` over HTTP on 127.0.0.1; yields (base URL, per-path GET counter)."""
+def serve_dir(
+    root: Path, handler_class: type[http.server.SimpleHTTPRequestHandler] = _Handler
+) -> Iterator[tuple[str, Counter[str]]]:
+    """Serve `root` over HTTP on 127.0.0.1; yields (base URL, per-path GET counter). The
+    counter counts with the default `handler_class`; pass another to make paths misbehave."""
     hits: Counter[str] = Counter()
-    handler = type("Handler", (_Handler,), {"hits": hits})
+    handler = type("Handler", (handler_class,), {"hits": hits})
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(handler, directory=str(root))
     )

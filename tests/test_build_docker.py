@@ -66,6 +66,15 @@ def _own_containers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DK_BUILD_OWNER", f"test-{uuid.uuid4().hex[:12]}")
 
 
+def _slow_driver(tmp_path: Path) -> Path:
+    """The fixture driver with a module build that sleeps 300 s: a build to interrupt."""
+    driver = tmp_path / "slow-driver"
+    shutil.copytree(FIXTURE_DRIVER, driver)
+    makefile = driver / "Makefile"
+    makefile.write_text(makefile.read_text().replace("kmod:\n", "kmod:\n\tsleep 300\n", 1))
+    return driver
+
+
 def _leftover_containers() -> list[str]:
     owner = os.environ["DK_BUILD_OWNER"]
     done = subprocess.run(
@@ -193,10 +202,7 @@ def test_compiler_error_fails_with_the_compiler_lines(tmp_path: Path, ci_cache: 
 
 @pytest.mark.docker
 def test_timeout_kills_and_removes_the_container(tmp_path: Path, ci_cache: Path) -> None:
-    driver = tmp_path / "slow-driver"
-    shutil.copytree(FIXTURE_DRIVER, driver)
-    makefile = driver / "Makefile"
-    makefile.write_text(makefile.read_text().replace("kmod:\n", "kmod:\n\tsleep 300\n", 1))
+    driver = _slow_driver(tmp_path)
     plans = _plans([bookworm_release(ci_cache)], ci_cache)
     opts = _opts(tmp_path / "out", ci_cache, driver, FIXTURE_PROBE, timeout=8, build_core=False)
     started = time.monotonic()
@@ -302,10 +308,7 @@ def test_ctrl_c_removes_containers_and_leaves_no_artifacts(tmp_path: Path, ci_ca
     import signal
     import sys
 
-    driver = tmp_path / "slow-driver"
-    shutil.copytree(FIXTURE_DRIVER, driver)
-    makefile = driver / "Makefile"
-    makefile.write_text(makefile.read_text().replace("kmod:\n", "kmod:\n\tsleep 300\n", 1))
+    driver = _slow_driver(tmp_path)
     release = bookworm_release(ci_cache)
     out = tmp_path / "out"
     proc = subprocess.Popen(

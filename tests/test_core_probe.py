@@ -112,6 +112,12 @@ def settled_stats(src: ProbeSource, events: list[Event], tries: int = 20) -> Cpu
     return stats
 
 
+def assert_all_accounted_for(stats: CpuStats, events: list[Event]) -> None:
+    """Every event the probe counted was either delivered into `events` or dropped."""
+    assert stats.n_evts == stats.delivered + stats.drops
+    assert stats.delivered == len(events), (stats, len(events))
+
+
 def run_child(code: str, cwd: Path | None = None) -> int:
     """Run Python code in a child; returns its pid (it has exited when this returns)."""
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd)
@@ -178,8 +184,7 @@ def test_exec_open_connect_yield_exactly_those_events(
 
     # Drops may come from other processes' storms on a shared machine; what must hold
     # is that every event is accounted for.
-    assert stats.n_evts == stats.delivered + stats.drops
-    assert stats.delivered == len(events), (stats, len(events))
+    assert_all_accounted_for(stats, events)
 
 
 def test_stats_count_every_consumed_event(core_probe: Path) -> None:
@@ -190,8 +195,7 @@ def test_stats_count_every_consumed_event(core_probe: Path) -> None:
     mine = [e for e in events if e.pid == pid and e.type == "getppid"]
     assert len(mine) >= 500
     assert all(e.res == os.getpid() and len(e.raw_args) == 6 for e in mine)
-    assert stats.n_evts == stats.delivered + stats.drops
-    assert stats.delivered == len(events), (stats, len(events))
+    assert_all_accounted_for(stats, events)
 
 
 def test_tiny_ring_without_consumer_counts_drops(core_probe: Path) -> None:
@@ -300,8 +304,7 @@ def test_flushes_racing_producers_keep_batches_intact(core_probe: Path) -> None:
     assert len(set(stamps)) == len(stamps), "a record was delivered twice"
     if stats.drops == 0:
         assert len(mine) == calls
-    assert stats.n_evts == stats.delivered + stats.drops
-    assert stats.delivered == len(events), (stats, len(events))
+    assert_all_accounted_for(stats, events)
 
 
 def test_filtered_syscalls_cost_no_events(core_probe: Path) -> None:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -58,18 +59,13 @@ def test_drivercore_stands_on_the_standard_library_only() -> None:
     assert offenders == {}
 
 
-def test_runtime_runs_where_the_build_side_is_not_installed(tmp_path: Path) -> None:
-    """Copy only drivercore/ and runtime/ into a fresh folder and run an isolated interpreter
-    there, with the build side's third-party packages made unimportable: every runtime
-    module imports and `rt-engine validate` loads the bundled and a fixture ruleset."""
-    for package in ("drivercore", "runtime"):
-        shutil.copytree(
-            REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    script = textwrap.dedent(
+def _without(modules: Iterable[str]) -> str:
+    """Python source that makes `modules` unimportable in the interpreter running it, as on
+    a host where they are not installed; it leaves `sys` imported."""
+    return textwrap.dedent(
         f"""
-        import importlib, importlib.abc, pkgutil, sys
-        BLOCKED = {BUILD_ONLY!r}
+        import importlib.abc, sys
+        BLOCKED = {tuple(modules)!r}
 
         class Absent(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
@@ -78,6 +74,21 @@ def test_runtime_runs_where_the_build_side_is_not_installed(tmp_path: Path) -> N
                 return None
 
         sys.meta_path.insert(0, Absent())
+        """
+    )
+
+
+def test_runtime_runs_where_the_build_side_is_not_installed(tmp_path: Path) -> None:
+    """Copy only drivercore/ and runtime/ into a fresh folder and run an isolated interpreter
+    there, with the build side's third-party packages made unimportable: every runtime
+    module imports and `rt-engine validate` loads the bundled and a fixture ruleset."""
+    for package in ("drivercore", "runtime"):
+        shutil.copytree(
+            REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    script = _without(BUILD_ONLY) + textwrap.dedent(
+        f"""
+        import importlib, pkgutil
         sys.path.insert(0, {str(tmp_path)!r})
         import drivercore, runtime
         for package in (drivercore, runtime):
@@ -153,22 +164,13 @@ def test_no_exit_code_is_written_as_a_number() -> None:
 
 def test_driverkit_without_its_build_extra_says_how_to_install_it() -> None:
     """A host-side install lacks jinja2/docker: the driverkit script says so on one line."""
-    script = textwrap.dedent(
+    script = _without(m for m in BUILD_ONLY if m != "driverkit") + textwrap.dedent(
         """
-        import importlib.abc, sys
-
-        class Absent(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-                return None
-
-        sys.meta_path.insert(0, Absent())
         from driverkit.entry import main
         sys.argv = ["driverkit", "build", "--kernel", "6.1.0-13-amd64", "--dry-run"]
         sys.exit(main())
         """
-    ).replace("BLOCKED", repr(tuple(m for m in BUILD_ONLY if m != "driverkit")))
+    )
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr

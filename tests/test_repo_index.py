@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from drivercore.repoindex import (
     sign_index,
     verify_index,
 )
+from tests.build_helpers import serve_dir
 
 PAYLOAD = b"\x7fELF" + bytes(range(256)) * 64
 
@@ -158,41 +158,30 @@ class _Faulty(http.server.SimpleHTTPRequestHandler):
             self.send_error(500, "boom")
             return
         if "truncated" in self.path:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            self.wfile.write(PAYLOAD[:100])
-            self.wfile.flush()
+            self._short_body(100)
             self.close_connection = True
             return
         if "stall" in self.path:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            self.wfile.write(PAYLOAD[:10])
-            self.wfile.flush()
+            self._short_body(10)
             time.sleep(5)
             return
         super().do_GET()
+
+    def _short_body(self, sent: int) -> None:
+        """Promise the whole payload, send only its first `sent` bytes."""
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        self.wfile.write(PAYLOAD[:sent])
+        self.wfile.flush()
 
 
 @pytest.fixture
 def http_repo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "served"
     root.mkdir()
-
-    def handler(*args: object, **kwargs: object) -> _Faulty:
-        return _Faulty(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_dir(root, _Faulty) as (url, _):
+        yield url, root
 
 
 def test_http_fetch_verifies_and_downloads(http_repo: tuple[str, Path], tmp_path: Path) -> None:

@@ -72,32 +72,29 @@ OPEN_SHADOW = {"name": "/etc/shadow", "flags": 0, "dirfd": -100, "mode": 0}
 
 # ---- parser ---------------------------------------------------------------------------------
 
-def test_precedence_and_binds_tighter_than_or() -> None:
-    expr = parse_condition("a or b and c")
-    assert isinstance(expr, Or)
-    assert isinstance(expr.children[1], And)
+def _tree(expr: object) -> str:
+    """The tree of connectives over macro names, e.g. `Or(a, And(b, c))`."""
+    if isinstance(expr, MacroRef):
+        return expr.name
+    if isinstance(expr, Not):
+        return f"Not({_tree(expr.child)})"
+    if isinstance(expr, And | Or):
+        return f"{type(expr).__name__}({', '.join(_tree(c) for c in expr.children)})"
+    return repr(expr)
 
 
-def test_not_binds_tighter_than_and() -> None:
-    expr = parse_condition("not a and b")
-    assert isinstance(expr, And)
-    assert isinstance(expr.children[0], Not)
-    assert isinstance(expr.children[1], MacroRef)
-
-
-def test_double_not_cancels() -> None:
-    assert isinstance(parse_condition("not not a"), MacroRef)
-
-
-def test_parentheses_group() -> None:
-    expr = parse_condition("(a or b) and c")
-    assert isinstance(expr, And)
-    assert isinstance(expr.children[0], Or)
-
-
-def test_not_with_parenthesis_no_blank() -> None:
-    expr = parse_condition("not(a or b)")
-    assert isinstance(expr, Not)
+@pytest.mark.parametrize(
+    ("condition", "tree"),
+    [
+        pytest.param("a or b and c", "Or(a, And(b, c))", id="and-binds-tighter-than-or"),
+        pytest.param("not a and b", "And(Not(a), b)", id="not-binds-tighter-than-and"),
+        pytest.param("not not a", "a", id="double-not-cancels"),
+        pytest.param("(a or b) and c", "And(Or(a, b), c)", id="parentheses-group"),
+        pytest.param("not(a or b)", "Not(Or(a, b))", id="not-with-parenthesis-no-blank"),
+    ],
+)
+def test_connective_structure(condition: str, tree: str) -> None:
+    assert _tree(parse_condition(condition)) == tree
 
 
 def test_field_argument_forms() -> None:

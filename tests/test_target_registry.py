@@ -35,7 +35,7 @@ from driverkit.targets import (
     unregister_target,
 )
 from driverkit.targets import debian as debian_targets
-from driverkit.targets.base import BuilderSpec, HeaderLookup, Mirrors, Target
+from driverkit.targets.base import BuilderSpec, HeaderFormat, HeaderLookup, Mirrors, Target
 from driverkit.targets.redhat import CENTOS, ROCKY
 
 ACME_RELEASE = "6.6.7-3.acme2.x86_64"
@@ -51,8 +51,7 @@ def _acme_urls(kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: s
 ACME = Target(
     id="acme",
     family="acme",
-    package_format="rpm",
-    header_format="rpm",
+    header_format=HeaderFormat.RPM,
     header_source="kernel-devel rpm from pkgs.acme.example",
     candidate_urls=_acme_urls,
     release_pattern=lambda kr: ".acme" in kr.full_extra_version,
@@ -190,24 +189,3 @@ def test_suite_table_keeps_todays_answers() -> None:
     assert [r for r in roots if r.endswith("-backports")] == ["bookworm-backports"]
     with pytest.raises(Exception, match="no package table"):
         dockerfile_context(BuilderSpec("debian", "debian:stretch", "stretch", "6"))
-
-
-@pytest.mark.parametrize(
-    "module",
-    ["drivercore.targets", "driverkit.render", "driverkit.images", "driverkit.debarchive",
-     "driverkit.headers", "driverkit.repometa"],
-)  # fmt: skip
-def test_suite_and_target_readers_import_on_their_own(module: str) -> None:
-    """The suite table and the registry sit below their readers: no import cycle whichever
-    module a process loads first."""
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-c", f"import {module}"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr

@@ -25,6 +25,17 @@ class ProcessorResult:
     duration_s: float
 
 
+@dataclass(frozen=True)
+class BuildJob:
+    """One build script run, as the build hands it to a processor."""
+
+    plan: BuildPlan
+    script: str  # the rendered build.sh
+    headers: ResolvedHeaders | None  # unpacked kernel headers; None for the CO-RE probe
+    work_dir: Path  # an empty directory the processor may use, removed after the build
+    timeout_s: float
+
+
 class Processor(Protocol):
     name: str
 
@@ -32,14 +43,7 @@ class Processor(Protocol):
         """What the build runs in, for the manifest input hash (image tag, or host)."""
         ...
 
-    def run(
-        self,
-        plan: BuildPlan,
-        script: str,
-        headers: ResolvedHeaders | None,
-        work_dir: Path,
-        timeout_s: float,
-    ) -> ProcessorResult: ...
+    def run(self, job: BuildJob) -> ProcessorResult: ...
 
     def cancel_all(self) -> int:
         """Kill every build still running (Ctrl-C); returns how many were stopped."""

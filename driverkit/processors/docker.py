@@ -13,10 +13,9 @@ from pathlib import Path
 
 from driverkit.containers import ContainerEngine, Mount
 from driverkit.errors import BuildFailedError
-from driverkit.headers import ResolvedHeaders
 from driverkit.images import ensure_plan_image
 from driverkit.plan import BuildPlan
-from driverkit.processors.base import ProcessorResult, failure_message
+from driverkit.processors.base import BuildJob, ProcessorResult, failure_message
 from driverkit.targets.base import Mirrors
 
 CONTAINER_ROOT = "/dk"
@@ -46,30 +45,23 @@ class DockerProcessor:
     def environment_ref(self, plan: BuildPlan) -> str:
         return f"docker:{plan.builder_image}"
 
-    def run(
-        self,
-        plan: BuildPlan,
-        script: str,
-        headers: ResolvedHeaders | None,
-        work_dir: Path,
-        timeout_s: float,
-    ) -> ProcessorResult:
-        image = ensure_plan_image(self.engine, plan, self.mirrors, self.cache_dir)
+    def run(self, job: BuildJob) -> ProcessorResult:
+        image = ensure_plan_image(self.engine, job.plan, self.mirrors, self.cache_dir)
         image_id = self.engine.image_id(image)
         env = {"DK_ROOT": CONTAINER_ROOT, "DK_JOBS": str(self.make_jobs)}
         mounts = []
-        if headers is not None:
-            env["DK_KERNELDIR"] = str(headers.kernel_dir)
-            mounts.append(Mount(headers.root, str(headers.root), read_only=True))
+        if job.headers is not None:
+            env["DK_KERNELDIR"] = str(job.headers.kernel_dir)
+            mounts.append(Mount(job.headers.root, str(job.headers.root), read_only=True))
         started = time.monotonic()
         with self.engine.container(
             image, ["/bin/sh", f"{CONTAINER_ROOT}/build.sh"], mounts=mounts, env=env, network=False
         ) as container:
-            container.copy_in({"dk/build.sh": script.encode(), "dk/driver": self.driver_dir})
-            result = container.run(timeout_s)
+            container.copy_in({"dk/build.sh": job.script.encode(), "dk/driver": self.driver_dir})
+            result = container.run(job.timeout_s)
             if result.exit_code != 0:
-                raise BuildFailedError(failure_message(plan, result.exit_code, result.logs))
-            container.copy_out(f"{CONTAINER_ROOT}/out", work_dir)
+                raise BuildFailedError(failure_message(job.plan, result.exit_code, result.logs))
+            container.copy_out(f"{CONTAINER_ROOT}/out", job.work_dir)
         return ProcessorResult(
-            work_dir / "out", result.logs, image, image_id, time.monotonic() - started
+            job.work_dir / "out", result.logs, image, image_id, time.monotonic() - started
         )

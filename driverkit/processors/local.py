@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 from driverkit.errors import BuildFailedError, BuildTimeoutError
-from driverkit.headers import ResolvedHeaders
 from driverkit.plan import BuildPlan
-from driverkit.processors.base import ProcessorResult, failure_message
+from driverkit.processors.base import BuildJob, ProcessorResult, failure_message
 
 
 class LocalProcessor:
@@ -43,20 +42,13 @@ class LocalProcessor:
     def environment_ref(self, plan: BuildPlan) -> str:
         return "local"
 
-    def run(
-        self,
-        plan: BuildPlan,
-        script: str,
-        headers: ResolvedHeaders | None,
-        work_dir: Path,
-        timeout_s: float,
-    ) -> ProcessorResult:
-        root = work_dir / "dk"
+    def run(self, job: BuildJob) -> ProcessorResult:
+        root = job.work_dir / "dk"
         shutil.copytree(self.driver_dir, root / "driver", symlinks=True)
-        (root / "build.sh").write_text(script)
+        (root / "build.sh").write_text(job.script)
         env = {**os.environ, "DK_ROOT": str(root), "DK_JOBS": str(self.make_jobs)}
-        if headers is not None:
-            env["DK_KERNELDIR"] = str(headers.kernel_dir)
+        if job.headers is not None:
+            env["DK_KERNELDIR"] = str(job.headers.kernel_dir)
         started = time.monotonic()
         proc = subprocess.Popen(
             ["/bin/sh", str(root / "build.sh")],
@@ -68,11 +60,12 @@ class LocalProcessor:
         with self._lock:
             self._live[proc.pid] = proc
         try:
-            out, _ = proc.communicate(timeout=timeout_s)
+            out, _ = proc.communicate(timeout=job.timeout_s)
         except subprocess.TimeoutExpired as exc:
             _kill_group(proc)
             raise BuildTimeoutError(
-                f"build of {plan.artifact_stem()} ran past its {timeout_s:g} s timeout; killed"
+                f"build of {job.plan.artifact_stem()} ran past its {job.timeout_s:g} s "
+                "timeout; killed"
             ) from exc
         except BaseException:
             _kill_group(proc)
@@ -82,7 +75,7 @@ class LocalProcessor:
                 self._live.pop(proc.pid, None)
         logs = out.decode(errors="replace")
         if proc.returncode != 0:
-            raise BuildFailedError(failure_message(plan, proc.returncode, logs))
+            raise BuildFailedError(failure_message(job.plan, proc.returncode, logs))
         return ProcessorResult(root / "out", logs, "", "", time.monotonic() - started)
 
 

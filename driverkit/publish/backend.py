@@ -9,11 +9,17 @@ managers: whatever they start or hold (sessions, locks, temp objects) is release
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
+
+from drivercore.errors import RepositoryError
+
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,24 @@ class Backend(ABC):
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Relative paths of the objects below `prefix` (recursive), sorted."""
+
+    def _read_checked(
+        self, fh: BinaryIO, source: Path, sha256: str, path: str, copy_to: BinaryIO | None = None
+    ) -> bytes:
+        """Reads `fh` (the open `source`) to its end, into `copy_to` when given, and returns
+        its raw sha256 digest. A source that no longer matches `sha256` (changed since its
+        manifest was written) raises before anything is stored under `path`."""
+        digest = hashlib.sha256()
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            if copy_to is not None:
+                copy_to.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise RepositoryError(
+                f"{source}: sha256 {digest.hexdigest()} is not the expected {sha256}; "
+                f"{self.url}/{path} left unchanged"
+            )
+        return digest.digest()
 
     def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing
         """Release sessions, locks and temp objects. Idempotent."""

@@ -22,8 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from drivercore.errors import ToolError, UsageError
 from drivercore.naming import repo_arch, validate_driver_version
 from drivercore.repoindex import parse_public_key
-from driverkit.clikit import config_from, table_options
-from driverkit.config import resolve_plan
+from driverkit.clikit import catalog_plan, config_from, table_options
 from driverkit.options import BuildConfig
 from driverkit.plan import BuildPlan
 
@@ -132,16 +131,7 @@ def matrix_plans(cfg: BuildConfig) -> list[BuildPlan]:
     for version in versions:
         for arch in arches:
             scoped = dataclasses.replace(cfg, driver_version=version, arch=arch)
-            plans.extend(
-                resolve_plan(
-                    entry.kernelrelease,
-                    scoped,
-                    target=entry.target,
-                    kernel_version=entry.kernelversion,
-                    kernel_urls=tuple(entry.headers),
-                )
-                for entry in entries
-            )
+            plans.extend(catalog_plan(entry, scoped) for entry in entries)
     return plans
 
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from drivercore.durable import replace_synced
 from drivercore.errors import RepositoryError
 from driverkit.publish.backend import Backend, ObjectInfo, Versioned, check_object_path
 
@@ -80,16 +81,8 @@ class DirBackend(Backend):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with source.open("rb") as fh, self._temp(target) as (out, tmp):
-                digest = hashlib.sha256()
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                if digest.hexdigest() != sha256:
-                    raise RepositoryError(
-                        f"{source}: sha256 {digest.hexdigest()} is not the expected {sha256}; "
-                        f"{self.url}/{path} left unchanged"
-                    )
-                self._commit(out, tmp, target)
+                self._read_checked(fh, source, sha256, path, copy_to=out)
+                replace_synced(out, tmp, target)
         except OSError as exc:
             raise self._fail(path, "write it", exc) from None
 
@@ -106,7 +99,7 @@ class DirBackend(Backend):
                     return False
                 with self._temp(target) as (out, tmp):
                     out.write(data)
-                    self._commit(out, tmp, target)
+                    replace_synced(out, tmp, target)
                 return True
         except OSError as exc:
             raise self._fail(path, "replace it", exc) from None
@@ -138,7 +131,7 @@ class DirBackend(Backend):
 
     @contextlib.contextmanager
     def _temp(self, target: Path) -> Iterator[tuple[BinaryIO, Path]]:
-        """A temp file beside `target`; removed unless `_commit` renamed it."""
+        """A temp file beside `target`; removed unless `replace_synced` renamed it."""
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp.", dir=target.parent)
         tmp = Path(name)
         try:
@@ -148,17 +141,6 @@ class DirBackend(Backend):
                 yield out, tmp
         finally:
             tmp.unlink(missing_ok=True)
-
-    @staticmethod
-    def _commit(out: BinaryIO, tmp: Path, target: Path) -> None:
-        out.flush()
-        os.fsync(out.fileno())
-        os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     @contextlib.contextmanager
     def _locked(self, target: Path, path: str) -> Iterator[None]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from drivercore.durable import replace_synced
 from drivercore.errors import UsageError
 from drivercore.repoindex import (
     generate_private_key,
@@ -74,8 +75,6 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            replace_synced(fh, tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -32,21 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from drivercore import repoindex
 from drivercore.errors import ExitCode, UsageError
 from drivercore.naming import ArtifactKind, repo_arch, validate_driver_version
-from drivercore.repoindex import (
-    INDEX_FILE,
-    SIGNATURE_FILE,
-    ArchIndex,
-    IndexEntry,
-    RepositoryIndexError,
-    RootIndex,
-    is_artifact_file_name,
-    parse_arch_index,
-    parse_root_index,
-    sign_index,
-    verify_index,
-)
 from driverkit.errors import ToolError
 from driverkit.publish.backend import Backend, Versioned
 
@@ -68,7 +56,7 @@ class LocalArtifact:
     path: Path
     driver_version: str
     arch: str  # repository spelling: x86_64 | aarch64
-    entry: IndexEntry
+    entry: repoindex.IndexEntry
 
 
 @dataclass
@@ -112,14 +100,14 @@ def _from_manifest(manifest_path: Path) -> list[LocalArtifact]:
     toolchain = [str(line) for line in manifest.get("toolchain", [])]
     result = []
     for name, meta in sorted(artifacts.items()):
-        if not is_artifact_file_name(name):
+        if not repoindex.is_artifact_file_name(name):
             raise UsageError(f"{manifest_path}: unsafe artifact name {name[:80]!r}")
         if kind_of_build == "core":
             kind = ArtifactKind.CORE
         else:
             kind = ArtifactKind.KMOD if name.endswith(".ko") else ArtifactKind.PROBE
         naming = inputs.get("artifact", {}) if kind is not ArtifactKind.CORE else {}
-        entry = IndexEntry(
+        entry = repoindex.IndexEntry(
             file=name,
             kind=kind,
             sha256=str(meta["sha256"]),
@@ -184,7 +172,7 @@ def publish(
             + "; ".join(conflicts)
         )
     for folder, items in sorted(folders.items()):
-        fresh: list[IndexEntry] = []
+        fresh: list[repoindex.IndexEntry] = []
         for artifact in items:
             path = _folder(*folder) + "/" + artifact.entry.file
             listed = current[folder].entries.get(artifact.entry.file)
@@ -201,7 +189,7 @@ def publish(
             summary.indexes.append(index_path)
             log(f"signed {index_path}")
         if _update_root_index(backend, key, *folder):
-            summary.indexes.append(INDEX_FILE)
+            summary.indexes.append(repoindex.INDEX_FILE)
     return summary
 
 
@@ -212,7 +200,7 @@ def _folder(driver_version: str, arch: str) -> str:
 
 
 def _conflicts(
-    index: ArchIndex, items: list[LocalArtifact], backend: Backend, force: bool
+    index: repoindex.ArchIndex, items: list[LocalArtifact], backend: Backend, force: bool
 ) -> list[str]:
     if force:
         return []
@@ -227,7 +215,7 @@ def _conflicts(
     return found
 
 
-def _intact(backend: Backend, path: str, entry: IndexEntry) -> bool:
+def _intact(backend: Backend, path: str, entry: repoindex.IndexEntry) -> bool:
     """The listed object exists at its size (and sha256, where the backend stores one): a
     truncated or missing object is sent again instead of counted as present."""
     info = backend.stat(path)
@@ -257,24 +245,27 @@ def _read_signed(
     """The index and signature objects as stored; the index is verified with our own key,
     so a publisher never merges into an index somebody else altered."""
     index = backend.read(index_path)
-    signature = backend.read(index_path.removesuffix(INDEX_FILE) + SIGNATURE_FILE)
+    signature = backend.read(repoindex.signature_path(index_path))
     if index is not None:
         if signature is None:
-            raise RepositoryIndexError(
-                f"{backend.url}/{index_path}: unsigned; remove it or restore its {SIGNATURE_FILE}"
+            raise repoindex.RepositoryIndexError(
+                f"{backend.url}/{index_path}: unsigned; "
+                f"remove it or restore its {repoindex.SIGNATURE_FILE}"
             )
-        verify_index(index.data, signature.data, key.public_key(), f"{backend.url}/{index_path}")
+        repoindex.verify_index(
+            index.data, signature.data, key.public_key(), f"{backend.url}/{index_path}"
+        )
     return index, signature
 
 
 def _read_arch_index(
     backend: Backend, key: Ed25519PrivateKey, driver_version: str, arch: str
-) -> tuple[ArchIndex, Versioned | None, Versioned | None]:
-    path = f"{_folder(driver_version, arch)}/{INDEX_FILE}"
+) -> tuple[repoindex.ArchIndex, Versioned | None, Versioned | None]:
+    path = f"{_folder(driver_version, arch)}/{repoindex.INDEX_FILE}"
     index, signature = _read_signed(backend, key, path)
     if index is None:
-        return ArchIndex(driver_version, arch), None, signature
-    parsed = parse_arch_index(
+        return repoindex.ArchIndex(driver_version, arch), None, signature
+    parsed = repoindex.parse_arch_index(
         index.data, f"{backend.url}/{path}", driver_version=driver_version, arch=arch
     )
     return parsed, index, signature
@@ -284,10 +275,10 @@ def _update_arch_index(
     backend: Backend,
     key: Ed25519PrivateKey,
     folder: tuple[str, str],
-    fresh: list[IndexEntry],
+    fresh: list[repoindex.IndexEntry],
     force: bool,
 ) -> str:
-    path = f"{_folder(*folder)}/{INDEX_FILE}"
+    path = f"{_folder(*folder)}/{repoindex.INDEX_FILE}"
 
     def merged() -> tuple[bytes, Versioned | None, Versioned | None] | None:
         current, index, signature = _read_arch_index(backend, key, *folder)
@@ -314,11 +305,11 @@ def _update_root_index(
 
     def merged() -> tuple[bytes, Versioned | None, Versioned | None] | None:
         nonlocal changed
-        index, signature = _read_signed(backend, key, INDEX_FILE)
+        index, signature = _read_signed(backend, key, repoindex.INDEX_FILE)
         root = (
-            parse_root_index(index.data, f"{backend.url}/{INDEX_FILE}")
+            repoindex.parse_root_index(index.data, f"{backend.url}/{repoindex.INDEX_FILE}")
             if index is not None
-            else RootIndex()
+            else repoindex.RootIndex()
         )
         updated = root.with_arch(driver_version, arch)
         if updated is root:
@@ -326,7 +317,7 @@ def _update_root_index(
         changed = True
         return updated.to_bytes(), index, signature
 
-    _swap(backend, key, INDEX_FILE, merged)
+    _swap(backend, key, repoindex.INDEX_FILE, merged)
     return changed
 
 
@@ -337,14 +328,14 @@ def _swap(
     merged: Callable[[], tuple[bytes, Versioned | None, Versioned | None] | None],
 ) -> None:
     """Signature file, then index, each by compare-and-swap; a lost race re-reads both."""
-    sig_path = index_path.removesuffix(INDEX_FILE) + SIGNATURE_FILE
+    sig_path = repoindex.signature_path(index_path)
     for attempt in range(CAS_ATTEMPTS):
         step = merged()
         if step is None:
             return
         new_index, old_index, old_signature = step
         keep = hashlib.sha256(old_index.data).hexdigest() if old_index is not None else None
-        new_signature = sign_index(
+        new_signature = repoindex.sign_index(
             new_index, key, old_signature.data if old_signature is not None else None, keep
         )
         sig_version = old_signature.version if old_signature is not None else None
@@ -355,7 +346,7 @@ def _swap(
             return
         # Spread the retries of publishers that collided so they do not collide again.
         time.sleep(random.uniform(0.0, min(0.05 * (attempt + 1), 0.5)))
-    raise RepositoryIndexError(
+    raise repoindex.RepositoryIndexError(
         f"{backend.url}/{index_path}: still changing after {CAS_ATTEMPTS} attempts; "
         "too many publishers at once, run again"
     )
@@ -366,15 +357,17 @@ def listed_files(
 ) -> frozenset[str]:
     """The file names a folder's index lists, once its signature verifies with
     `public_key`; empty when the folder has no index yet."""
-    path = f"{_folder(driver_version, arch)}/{INDEX_FILE}"
+    path = f"{_folder(driver_version, arch)}/{repoindex.INDEX_FILE}"
     index = backend.read(path)
     if index is None:
         return frozenset()
-    signature = backend.read(path.removesuffix(INDEX_FILE) + SIGNATURE_FILE)
+    signature = backend.read(repoindex.signature_path(path))
     if signature is None:
-        raise RepositoryIndexError(f"{backend.url}/{path}: unsigned (no {SIGNATURE_FILE})")
-    verify_index(index.data, signature.data, public_key, f"{backend.url}/{path}")
-    parsed = parse_arch_index(
+        raise repoindex.RepositoryIndexError(
+            f"{backend.url}/{path}: unsigned (no {repoindex.SIGNATURE_FILE})"
+        )
+    repoindex.verify_index(index.data, signature.data, public_key, f"{backend.url}/{path}")
+    parsed = repoindex.parse_arch_index(
         index.data, f"{backend.url}/{path}", driver_version=driver_version, arch=arch
     )
     return frozenset(parsed.entries)

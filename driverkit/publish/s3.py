@@ -27,8 +27,9 @@ import base64
 import binascii
 import builtins
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
@@ -40,9 +41,9 @@ from driverkit.publish.backend import Backend, ObjectInfo, Versioned, check_obje
 
 DEFAULT_TIMEOUT = 30.0
 MAX_LIST_PAGES = 10_000  # 1000 keys a page
-_CHUNK = 1 << 20
 _LOST = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409", "404"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+_T = TypeVar("_T")
 
 
 class S3Backend(Backend):
@@ -86,29 +87,36 @@ class S3Backend(Backend):
             return RepositoryError(f"{op} {where}: HTTP {status} {code}")
         return RepositoryError(f"{op} {where}: {_first_line(exc)}")
 
-    def read(self, path: str) -> Versioned | None:
-        key = self._key(path)
+    def _unless_missing(self, op: str, path: str, call: Callable[[], _T]) -> _T | None:
+        """`call()`, or None when the object does not exist; any other failure of the
+        request `op` as a RepositoryError."""
         try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=key)
-            data = response["Body"].read()
+            return call()
         except ClientError as exc:
             if _code(exc) in _MISSING:
                 return None
-            raise self._fail("GetObject", path, exc) from None
+            raise self._fail(op, path, exc) from None
         except BotoCoreError as exc:
-            raise self._fail("GetObject", path, exc) from None
-        return Versioned(data, str(response["ETag"]))
+            raise self._fail(op, path, exc) from None
+
+    def read(self, path: str) -> Versioned | None:
+        key = self._key(path)
+
+        def get() -> Versioned:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+            return Versioned(response["Body"].read(), str(response["ETag"]))
+
+        return self._unless_missing("GetObject", path, get)
 
     def stat(self, path: str) -> ObjectInfo | None:
         key = self._key(path)
-        try:
-            head = self._s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                return None
-            raise self._fail("HeadObject", path, exc) from None
-        except BotoCoreError as exc:
-            raise self._fail("HeadObject", path, exc) from None
+        head = self._unless_missing(
+            "HeadObject",
+            path,
+            lambda: self._s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"),
+        )
+        if head is None:
+            return None
         checksum = head.get("ChecksumSHA256")
         sha256 = None
         # A multipart upload's checksum is "<b64>-<parts>", a checksum of checksums: not
@@ -123,22 +131,15 @@ class S3Backend(Backend):
     def write_atomic(self, path: str, source: Path, sha256: str) -> None:
         key = self._key(path)
         try:
-            digest = hashlib.sha256()
             with source.open("rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-                if digest.hexdigest() != sha256:
-                    raise RepositoryError(
-                        f"{source}: sha256 {digest.hexdigest()} is not the expected {sha256}; "
-                        f"{self.url}/{path} left unchanged"
-                    )
+                digest = self._read_checked(fh, source, sha256, path)
                 fh.seek(0)
                 self._s3.put_object(
                     Bucket=self.bucket,
                     Key=key,
                     Body=fh,
                     ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=_b64(digest.digest()),
+                    ChecksumSHA256=_b64(digest),
                 )
         except OSError as exc:
             raise RepositoryError(f"{source}: cannot read it ({exc.strerror})") from None

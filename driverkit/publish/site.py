@@ -28,6 +28,7 @@ from pathlib import Path
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from drivercore.durable import replace_synced
 from drivercore.errors import ToolError, UsageError
 from drivercore.naming import ArtifactKind
 from drivercore.repoclient import RepoReader
@@ -435,14 +436,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            replace_synced(out, tmp, path)
     except OSError as exc:
         raise ToolError(f"{path}: cannot write the page ({exc.strerror})") from None
     finally:

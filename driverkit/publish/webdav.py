@@ -163,23 +163,27 @@ class WebDavBackend(Backend):
 
     # -- the interface ----------------------------------------------------------------
 
-    def read(self, path: str) -> Versioned | None:
+    def _found(self, method: str, path: str) -> requests.Response | None:
+        """The server's 200 answer to `method` on the object, or None when it is absent."""
         check_object_path(path)
-        response = self._request("GET", path)
+        response = self._request(method, path)
         if response.status_code == _Status.NOT_FOUND:
             return None
         if response.status_code != _Status.OK:
-            raise self._fail(response, "GET", path)
+            raise self._fail(response, method, path)
+        return response
+
+    def read(self, path: str) -> Versioned | None:
+        response = self._found("GET", path)
+        if response is None:
+            return None
         data = response.content
         return Versioned(data, hashlib.sha256(data).hexdigest())
 
     def stat(self, path: str) -> ObjectInfo | None:
-        check_object_path(path)
-        response = self._request("HEAD", path)
-        if response.status_code == _Status.NOT_FOUND:
+        response = self._found("HEAD", path)
+        if response is None:
             return None
-        if response.status_code != _Status.OK:
-            raise self._fail(response, "HEAD", path)
         try:
             size = int(response.headers["Content-Length"])
         except (KeyError, ValueError):
@@ -194,15 +198,8 @@ class WebDavBackend(Backend):
         try:
             with source.open("rb") as fh:
                 # The server keeps no checksum, so the source is checked here, before
-                # anything is sent (a file changed since its manifest was written).
-                digest = hashlib.sha256()
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-                if digest.hexdigest() != sha256:
-                    raise RepositoryError(
-                        f"{source}: sha256 {digest.hexdigest()} is not the expected {sha256}; "
-                        f"{self.url}/{path} left unchanged"
-                    )
+                # anything is sent.
+                self._read_checked(fh, source, sha256, path)
                 fh.seek(0)
                 self._put_and_move(path, fh)
         except OSError as exc:

@@ -15,6 +15,7 @@ from drivercore.kernelrelease import KernelRelease
 from drivercore.targets import TargetId
 from driverkit.targets.base import (
     GccRule,
+    HeaderFormat,
     HeaderLookup,
     HeaderUrlRule,
     Mirrors,
@@ -60,8 +61,7 @@ def al2_gcc(kr: KernelRelease) -> str | None:
 AMAZONLINUX = Target(
     id=TargetId.AMAZONLINUX,
     family="amazonlinux",
-    package_format="rpm",
-    header_format="rpm",
+    header_format=HeaderFormat.RPM,
     header_source="repository mirror.list -> repodata/primary.sqlite -> kernel-devel rpm",
     # Amazon Linux 1 predates per-arch repositories.
     candidate_urls=mirror_lists(

@@ -6,7 +6,7 @@ import re
 
 from drivercore.kernelrelease import KernelRelease, parse_kernel_version
 from drivercore.targets import TargetId
-from driverkit.targets.base import Mirrors, Target
+from driverkit.targets.base import HeaderFormat, Mirrors, Target
 from driverkit.targets.common import mismatch, release_arch
 
 # `6.8.1-arch1-1`, `5.19.3.arch1-1` (driverkit's form), `6.7.4-hardened1-1-hardened`,
@@ -66,8 +66,7 @@ def arch_header_urls(
 ARCH = Target(
     id=TargetId.ARCH,
     family="arch",
-    package_format="tar",
-    header_format="arch",
+    header_format=HeaderFormat.ARCH,
     header_source=(
         "Arch Linux Archive: linux-headers / linux-hardened-headers / linux-zen-headers / "
         "linux-lts-headers .pkg.tar.zst (xz for old packages)"

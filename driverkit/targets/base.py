@@ -66,6 +66,31 @@ class HeaderLookup(StrEnum):
     FIRST_EXISTING = "first-existing"  # the first candidate that exists
 
 
+class HeaderFormat(StrEnum):
+    """Which header layout the builder unpacks; it names the builder image. Each layout
+    comes packaged one way, so a target states only its layout."""
+
+    DEBIAN = "debian"
+    UBUNTU = "ubuntu"
+    RPM = "rpm"
+    ARCH = "arch"
+    VANILLA = "vanilla"
+
+    @property
+    def package_format(self) -> str:
+        """How headers of this layout are packaged: deb, rpm or tar."""
+        return _PACKAGE_FORMATS[self]
+
+
+_PACKAGE_FORMATS = {
+    HeaderFormat.DEBIAN: "deb",
+    HeaderFormat.UBUNTU: "deb",
+    HeaderFormat.RPM: "rpm",
+    HeaderFormat.ARCH: "tar",
+    HeaderFormat.VANILLA: "tar",
+}
+
+
 ReleasePattern = Callable[[KernelRelease], bool]
 # (release, `uname -v` text or build number, mirrors, arch) -> candidate URLs, likeliest first.
 HeaderUrlRule = Callable[[KernelRelease, str, Mirrors, str], tuple[str, ...]]
@@ -108,8 +133,7 @@ class Target:
 
     id: str
     family: str  # the distro family it belongs to, as `driverkit targets` lists it
-    package_format: str  # "deb", "rpm", "tar": how its headers are packaged
-    header_format: str  # which header layout the builder unpacks (debian, ubuntu, rpm, ...)
+    header_format: HeaderFormat  # which header layout the builder unpacks; says the packaging
     header_source: str  # one line for `driverkit targets`
     candidate_urls: HeaderUrlRule
     release_pattern: ReleasePattern = never_inferred  # True: the release alone says it is ours
@@ -120,6 +144,10 @@ class Target:
     @property
     def name(self) -> str:
         return str(self.id)
+
+    @property
+    def package_format(self) -> str:
+        return self.header_format.package_format
 
     def matches(self, kr: KernelRelease) -> bool:
         """True when the release string alone says it belongs to this target."""
@@ -137,7 +165,7 @@ class Target:
         return DEFAULT_GCC_RULE
 
     def builder(self, kr: KernelRelease) -> BuilderSpec:
-        return self.builder_rule(self.header_format, self.gcc_version(kr), kr)
+        return self.builder_rule(str(self.header_format), self.gcc_version(kr), kr)
 
     def header_urls(
         self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"

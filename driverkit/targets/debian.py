@@ -28,6 +28,7 @@ from driverkit.gcc import debian_image, gcc_major
 from driverkit.targets.base import (
     BuilderSpec,
     GccRule,
+    HeaderFormat,
     HeaderLookup,
     Mirrors,
     Target,
@@ -270,8 +271,7 @@ def _suite_rule_text() -> str:
 DEBIAN = Target(
     id=TargetId.DEBIAN,
     family="debian",
-    package_format="deb",
-    header_format="debian",
+    header_format=HeaderFormat.DEBIAN,
     header_source=(
         "Debian archive pool l/linux (and l/linux-X.Y, security updates): linux-headers-<rel>, "
         "linux-headers-<abi>-common, linux-kbuild"

@@ -6,8 +6,8 @@ import re
 
 from drivercore.kernelrelease import KernelRelease
 from drivercore.targets import TargetId
-from driverkit.targets.base import HeaderLookup, Mirrors, Target
-from driverkit.targets.common import release_tokens, rpm_arch
+from driverkit.targets.base import HeaderFormat, HeaderLookup, Mirrors, Target
+from driverkit.targets.common import release_token_number, rpm_arch
 
 _PHOTON_TOKEN = re.compile(r"ph(\d+)", re.ASCII)
 # Flavored kernels append their flavor to `uname -r` and to the package name.
@@ -16,11 +16,7 @@ PHOTON_RELEASES = ("3.0", "4.0", "5.0")
 
 
 def photon_major(kr: KernelRelease) -> int | None:
-    for token in release_tokens(kr):
-        match = _PHOTON_TOKEN.fullmatch(token)
-        if match:
-            return int(match.group(1))
-    return None
+    return release_token_number(kr, _PHOTON_TOKEN)
 
 
 def photon_header_urls(
@@ -49,8 +45,7 @@ def photon_header_urls(
 PHOTON = Target(
     id=TargetId.PHOTON,
     family="photon",
-    package_format="rpm",
-    header_format="rpm",
+    header_format=HeaderFormat.RPM,
     header_source=(
         "linux[-flavor]-devel rpm from packages.vmware.com/photon (base, release, updates)"
     ),

@@ -5,13 +5,16 @@ named exactly like `uname -r`; they differ in where the rpm lives and in gcc."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from drivercore.kernelrelease import KernelRelease
 from drivercore.targets import TargetId
 from driverkit.targets.base import (
     DEFAULT_GCC,
     GccRule,
+    HeaderFormat,
     HeaderLookup,
     Mirrors,
     ReleasePattern,
@@ -20,8 +23,9 @@ from driverkit.targets.base import (
     never_inferred,
 )
 from driverkit.targets.common import (
+    kernel_devel_rpm,
     mismatch,
-    release_tokens,
+    release_token_number,
     rpm_arch,
     rpm_release_with_arch,
 )
@@ -34,19 +38,7 @@ _ALINUX_TOKEN = re.compile(r"al(\d+)", re.ASCII)
 
 def el_major(kr: KernelRelease) -> int | None:
     """7 for `3.10.0-1160.el7.x86_64`; None when the release has no plain elN token."""
-    for token in release_tokens(kr):
-        match = _EL_TOKEN.fullmatch(token)
-        if match:
-            return int(match.group(1))
-    return None
-
-
-def _token_number(kr: KernelRelease, pattern: re.Pattern[str]) -> int | None:
-    for token in release_tokens(kr):
-        match = pattern.fullmatch(token)
-        if match:
-            return int(match.group(1))
-    return None
+    return release_token_number(kr, _EL_TOKEN)
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,7 @@ class GccPin:
 
 
 # CentOS's own kernels. Its derivatives built theirs with newer toolchains, so their rows
-# are CentOS's with these pins cleared.
+# are CentOS's with these pins cleared (`centos_derivative`).
 CENTOS_GCC_PINS = (
     # driverkit issue 236: 3.10 kernels only build with the gcc they shipped with.
     GccPin((3, 10), (3, 10), "4.8.5", "3.10 -> 4.8.5"),
@@ -82,27 +74,24 @@ def el_major_in(*majors: int) -> ReleasePattern:
 
 
 def has_token(pattern: re.Pattern[str]) -> ReleasePattern:
-    return lambda kr: _token_number(kr, pattern) is not None
+    return lambda kr: release_token_number(kr, pattern) is not None
 
 
-def centos_header_urls(
-    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
-) -> tuple[str, ...]:
-    a = rpm_arch(kr, arch)
-    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+@kernel_devel_rpm
+def centos_header_urls(kr: KernelRelease, a: str, rpm: str) -> Iterator[str]:
     edge = "https://mirrors.edge.kernel.org/centos"
     vault = "http://vault.centos.org"
-    edge_repos = ("6/os", "6/updates", "7/os", "7/updates")
-    urls = [f"{edge}/{r}/{a}/Packages/{rpm}" for r in edge_repos]
-    urls += [f"{edge}/{r}/{a}/os/Packages/{rpm}" for r in ("8/BaseOS", "8-stream/BaseOS")]
+    for repo in ("6/os", "6/updates", "7/os", "7/updates"):
+        yield f"{edge}/{repo}/{a}/Packages/{rpm}"
+    for repo in ("8/BaseOS", "8-stream/BaseOS"):
+        yield f"{edge}/{repo}/{a}/os/Packages/{rpm}"
     for release in (*_CENTOS6_VAULT, *_CENTOS7_VAULT, "8.0.1905", "8.1.1911"):
         for repo in ("os", "updates"):
-            urls.append(f"{vault}/{release}/{repo}/{a}/Packages/{rpm}")
+            yield f"{vault}/{release}/{repo}/{a}/Packages/{rpm}"
     for release in _CENTOS8_VAULT:
-        urls.append(f"{vault}/{release}/BaseOS/{a}/os/Packages/{rpm}")
+        yield f"{vault}/{release}/BaseOS/{a}/os/Packages/{rpm}"
     for repo in ("AppStream", "BaseOS"):
-        urls.append(f"http://mirror.stream.centos.org/9-stream/{repo}/{a}/os/Packages/{rpm}")
-    return tuple(dict.fromkeys(urls))
+        yield f"http://mirror.stream.centos.org/9-stream/{repo}/{a}/os/Packages/{rpm}"
 
 
 _CENTOS6_VAULT = tuple(f"6.{n}" for n in range(11))
@@ -113,54 +102,43 @@ _CENTOS7_VAULT = (
 _CENTOS8_VAULT = ("8.0.1905", "8.1.1911", "8.2.2004", "8.3.2011", "8.4.2105", "8.5.2111")
 
 
-def rocky_header_urls(
-    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
-) -> tuple[str, ...]:
-    a = rpm_arch(kr, arch)
-    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+def _el_repo(release: str) -> str:
+    # EL9 moved kernel-devel from BaseOS to AppStream.
+    return "AppStream" if release >= "9" else "BaseOS"
+
+
+@kernel_devel_rpm
+def rocky_header_urls(kr: KernelRelease, a: str, rpm: str) -> Iterator[str]:
     base = "https://download.rockylinux.org"
-    urls = []
     for tree, releases in (("pub", ("8", "8.7", "9", "9.1")),
                            ("vault", ("8.3", "8.4", "8.5", "8.6", "9.1"))):  # fmt: skip
         for release in releases:
-            # EL9 moved kernel-devel from BaseOS to AppStream.
-            repo = "AppStream" if release >= "9" else "BaseOS"
-            urls.append(f"{base}/{tree}/rocky/{release}/{repo}/{a}/os/Packages/k/{rpm}")
-    return tuple(urls)
+            yield f"{base}/{tree}/rocky/{release}/{_el_repo(release)}/{a}/os/Packages/k/{rpm}"
 
 
-def almalinux_header_urls(
-    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
-) -> tuple[str, ...]:
-    a = rpm_arch(kr, arch)
-    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
-    urls = []
+@kernel_devel_rpm
+def almalinux_header_urls(kr: KernelRelease, a: str, rpm: str) -> Iterator[str]:
     for release in ("8", "8.6", "9", "9.0"):
-        repo = "AppStream" if release >= "9" else "BaseOS"
-        urls.append(f"https://repo.almalinux.org/almalinux/{release}/{repo}/{a}/os/Packages/{rpm}")
-    return tuple(urls)
+        yield (
+            f"https://repo.almalinux.org/almalinux/{release}/{_el_repo(release)}/{a}/os/"
+            f"Packages/{rpm}"
+        )
 
 
-def redhat_header_urls(
-    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
-) -> tuple[str, ...]:
-    a = rpm_arch(kr, arch)
-    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
+@kernel_devel_rpm
+def redhat_header_urls(kr: KernelRelease, a: str, rpm: str) -> Iterator[str]:
     cdn = "https://cdn.redhat.com/content/dist"
-    majors = [el_major(kr)] if el_major(kr) else [7, 8, 9]
-    urls = []
-    for major in majors:
+    for major in [el_major(kr)] if el_major(kr) else [7, 8, 9]:
         if major == 7:
-            urls.append(f"{cdn}/rhel/server/7/7Server/{a}/os/Packages/k/{rpm}")
+            yield f"{cdn}/rhel/server/7/7Server/{a}/os/Packages/k/{rpm}"
         else:
-            urls.append(f"{cdn}/rhel{major}/{major}/{a}/baseos/os/Packages/k/{rpm}")
-    return tuple(urls)
+            yield f"{cdn}/rhel{major}/{major}/{a}/baseos/os/Packages/k/{rpm}"
 
 
 def oracle_header_urls(
     kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
 ) -> tuple[str, ...]:
-    major = _token_number(kr, _UEK_TOKEN) or el_major(kr)
+    major = release_token_number(kr, _UEK_TOKEN) or el_major(kr)
     if major is None:
         raise mismatch(TargetId.OL, kr, "expected an elN or elNuek part, e.g. .el8uek.")
     a = rpm_arch(kr, arch)
@@ -180,39 +158,28 @@ def oracle_header_urls(
     return tuple(urls)
 
 
-def alinux_header_urls(
-    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
-) -> tuple[str, ...]:
-    a = rpm_arch(kr, arch)
-    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
-    return tuple(
-        f"http://mirrors.aliyun.com/alinux/{release}/os/{a}/Packages/{rpm}"
-        for release in ("2", "2.1903", "3")
-    )
+@kernel_devel_rpm
+def alinux_header_urls(kr: KernelRelease, a: str, rpm: str) -> Iterator[str]:
+    for release in ("2", "2.1903", "3"):
+        yield f"http://mirrors.aliyun.com/alinux/{release}/os/{a}/Packages/{rpm}"
 
 
-def fedora_header_urls(
-    kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str
-) -> tuple[str, ...]:
-    release = _token_number(kr, _FEDORA_TOKEN)
+@kernel_devel_rpm
+def fedora_header_urls(kr: KernelRelease, a: str, rpm: str) -> Iterator[str]:
+    release = release_token_number(kr, _FEDORA_TOKEN)
     if release is None:
         raise mismatch(TargetId.FEDORA, kr, "expected an .fcNN. part, e.g. 6.5.6-300.fc39.x86_64")
-    a = rpm_arch(kr, arch)
-    rpm = f"kernel-devel-{rpm_release_with_arch(kr, arch)}.rpm"
     mirror = "https://mirrors.kernel.org/fedora"
-    return (
-        f"{mirror}/updates/{release}/Everything/{a}/Packages/k/{rpm}",
-        f"{mirror}/releases/{release}/Everything/{a}/os/Packages/k/{rpm}",
-        f"{mirror}/development/{release}/Everything/{a}/os/Packages/k/{rpm}",
-        f"https://fedoraproject-updates-archive.fedoraproject.org/fedora/{release}/{a}/{rpm}",
-    )
+    yield f"{mirror}/updates/{release}/Everything/{a}/Packages/k/{rpm}"
+    yield f"{mirror}/releases/{release}/Everything/{a}/os/Packages/k/{rpm}"
+    yield f"{mirror}/development/{release}/Everything/{a}/os/Packages/k/{rpm}"
+    yield f"https://fedoraproject-updates-archive.fedoraproject.org/fedora/{release}/{a}/{rpm}"
 
 
 CENTOS = Target(
     id=TargetId.CENTOS,
     family="redhat",
-    package_format="rpm",
-    header_format="rpm",
+    header_format=HeaderFormat.RPM,
     header_source=(
         "kernel-devel rpm from the kernel.org CentOS mirror, vault.centos.org and the "
         "Stream 9 mirror"
@@ -224,38 +191,39 @@ CENTOS = Target(
     ),
     header_lookup=HeaderLookup.FIRST_RPM,
 )
+
+
+def centos_derivative(**differences: Any) -> Target:
+    """A distro packaged like CentOS but built with newer toolchains: CentOS's row with
+    `differences` and without its gcc pins."""
+    return derive(CENTOS, gcc=DEFAULT_GCC, **differences)
+
+
 # The rebuilds start at EL8, so their releases are also CentOS 8+ releases.
-ROCKY = derive(
-    CENTOS,
+ROCKY = centos_derivative(
     id=TargetId.ROCKY,
     header_source="kernel-devel rpm from download.rockylinux.org (pub and vault)",
     candidate_urls=rocky_header_urls,
     release_pattern=el_major_in(8, 9, 10),
-    gcc=DEFAULT_GCC,
 )
-ALMALINUX = derive(
-    CENTOS,
+ALMALINUX = centos_derivative(
     id=TargetId.ALMALINUX,
     header_source="kernel-devel rpm from repo.almalinux.org",
     candidate_urls=almalinux_header_urls,
     release_pattern=el_major_in(8, 9, 10),
-    gcc=DEFAULT_GCC,
 )
 # RHEL's kernel-devel sits behind a subscription: driverkit installs it with yum in a
 # subscribed builder. The candidates are the entitlement-protected CDN paths. RHEL is never
 # inferred: its releases are indistinguishable from CentOS's and the rebuilds'.
-REDHAT = derive(
-    CENTOS,
+REDHAT = centos_derivative(
     id=TargetId.REDHAT,
     header_source="kernel-devel rpm from the Red Hat CDN (needs a subscription entitlement)",
     candidate_urls=redhat_header_urls,
     release_pattern=never_inferred,
-    gcc=DEFAULT_GCC,
 )
 # Oracle Linux is inferred only for its own UEK kernels (`el8uek`), since its RHCK kernels
 # carry the same release as CentOS/RHEL.
-OL = derive(
-    CENTOS,
+OL = centos_derivative(
     id=TargetId.OL,
     header_source=(
         "kernel-devel / kernel-uek-devel rpm from yum.oracle.com (latest, baseos, appstream, "
@@ -263,18 +231,14 @@ OL = derive(
     ),
     candidate_urls=oracle_header_urls,
     release_pattern=has_token(_UEK_TOKEN),
-    gcc=DEFAULT_GCC,
 )
-ALINUX = derive(
-    CENTOS,
+ALINUX = centos_derivative(
     id=TargetId.ALINUX,
     header_source="kernel-devel rpm from mirrors.aliyun.com/alinux (2, 2.1903, 3)",
     candidate_urls=alinux_header_urls,
     release_pattern=has_token(_ALINUX_TOKEN),
-    gcc=DEFAULT_GCC,
 )
-FEDORA = derive(
-    CENTOS,
+FEDORA = centos_derivative(
     id=TargetId.FEDORA,
     header_source=(
         "kernel-devel rpm from the kernel.org Fedora mirror (updates, releases, development) "
@@ -282,7 +246,6 @@ FEDORA = derive(
     ),
     candidate_urls=fedora_header_urls,
     release_pattern=has_token(_FEDORA_TOKEN),
-    gcc=DEFAULT_GCC,
 )
 
 # The rows driverkit.targets registers.

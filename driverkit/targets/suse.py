@@ -11,7 +11,7 @@ import re
 
 from drivercore.kernelrelease import KernelRelease
 from drivercore.targets import TargetId
-from driverkit.targets.base import HeaderLookup, Mirrors, Target, derive
+from driverkit.targets.base import HeaderFormat, HeaderLookup, Mirrors, Target, derive
 from driverkit.targets.common import mismatch, rpm_arch
 
 _SUSE_RELEASE = re.compile(
@@ -124,8 +124,7 @@ def sles_header_urls(
 OPENSUSE = Target(
     id=TargetId.OPENSUSE,
     family="suse",
-    package_format="rpm",
-    header_format="rpm",
+    header_format=HeaderFormat.RPM,
     header_source=(
         "kernel-<flavor>-devel + kernel-devel noarch rpms from download.opensuse.org and its "
         "kernel.org mirror (Leap 15.x, Tumbleweed, Kernel: repositories)"

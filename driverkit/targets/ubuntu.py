@@ -10,7 +10,7 @@ import re
 
 from drivercore.kernelrelease import KernelRelease, normalize_arch, ubuntu_kernel_version
 from drivercore.targets import TargetId
-from driverkit.targets.base import HeaderLookup, Mirrors, Target
+from driverkit.targets.base import HeaderFormat, HeaderLookup, Mirrors, Target
 from driverkit.targets.common import mismatch
 
 # Flavor words Ubuntu kernels carry after the ABI number (first word of the flavor).
@@ -95,8 +95,7 @@ def ubuntu_header_urls(
 UBUNTU = Target(
     id=TargetId.UBUNTU,
     family="debian",
-    package_format="deb",
-    header_format="ubuntu",
+    header_format=HeaderFormat.UBUNTU,
     header_source=(
         "Ubuntu pool l/linux, l/linux-<flavor>, l/linux-<flavor>-X.Y: "
         "linux-headers-<rel> + linux-<flavor>-headers-<abi> (_all)"

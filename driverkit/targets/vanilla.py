@@ -9,7 +9,7 @@ import re
 
 from drivercore.kernelrelease import KernelRelease, normalize_arch
 from drivercore.targets import TargetId
-from driverkit.targets.base import GccRule, HeaderLookup, Mirrors, Target, derive
+from driverkit.targets.base import GccRule, HeaderFormat, HeaderLookup, Mirrors, Target, derive
 from driverkit.targets.common import mismatch
 
 KERNEL_ORG_CDN = "https://cdn.kernel.org/pub/linux/kernel"
@@ -92,8 +92,7 @@ def flatcar_header_urls(
 VANILLA = Target(
     id=TargetId.VANILLA,
     family="vanilla",
-    package_format="tar",
-    header_format="vanilla",
+    header_format=HeaderFormat.VANILLA,
     header_source="kernel.org source tarball (git snapshot for -rc)",
     candidate_urls=upstream_header_urls,
     release_pattern=is_vanilla_release,

@@ -32,6 +32,7 @@ from runtime.engine.sources import (
     schema_identity,
 )
 from runtime.engine.state import REQUIRED_SYSCALLS, SystemState
+from runtime.loader.cli import driver as driver_commands
 
 DEFAULT_RULES_NAME = "default_rules.yaml"
 
@@ -62,6 +63,14 @@ def _priority(text: str) -> Priority:
 def _open_source(cfg: EngineConfig) -> EventSource:
     if cfg.replay is not None:
         return ReplaySource(cfg.replay)
+    if cfg.driver == "auto":
+        from runtime.loader.autosource import AutoSource
+        from runtime.loader.config import loader_from_environment
+
+        if cfg.probe is not None:
+            raise UsageError("--driver auto fetches its own driver; drop --probe")
+        loader = loader_from_environment(cfg.loader, os.environ)
+        return AutoSource(loader, buffer_bytes=cfg.buffer_bytes, log=_log)
     return open_live_source(cfg.driver, probe=cfg.probe, buffer_bytes=cfg.buffer_bytes)
 
 
@@ -319,6 +328,8 @@ def validate(rules: tuple[Path, ...]) -> None:
         f" event types: {', '.join(sorted(needed)) if needed is not None else 'all'}"
     )
 
+
+main.add_command(driver_commands)
 
 if __name__ == "__main__":
     main()

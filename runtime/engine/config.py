@@ -12,14 +12,18 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from drivercore.errors import UsageError
 
+if TYPE_CHECKING:
+    from runtime.loader.config import LoaderConfig
+
 DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
-DRIVER_KINDS = ("core", "ebpf", "kmod")
+# auto: the loader (runtime/loader) picks, fetches and verifies one, per the `loader:` section.
+DRIVER_KINDS = ("core", "ebpf", "kmod", "auto")
 DROP_ACTIONS = ("ignore", "log", "alert", "exit")
 
 
@@ -60,6 +64,8 @@ class OutputsConfig:
 class EngineConfig:
     driver: str = "core"
     probe: Path | None = None
+    # The loader's rtcap-driver.json: load the driver it names (after checking its sha256).
+    driver_file: Path | None = None
     buffer_bytes: int = DEFAULT_BUFFER_BYTES
     rules_files: tuple[Path, ...] = ()
     json_output: bool = False
@@ -71,6 +77,14 @@ class EngineConfig:
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     syscall_event_drops: DropConfig = field(default_factory=DropConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    loader: LoaderConfig = field(default_factory=lambda: _loader_section("loader", None))
+
+
+def _loader_section(where: str, raw: object) -> LoaderConfig:
+    # Imported late: the loader's parser builds on this module's validators.
+    from runtime.loader.config import parse_loader_section
+
+    return parse_loader_section(where, raw)
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
@@ -210,6 +224,7 @@ def _rules_files(where: str, raw: object) -> tuple[Path, ...]:
 _TOP_LEVEL: dict[str, Callable[[str, object], object]] = {
     "driver": lambda w, v: _choice(w, v, DRIVER_KINDS),
     "probe": _path_or_none,
+    "driver_file": _path_or_none,
     "buffer_bytes": lambda w, v: _int(w, v, minimum=4096),
     "rules_files": _rules_files,
     "json_output": _bool,
@@ -221,6 +236,7 @@ _TOP_LEVEL: dict[str, Callable[[str, object], object]] = {
     "webhook": _webhook,
     "syscall_event_drops": _drops,
     "metrics": _metrics,
+    "loader": _loader_section,
 }
 
 

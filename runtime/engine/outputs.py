@@ -172,23 +172,18 @@ class StreamSink:
         self._stream.flush()
 
 
-class FileSink:
+class FileSink(StreamSink):
     """Appends lines; the file is opened once and kept open, like Falco's keep_alive."""
 
     def __init__(self, path: Path, *, json_output: bool) -> None:
-        self.name = f"file:{path}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("a", encoding="utf-8")
-        self._json = json_output
-
-    def emit(self, alert: Alert) -> None:
-        self._fh.write((alert.json_line() if self._json else alert.text_line()) + "\n")
-
-    def flush(self) -> None:
-        self._fh.flush()
+        super().__init__(
+            path.open("a", encoding="utf-8"), json_output=json_output, name=f"file:{path}"
+        )
 
     def close(self) -> None:
-        self._fh.close()
+        # Unlike stdout, the file is ours to close.
+        self._stream.close()
 
 
 class WebhookSink:

@@ -74,6 +74,14 @@ _OPS_BY_TYPE: dict[FieldType, frozenset[str]] = {
     FieldType.IPNET: frozenset({"=", "==", "!=", "in", "exists"}),
 }
 _PY_CMP = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+# Substring operators as Python, over the code of the field's text and of the needle; for
+# `icontains` the needle arrives lower-cased (a constant lowered once, at compile time).
+_TEXT_OPS = {
+    "contains": "{needle} in {text}",
+    "icontains": "{needle} in {text}.lower()",
+    "startswith": "{text}.startswith({needle})",
+    "endswith": "{text}.endswith({needle})",
+}
 
 
 # ---- runtime helpers referenced by generated code -----------------------------------------
@@ -237,6 +245,7 @@ class Expander:
 # (positive, types): positive=True -> exactly `types`; False -> every type except `types`.
 _TypeSet = tuple[bool, frozenset[str]]
 _ALL: _TypeSet = (False, frozenset())
+_NONE: _TypeSet = (True, frozenset())
 
 
 def _union(a: _TypeSet, b: _TypeSet) -> _TypeSet:
@@ -271,21 +280,17 @@ def event_types(expr: Expr, expander: Expander) -> frozenset[str] | None:
 
 
 def _types_of(expr: Expr, expander: Expander) -> tuple[_TypeSet, _TypeSet]:
-    if isinstance(expr, And):
-        true_acc: _TypeSet = _ALL
-        false_acc: _TypeSet = (True, frozenset())
+    if isinstance(expr, And | Or):
+        # `and` may be true only where every child may be, false where any may be; `or` is
+        # its dual. Each accumulator starts at its operation's identity.
+        every, any_ = (_intersect, _ALL), (_union, _NONE)
+        (on_true, true_acc), (on_false, false_acc) = (
+            (every, any_) if isinstance(expr, And) else (any_, every)
+        )
         for child in expr.children:
             t, f = _types_of(child, expander)
-            true_acc = _intersect(true_acc, t)
-            false_acc = _union(false_acc, f)
-        return true_acc, false_acc
-    if isinstance(expr, Or):
-        true_acc = (True, frozenset())
-        false_acc = _ALL
-        for child in expr.children:
-            t, f = _types_of(child, expander)
-            true_acc = _union(true_acc, t)
-            false_acc = _intersect(false_acc, f)
+            true_acc = on_true(true_acc, t)
+            false_acc = on_false(false_acc, f)
         return true_acc, false_acc
     if isinstance(expr, Not):
         t, f = _types_of(expr.child, expander)
@@ -577,14 +582,9 @@ class _CodeGen:
                 return f"({x} == {c})"
             return f"({guard}{x} {_PY_CMP[op]} {c})"
         text = str(lit)
-        if op == "contains":
-            return f"({guard}{self.const(text)} in {x})"
-        if op == "icontains":
-            return f"({guard}{self.const(text.lower())} in {x}.lower())"
-        if op == "startswith":
-            return f"({guard}{x}.startswith({self.const(text)}))"
-        if op == "endswith":
-            return f"({guard}{x}.endswith({self.const(text)}))"
+        if op in _TEXT_OPS:
+            c = self.const(text.lower() if op == "icontains" else text)
+            return f"({guard}{_TEXT_OPS[op].format(needle=c, text=x)})"
         if op in ("bcontains", "bstartswith"):
             try:
                 needle = bytes.fromhex(text)
@@ -619,14 +619,9 @@ class _CodeGen:
         prefix = f"({x} := {value}) is not None and ({r} := {rcode}) is not None and "
         if op in _PY_CMP:
             return f"({prefix}{x} {_PY_CMP[op]} {r})"
-        if op == "contains":
-            return f"({prefix}str({r}) in str({x}))"
-        if op == "icontains":
-            return f"({prefix}str({r}).lower() in str({x}).lower())"
-        if op == "startswith":
-            return f"({prefix}str({x}).startswith(str({r})))"
-        if op == "endswith":
-            return f"({prefix}str({x}).endswith(str({r})))"
+        if op in _TEXT_OPS:
+            needle = f"str({r}).lower()" if op == "icontains" else f"str({r})"
+            return f"({prefix}{_TEXT_OPS[op].format(needle=needle, text=f'str({x})')})"
         raise CompileError(f"operator '{chk.op}' cannot compare two fields", chk.op_pos)
 
 

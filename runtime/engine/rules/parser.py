@@ -11,20 +11,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from runtime.engine.fields import TRANSFORMERS
-from runtime.engine.rules.ast import (
-    And,
-    Check,
-    Expr,
-    FieldRef,
-    ListRef,
-    ListValue,
-    MacroRef,
-    Not,
-    Or,
-    Transform,
-    Value,
-)
+from runtime.engine.rules import ast
 from runtime.engine.rules.lexer import (
     ALL_OPS,
     BARE_STRING,
@@ -57,7 +47,7 @@ class _Parser:
         if self.depth > MAX_DEPTH:
             raise self.error(f"condition nests deeper than {MAX_DEPTH} levels")
 
-    def parse(self) -> Expr:
+    def parse(self) -> ast.Expr:
         self.s.blank()
         if self.s.at_end():
             raise self.error("empty condition")
@@ -80,26 +70,29 @@ class _Parser:
         self.s.pos = start
         return False
 
-    def parse_or(self) -> Expr:
+    def _joined(
+        self,
+        connective: str,
+        operand: Callable[[], ast.Expr],
+        node: Callable[[tuple[ast.Expr, ...], int], ast.Expr],
+    ) -> ast.Expr:
+        """`operand (connective operand)*`: the lone operand, or `node` over all of them."""
         pos = self.s.pos
-        children = [self.parse_and()]
+        children = [operand()]
         self.s.blank()
-        while self._connective("or"):
-            children.append(self.parse_and())
+        while self._connective(connective):
+            children.append(operand())
             self.s.blank()
-        return children[0] if len(children) == 1 else Or(tuple(children), pos)
+        return children[0] if len(children) == 1 else node(tuple(children), pos)
 
-    def parse_and(self) -> Expr:
-        self.s.blank()
-        pos = self.s.pos
-        children = [self.parse_not()]
-        self.s.blank()
-        while self._connective("and"):
-            children.append(self.parse_not())
-            self.s.blank()
-        return children[0] if len(children) == 1 else And(tuple(children), pos)
+    def parse_or(self) -> ast.Expr:
+        return self._joined("or", self.parse_and, ast.Or)
 
-    def parse_not(self) -> Expr:
+    def parse_and(self) -> ast.Expr:
+        self.s.blank()
+        return self._joined("and", self.parse_not, ast.And)
+
+    def parse_not(self) -> ast.Expr:
         self.s.blank()
         pos = self.s.pos
         negate = False
@@ -107,9 +100,9 @@ class _Parser:
             negate = not negate
             self.s.blank()
         child = self.parse_check()
-        return Not(child, pos) if negate else child
+        return ast.Not(child, pos) if negate else child
 
-    def parse_check(self) -> Expr:
+    def parse_check(self) -> ast.Expr:
         s = self.s
         s.blank()
         pos = s.pos
@@ -123,7 +116,7 @@ class _Parser:
             return inner
         if s.at_end():
             raise self.error("expected a field check, a macro name or '(' but found the end")
-        left: FieldRef | Transform | None = self.try_transformer(allow_val=False)
+        left: ast.FieldRef | ast.Transform | None = self.try_transformer(allow_val=False)
         if left is None:
             name = s.regex(FIELD_NAME)
             if name is not None:
@@ -132,12 +125,12 @@ class _Parser:
             return self.parse_condition(left, pos)
         ident = s.regex(IDENTIFIER)
         if ident is not None and ident not in ("and", "or", "not"):
-            return MacroRef(ident, pos)
+            return ast.MacroRef(ident, pos)
         s.pos = pos
         raise self.error(
             f"expected a field check, a macro name or '(' but found '{s.next_word()}'")
 
-    def field_remainder(self, name: str, pos: int) -> FieldRef:
+    def field_remainder(self, name: str, pos: int) -> ast.FieldRef:
         s = self.s
         if s.literal("["):
             arg = s.quoted()
@@ -147,10 +140,10 @@ class _Parser:
                 raise self.error(f"expected an argument for field '{name}' after '['")
             if not s.literal("]"):
                 raise self.error(f"expected ']' after the argument of field '{name}'")
-            return FieldRef(name, arg, pos)
-        return FieldRef(name, None, pos)
+            return ast.FieldRef(name, arg, pos)
+        return ast.FieldRef(name, None, pos)
 
-    def try_transformer(self, *, allow_val: bool) -> Transform | None:
+    def try_transformer(self, *, allow_val: bool) -> ast.Transform | None:
         s = self.s
         start = s.pos
         ident = s.regex(IDENTIFIER)
@@ -161,7 +154,7 @@ class _Parser:
             return None
         s.blank()
         arg_pos = s.pos
-        inner: FieldRef | Transform | None = None
+        inner: ast.FieldRef | ast.Transform | None = None
         self.enter()
         if ident != "val":
             inner = self.try_transformer(allow_val=False)
@@ -174,9 +167,9 @@ class _Parser:
         if not s.literal(")"):
             raise self.error(f"expected ')' to close '{ident}('")
         self.depth -= 1
-        return Transform(ident, inner, start)
+        return ast.Transform(ident, inner, start)
 
-    def parse_condition(self, left: FieldRef | Transform, pos: int) -> Check:
+    def parse_condition(self, left: ast.FieldRef | ast.Transform, pos: int) -> ast.Check:
         s = self.s
         s.blank()
         op_pos = s.pos
@@ -192,41 +185,41 @@ class _Parser:
             ops = ", ".join(ALL_OPS)
             raise self.error(f"unknown operator '{word}' (expected one of: {ops})")
         if op in UNARY_OPS:
-            return Check(left, op, None, pos, op_pos)
+            return ast.Check(left, op, None, pos, op_pos)
         s.blank()
         val = self.try_transformer(allow_val=True)
         if val is not None:
-            return Check(left, op, val, pos, op_pos)
+            return ast.Check(left, op, val, pos, op_pos)
         vpos = s.pos
         if op in NUM_OPS:
             num = s.regex(HEX_NUMBER) or s.regex(NUMBER)
             if num is None:
                 raise self.error(f"expected a number after '{op}'")
-            return Check(left, op, Value(num, vpos), pos, op_pos)
+            return ast.Check(left, op, ast.Value(num, vpos), pos, op_pos)
         if op in LIST_OPS:
-            return Check(left, op, self.parse_list(op), pos, op_pos)
-        return Check(left, op, self.parse_string(op), pos, op_pos)
+            return ast.Check(left, op, self.parse_list(op), pos, op_pos)
+        return ast.Check(left, op, self.parse_string(op), pos, op_pos)
 
-    def parse_string(self, op: str) -> Value:
+    def parse_string(self, op: str) -> ast.Value:
         s = self.s
         vpos = s.pos
         quoted = s.quoted()
         if quoted is not None:
-            return Value(quoted, vpos, quoted=True)
+            return ast.Value(quoted, vpos, quoted=True)
         bare = s.regex(BARE_STRING)
         if bare is None:
             found = s.peek() or "the end"
             raise self.error(f"expected a value after '{op}' but found '{found}'")
-        return Value(bare, vpos)
+        return ast.Value(bare, vpos)
 
-    def parse_list(self, op: str) -> ListValue | ListRef:
+    def parse_list(self, op: str) -> ast.ListValue | ast.ListRef:
         s = self.s
         pos = s.pos
         if s.literal("("):
-            items: list[Value] = []
+            items: list[ast.Value] = []
             s.blank()
             if s.literal(")"):
-                return ListValue((), pos)
+                return ast.ListValue((), pos)
             while True:
                 s.blank()
                 items.append(self.parse_string(op))
@@ -234,21 +227,21 @@ class _Parser:
                 if s.literal(","):
                     continue
                 if s.literal(")"):
-                    return ListValue(tuple(items), pos)
+                    return ast.ListValue(tuple(items), pos)
                 raise self.error("expected ',' or ')' in the list")
         ident = s.regex(IDENTIFIER)
         if ident is not None:
-            return ListRef(ident, pos)
+            return ast.ListRef(ident, pos)
         raise self.error(f"expected '(' or a list name after '{op}'")
 
 
-def _left_text(left: FieldRef | Transform) -> str:
-    if isinstance(left, FieldRef):
+def _left_text(left: ast.FieldRef | ast.Transform) -> str:
+    if isinstance(left, ast.FieldRef):
         return left.text
     return f"{left.func}({_left_text(left.inner)})"
 
 
-def parse_condition(text: str) -> Expr:
+def parse_condition(text: str) -> ast.Expr:
     """Parse a condition or raise ConditionSyntaxError with the offset of the problem."""
     return _Parser(text).parse()
 
