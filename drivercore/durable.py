@@ -6,6 +6,7 @@ directory. Publishers (repository objects, the site page, keys) and the reposito
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,3 +26,16 @@ def replace_synced(out: BinaryIO, tmp: Path | str, target: Path) -> None:
     os.fsync(out.fileno())
     os.replace(tmp, target)
     fsync_dir(target.parent)
+
+
+def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """`data` under `path` whole or not at all, with permissions `mode` (mkstemp's 0600
+    would hide a published page or a cached artifact from other readers)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            replace_synced(out, tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -7,7 +7,13 @@ import re
 
 import requests
 
-from runtime.engine.metrics import EngineCounters, Metrics, PrometheusEndpoint
+from runtime.engine.metrics import (
+    DriverInfo,
+    EngineCounters,
+    Metrics,
+    PrometheusEndpoint,
+    process_uptime_s,
+)
 
 
 def _driver_stats() -> dict[int, dict[str, int]]:
@@ -58,3 +64,37 @@ def test_prometheus_endpoint_over_loopback() -> None:
     )
     assert re.search(r"^rtengine_drop_ratio 0\.0333", text, re.M)
     assert re.search(r"^rtengine_rss_bytes \d", text, re.M)
+
+
+def test_driver_choice_in_snapshots_and_prometheus_over_loopback() -> None:
+    driver = DriverInfo("core", "rtcap_core.o", 'BTF "present"', "hand-over /x/rtcap-driver.json",
+                        load_s=0.25)
+    metrics = Metrics(EngineCounters(), _driver_stats, lambda: 0, driver=driver)
+    snap = metrics.snapshot()
+    assert snap["driver_choice"] == {"kind": "core", "artifact": "rtcap_core.o",
+                                     "reason": 'BTF "present"',
+                                     "source": "hand-over /x/rtcap-driver.json"}
+    assert snap["driver_load_s"] == 0.25 and snap["engine_ready_s"] is None
+    driver.ready_s = 0.5  # set once the engine is ready; a scrape after that shows it
+    endpoint = PrometheusEndpoint(metrics, port=0)
+    try:
+        text = requests.get(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=10).text
+    finally:
+        endpoint.close()
+    assert re.search(
+        r'^rtcap_driver_info\{artifact="rtcap_core\.o",kind="core",'
+        r'reason="BTF \\"present\\"",source="hand-over /x/rtcap-driver\.json"\} 1\.0$',
+        text, re.M), text
+    assert re.search(r"^rtcap_driver_load_seconds 0\.25$", text, re.M)
+    assert re.search(r"^rtcap_engine_ready_seconds 0\.5$", text, re.M)
+
+
+def test_no_driver_info_without_a_driver() -> None:
+    """A replay has no driver: no info metric, no choice in the snapshot."""
+    metrics = Metrics(EngineCounters(), _driver_stats, lambda: 0)
+    assert "driver_choice" not in metrics.snapshot()
+
+
+def test_process_uptime_counts_from_the_process_start() -> None:
+    # This test process started before this test ran (interpreter, imports, earlier tests).
+    assert 0 < process_uptime_s() < 24 * 3600

@@ -6,15 +6,13 @@ The private key is PKCS#8 PEM, mode 0600; the public key is one line,
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from drivercore.durable import replace_synced
+from drivercore.durable import write_bytes
 from drivercore.errors import UsageError
 from drivercore.repoindex import (
     generate_private_key,
@@ -50,8 +48,8 @@ def generate_keys(out_dir: Path, name: str = "repo-signing", *, force: bool = Fa
     out_dir.mkdir(parents=True, exist_ok=True)
     key = generate_private_key()
     public = public_key_text(key.public_key())
-    _write_atomic(private_path, private_key_pem(key), 0o600)
-    _write_atomic(public_path, (public + "\n").encode(), 0o644)
+    write_bytes(private_path, private_key_pem(key), 0o600)
+    write_bytes(public_path, (public + "\n").encode(), 0o644)
     return KeyPair(private_path, public_path, public, key_id(key.public_key()))
 
 
@@ -69,12 +67,3 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     return load_private_key(pem, f"--signing-key {path}")
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            replace_synced(fh, tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

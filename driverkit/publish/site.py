@@ -16,9 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import os
 import re
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -28,7 +26,7 @@ from pathlib import Path
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from drivercore.durable import replace_synced
+from drivercore.durable import write_bytes
 from drivercore.errors import ToolError, UsageError
 from drivercore.naming import ArtifactKind
 from drivercore.repoclient import RepoReader
@@ -424,23 +422,16 @@ def write_site(reader: RepoReader, out_dir: Path) -> tuple[Path, int]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: a web server never serves half a
-    page, and a failed run leaves the previous page in place."""
+    """Whole or not at all: a web server never serves half a page, and a failed run
+    leaves the previous page in place."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise ToolError(f"--out {path.parent}: cannot write there ({exc.strerror})") from None
     try:
-        # mkstemp makes 0600; the page is meant to be served, so readable by all.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            replace_synced(out, tmp, path)
+        write_bytes(path, data)
     except OSError as exc:
         raise ToolError(f"{path}: cannot write the page ({exc.strerror})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 @click.command("site")

@@ -22,7 +22,13 @@ from runtime.engine.app import Engine, Runner, RunOptions
 from runtime.engine.capture import CaptureHeader, CaptureWriter, materialise_proc, snapshot_proc
 from runtime.engine.config import DRIVER_KINDS, EngineConfig, load_config, with_overrides
 from runtime.engine.drops import DropMonitor
-from runtime.engine.metrics import EngineCounters, Metrics, PrometheusEndpoint
+from runtime.engine.metrics import (
+    DriverInfo,
+    EngineCounters,
+    Metrics,
+    PrometheusEndpoint,
+    process_uptime_s,
+)
 from runtime.engine.outputs import OutputQueue, build_sinks
 from runtime.engine.rules import Priority, Ruleset, load_rules
 from runtime.engine.sources import (
@@ -60,9 +66,41 @@ def _priority(text: str) -> Priority:
         raise UsageError(f"--min-priority/priority: {exc}") from None
 
 
-def _open_source(cfg: EngineConfig) -> EventSource:
+def _handover_file(cfg: EngineConfig) -> Path | None:
+    """The loader's hand-over to load: --driver-file, or with --driver auto one the init
+    container left in loader.dest or the state directory (fetching nothing again)."""
+    if cfg.driver_file is not None:
+        return cfg.driver_file
+    if cfg.driver != "auto":
+        return None
+    from runtime.loader.config import loader_from_environment
+    from runtime.loader.handover import handover_in
+
+    loader = loader_from_environment(cfg.loader, os.environ)
+    for folder in (loader.dest, loader.state_dir):
+        found = handover_in(folder) if folder is not None else None
+        if found is not None:
+            _log(f"loader: hand-over: {found} found; loading the driver it names")
+            return found
+    return None
+
+
+def _open_source(cfg: EngineConfig) -> tuple[EventSource, DriverInfo | None]:
+    """The source, and which driver it is and why (None until an auto source has loaded
+    one; None for a replay)."""
     if cfg.replay is not None:
-        return ReplaySource(cfg.replay)
+        return ReplaySource(cfg.replay), None
+    handover = _handover_file(cfg)
+    if handover is not None:
+        from runtime.loader.handover import read_handover
+
+        if cfg.probe is not None:
+            raise UsageError("the hand-over file names the driver to load; drop --probe")
+        handed = read_handover(handover, _log)
+        source = open_live_source(handed.engine_driver, probe=handed.artifact,
+                                  buffer_bytes=cfg.buffer_bytes)
+        return source, DriverInfo(str(handed.kind), handed.artifact.name, handed.reason,
+                                  f"hand-over {handover}")
     if cfg.driver == "auto":
         from runtime.loader.autosource import AutoSource
         from runtime.loader.config import loader_from_environment
@@ -70,8 +108,11 @@ def _open_source(cfg: EngineConfig) -> EventSource:
         if cfg.probe is not None:
             raise UsageError("--driver auto fetches its own driver; drop --probe")
         loader = loader_from_environment(cfg.loader, os.environ)
-        return AutoSource(loader, buffer_bytes=cfg.buffer_bytes, log=_log)
-    return open_live_source(cfg.driver, probe=cfg.probe, buffer_bytes=cfg.buffer_bytes)
+        return AutoSource(loader, buffer_bytes=cfg.buffer_bytes, log=_log), None
+    source = open_live_source(cfg.driver, probe=cfg.probe, buffer_bytes=cfg.buffer_bytes)
+    kind = "probe" if cfg.driver == "ebpf" else cfg.driver  # the loader's names for kinds
+    artifact = cfg.probe.name if cfg.probe is not None else "built-in default"
+    return source, DriverInfo(kind, artifact, f"requested (--driver {cfg.driver})", "flag")
 
 
 def _needed_event_types(ruleset: Ruleset) -> frozenset[str] | None:
@@ -104,6 +145,22 @@ class _StopOnSignal:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _loaded(source: EventSource, info: DriverInfo | None, load_s: float) -> DriverInfo:
+    """The started live source's DriverInfo; its `load` line (an auto source logs its own,
+    one per candidate tried)."""
+    if info is None:
+        from runtime.loader.autosource import AutoSource
+
+        assert isinstance(source, AutoSource)
+        found = source.driver_info
+        assert found is not None, "an auto source that started has loaded a driver"
+        return found
+    info.load_s = load_s
+    _log(f"loader: load: {info.kind} {info.artifact} loaded ({load_s * 1000:.0f} ms, "
+         f"{process_uptime_s():.2f} s after process start): {info.reason}")
+    return info
 
 
 def run_engine(cfg: EngineConfig) -> int:
@@ -146,7 +203,7 @@ def run_engine(cfg: EngineConfig) -> int:
         extra_fields={"driver": cfg.driver if cfg.replay is None else "replay"},
     )
     try:
-        source = _open_source(cfg)
+        source, driver_info = _open_source(cfg)
         if cfg.record is not None:
             api, schema_hash = schema_identity()
             recorder = CaptureWriter(
@@ -180,13 +237,17 @@ def run_engine(cfg: EngineConfig) -> int:
             seeded = state.seed_from_proc("/proc")
             _log(f"rt-engine: seeded {seeded} threads from /proc")
         source.keep_raw = cfg.record is not None
+        load_started = time.monotonic()
         source.start(_needed_event_types(ruleset))
+        if cfg.replay is None:
+            driver_info = _loaded(source, driver_info, time.monotonic() - load_started)
         engine = Engine(
             ruleset, state, outputs.submit, min_priority=min_priority, counters=counters
         )
         metrics: Metrics | None = None
         if cfg.metrics.enabled or cfg.metrics.prometheus_port is not None:
-            metrics = Metrics(counters, source.stats, lambda: outputs.counters.dropped_queue_full)
+            metrics = Metrics(counters, source.stats, lambda: outputs.counters.dropped_queue_full,
+                              driver=driver_info)
         if metrics is not None and cfg.metrics.prometheus_port is not None:
             prometheus = PrometheusEndpoint(
                 metrics, port=cfg.metrics.prometheus_port, addr=cfg.metrics.prometheus_addr
@@ -214,6 +275,10 @@ def run_engine(cfg: EngineConfig) -> int:
         with _StopOnSignal(stop):
             # Logged once the handlers are in place: a SIGTERM sent as soon as this line
             # is seen must find them.
+            if driver_info is not None:
+                driver_info.ready_s = process_uptime_s()
+                _log(f"loader: engine ready: {driver_info.kind} {driver_info.artifact}, "
+                     f"{driver_info.ready_s:.2f} s after process start")
             _log(f"rt-engine: running ({source.kind})")
             runner.run()
         if metrics is not None and cfg.metrics.enabled:
@@ -251,6 +316,8 @@ def main() -> None:
 @click.option("--driver", type=click.Choice(DRIVER_KINDS), default=None, help="Live source.")
 @click.option("--probe", type=click.Path(path_type=Path), default=None,
               help="Probe object (.o) or module for the driver.")
+@click.option("--driver-file", type=click.Path(path_type=Path), default=None,
+              help="The loader's rtcap-driver.json: load what it names, sha256 checked.")
 @click.option("--rules", "rules", multiple=True, type=click.Path(path_type=Path),
               help="Rules file (repeatable); default: the bundled ruleset.")
 @click.option("--json", "json_output", is_flag=True, default=None, help="Alerts as JSON lines.")
@@ -272,6 +339,7 @@ def main() -> None:
 def run(  # noqa: PLR0917 - one parameter per click option
     driver: str | None,
     probe: Path | None,
+    driver_file: Path | None,
     rules: tuple[Path, ...],
     json_output: bool | None,
     record: Path | None,
@@ -289,6 +357,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
             load_config(config_path),
             driver=driver,
             probe=probe,
+            driver_file=driver_file,
             rules_files=rules,
             json_output=json_output,
             record=record,
@@ -299,8 +368,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
             stats_interval=stats_interval,
             metrics_port=metrics_port,
         )
-        if cfg.replay is not None and driver is not None:
-            raise UsageError("--replay and --driver exclude each other; pass one of them")
+        if cfg.replay is not None and (driver is not None or driver_file is not None):
+            raise UsageError("--replay and --driver/--driver-file exclude each other; pass one")
         code = run_engine(cfg)
     except ToolError as exc:
         click.echo(f"rt-engine: error: {exc}", err=True)

@@ -18,6 +18,7 @@ from drivercore.errors import ToolError
 from drivercore.repoclient import NotFoundError
 from runtime.driver.errors import DriverError
 from runtime.driver.schema import boot_to_epoch_ns
+from runtime.engine.metrics import DriverInfo, process_uptime_s
 from runtime.engine.sources import Batch, EventSource, PerCpuStats, open_live_source
 from runtime.loader.config import LoaderConfig
 from runtime.loader.fetch import Log, get_artifact
@@ -44,6 +45,7 @@ class AutoSource:
         self._settings = fetch_settings(cfg, self._detection.host)
         self._inner: EventSource | None = None
         self.loaded: Path | None = None
+        self.driver_info: DriverInfo | None = None  # once a candidate has loaded
 
     def start(self, event_types: frozenset[str] | None) -> None:
         failures: list[str] = []
@@ -71,8 +73,12 @@ class AutoSource:
                 self._log(f"loader: load: {candidate.kind} {candidate.file} failed "
                           f"({(time.monotonic() - started) * 1000:.0f} ms): {exc}; {then}")
                 continue
+            load_s = time.monotonic() - started
             self._log(f"loader: load: {candidate.kind} {candidate.file} loaded "
-                      f"({(time.monotonic() - started) * 1000:.0f} ms): {candidate.reason}")
+                      f"({load_s * 1000:.0f} ms, {process_uptime_s():.2f} s after process "
+                      f"start): {candidate.reason}")
+            self.driver_info = DriverInfo(str(candidate.kind), candidate.file, candidate.reason,
+                                          f"loader ({fetched.source})", load_s=load_s)
             self._inner = source
             self.kind = source.kind
             self.loaded = fetched.path

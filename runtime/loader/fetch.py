@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from drivercore.durable import write_bytes
 from drivercore.errors import DownloadError, ToolError
 from drivercore.naming import DRIVER_NAME, repo_arch, repo_path
 from drivercore.repoclient import NotFoundError, RepoReader
@@ -84,17 +83,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """`data` under `path` whole or not at all: temp file beside it, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 class _Retrying:
@@ -257,8 +245,8 @@ def _offline_from_cache(settings: FetchSettings, file: str, log: Log) -> Fetched
 def _keep_index(settings: FetchSettings, data: bytes, signature: bytes) -> None:
     # Signature first, index second, as publishers write them: a crash in between leaves an
     # index the signature file does not cover, which is refused, never trusted.
-    write_atomic(settings.cache_dir / SIGNATURE_FILE, signature)
-    write_atomic(settings.cache_dir / INDEX_FILE, data)
+    write_bytes(settings.cache_dir / SIGNATURE_FILE, signature)
+    write_bytes(settings.cache_dir / INDEX_FILE, data)
 
 
 def _ours(name: str) -> bool:

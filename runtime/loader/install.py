@@ -9,13 +9,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from drivercore.durable import write_bytes
 from drivercore.errors import UsageError
 from drivercore.kernelrelease import normalize_arch
 from drivercore.naming import ArtifactKind, repo_arch
 from drivercore.repoclient import NotFoundError
 from runtime.loader.choose import Candidate, Choice, DriverType, choose
 from runtime.loader.config import LoaderConfig
-from runtime.loader.fetch import Fetched, FetchSettings, Log, get_artifact, write_atomic
+from runtime.loader.fetch import Fetched, FetchSettings, Log, get_artifact
 from runtime.loader.identify import HostInfo, identify
 from runtime.loader.target import HostTarget, host_target
 
@@ -120,7 +121,7 @@ def _hand_over(detection: Detection, candidate: Candidate, fetched: Fetched,
     started = time.monotonic()
     dest.mkdir(parents=True, exist_ok=True)
     copied = dest / candidate.file
-    write_atomic(copied, fetched.path.read_bytes())  # artifacts are a few MB at most
+    write_bytes(copied, fetched.path.read_bytes())  # artifacts are a few MB at most
     handover = {
         "format": HANDOVER_FORMAT,
         "kind": str(candidate.kind),
@@ -136,6 +137,6 @@ def _hand_over(detection: Detection, candidate: Candidate, fetched: Fetched,
         "reason": candidate.reason,
     }
     text = json.dumps(handover, indent=1, sort_keys=True) + "\n"
-    write_atomic(dest / HANDOVER_FILE, text.encode())
+    write_bytes(dest / HANDOVER_FILE, text.encode())
     log(f"loader: hand-over: {copied} and {dest / HANDOVER_FILE} ({_ms(started)})")
     return copied
