@@ -226,7 +226,6 @@ def test_container_args_are_the_real_flags(daemonset: Any) -> None:
     run.make_context("run", list(engine.args))
     assert _option_value(loader.args, "--host-root") == HOST_ROOT
     assert "--download-only" in loader.args
-    assert _option_value(loader.args, "--dest").startswith(STATE_DIR + "/")
     assert _option_value(loader.args, "--state-dir").startswith(STATE_DIR + "/")
 
 
@@ -261,7 +260,17 @@ def test_the_config_map_is_what_the_engine_and_the_loader_accept(
             in_image = Path(str(rules).replace(f"{APP_DIR}/", f"{REPO_ROOT}/", 1))
             assert in_image.is_file(), rules
             local_paths.append(in_image)
-    assert config.probe is not None and str(config.probe).startswith(STATE_DIR + "/")
+    # The engine loads what the init container handed over: `driver: auto` finds
+    # rtcap-driver.json in loader.dest, where `install --download-only` writes it (no
+    # --dest flag overrides that folder), inside the state mount both containers share.
+    (loader,) = pod.init_containers
+    assert "--download-only" in loader.args and "--dest" not in loader.args
+    assert config.driver == "auto" and config.probe is None and config.driver_file is None
+    dest = config.loader.dest
+    assert dest is not None and str(dest).startswith(STATE_DIR + "/")
+    for container in (loader, engine):
+        mounts = {m.mount_path: m.name for m in container.volume_mounts}
+        assert mounts[STATE_DIR] == "state", container.name
     validate = subprocess.run(
         [sys.executable, "-m", "runtime.engine.cli", "validate",
          *(arg for path in local_paths for arg in ("--rules", str(path)))],

@@ -82,11 +82,11 @@ def test_driver_choice_in_snapshots_and_prometheus_over_loopback() -> None:
     finally:
         endpoint.close()
     assert re.search(
-        r'^rtcap_driver_info\{artifact="rtcap_core\.o",kind="core",'
+        r'^rtengine_driver_info\{artifact="rtcap_core\.o",kind="core",'
         r'reason="BTF \\"present\\"",source="hand-over /x/rtcap-driver\.json"\} 1\.0$',
         text, re.M), text
-    assert re.search(r"^rtcap_driver_load_seconds 0\.25$", text, re.M)
-    assert re.search(r"^rtcap_engine_ready_seconds 0\.5$", text, re.M)
+    assert re.search(r"^rtengine_driver_load_seconds 0\.25$", text, re.M)
+    assert re.search(r"^rtengine_ready_seconds 0\.5$", text, re.M)
 
 
 def test_no_driver_info_without_a_driver() -> None:

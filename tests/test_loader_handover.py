@@ -86,7 +86,7 @@ def test_read_handover_checks_size_and_sha256(tmp_path: Path) -> None:
     data = bytearray((dest / CORE).read_bytes())
     data[100] ^= 0xFF
     (dest / CORE).write_bytes(bytes(data))
-    with pytest.raises(HandoverError, match="sha256 .* is not the .* it names; nothing loaded"):
+    with pytest.raises(HandoverError, match=r"sha256 .* is not the .* it names; nothing loaded"):
         read_handover(dest / "rtcap-driver.json", lines.append)
     (dest / CORE).write_bytes(bytes(data[:-10]))
     with pytest.raises(HandoverError, match="bytes, the hand-over says"):
@@ -155,11 +155,11 @@ def test_auto_loads_the_handed_over_core_probe_and_reports_it_in_metrics(
         (port,) = [int(line.rsplit(":", 1)[1]) for line in list(engine.stderr)
                    if "prometheus metrics on 127.0.0.1:" in line]
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        info = re.search(r'^rtcap_driver_info\{artifact="rtcap_core\.o",kind="core",'
+        info = re.search(r'^rtengine_driver_info\{artifact="rtcap_core\.o",kind="core",'
                          r'reason="([^"]+)",source="hand-over [^"]+"\} 1\.0$', text, re.M)
         assert info is not None and "BTF" in info.group(1), text
-        load = re.search(r"^rtcap_driver_load_seconds (\S+)$", text, re.M)
-        ready = re.search(r"^rtcap_engine_ready_seconds (\S+)$", text, re.M)
+        load = re.search(r"^rtengine_driver_load_seconds (\S+)$", text, re.M)
+        ready = re.search(r"^rtengine_ready_seconds (\S+)$", text, re.M)
         assert load is not None and ready is not None, text
         assert 0 < float(load.group(1)) < float(ready.group(1))
     finally:

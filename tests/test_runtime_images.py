@@ -398,12 +398,14 @@ def test_loader_container_fetches_the_core_probe_then_the_engine_container_loads
     assert (state / "driver" / handover["file"]).read_bytes() == probe_bytes
     assert handover["path"] == f"/var/lib/rtcap/driver/{handover['file']}"
 
-    # The engine container gets the same state dir; what it loads comes from the hand-over.
+    # The engine container gets the same state dir and reads the hand-over itself: it checks
+    # the artifact's sha256 and loads the kind the file names.
     engine = engine_container(
-        "--driver", handover["engine_driver"],
-        "--probe", f"{STATE_DIR_IN_CONTAINER}/{handover['file']}", "--json", "--duration", "20",
-        state_dir=state / "driver",
+        "--driver-file", f"{STATE_DIR_IN_CONTAINER}/rtcap-driver.json", "--json",
+        "--duration", "20", state_dir=state / "driver",
     )
     engine.wait_running()
+    assert any(line.startswith(f"loader: load: core {handover['file']} loaded")
+               for line in engine.stderr), "".join(engine.stderr)
     subprocess.run(["cat", "/etc/shadow"], capture_output=True, timeout=10, check=True)
     _wait_for_cat_shadow_alert(engine, timeout=20)

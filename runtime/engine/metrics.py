@@ -8,6 +8,7 @@ measuring costs nothing per event.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import threading
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from runtime.engine.drops import total_stats
 
@@ -44,6 +45,41 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+_IMPORTED_AT = time.monotonic()
+
+
+def process_uptime_s() -> float:
+    """Seconds since this process started (the kernel's start time, so the interpreter's
+    own start-up counts, as a user waiting for the engine sees it); the time since this
+    module was imported when /proc is unreadable."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            # Field 22 (starttime, clock ticks after boot) counted after the `(comm)` field,
+            # which may itself hold spaces and parentheses.
+            started_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        ticks = os.sysconf("SC_CLK_TCK")
+        return max(time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / ticks, 0.0)
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED_AT
+
+
+@dataclass
+class DriverInfo:
+    """Which driver the engine runs on and why: a constant of the run, in every snapshot
+    and as an info metric, so a fleet can be grouped by what its nodes chose."""
+
+    kind: str  # core, kmod or probe
+    artifact: str  # its file name
+    reason: str
+    source: str  # hand-over, loader (repository URL or cache), or flag
+    load_s: float | None = None  # opening + attaching the driver
+    ready_s: float | None = None  # process start -> engine ready
+
+    def labels(self) -> dict[str, str]:
+        return {"kind": self.kind, "artifact": self.artifact, "reason": self.reason,
+                "source": self.source}
+
+
 @dataclass
 class EngineCounters:
     """Written by the event loop only; read (racily but harmlessly) by reporters."""
@@ -59,8 +95,10 @@ class Metrics:
         counters: EngineCounters,
         driver_stats: Callable[[], Mapping[int, Mapping[str, int]]],
         outputs_dropped: Callable[[], int],
+        driver: DriverInfo | None = None,
     ) -> None:
         self.counters = counters
+        self.driver = driver
         self._driver_stats = driver_stats
         self._outputs_dropped = outputs_dropped
         self._last_time = time.monotonic()
@@ -102,6 +140,10 @@ class Metrics:
                 "peak_rss_bytes": peak_rss_bytes(),
                 "cpu_pct": round(100 * (cpu - self._last_cpu) / elapsed, 1),
             }
+            if self.driver is not None:
+                record["driver_choice"] = self.driver.labels()
+                record["driver_load_s"] = self.driver.load_s
+                record["engine_ready_s"] = self.driver.ready_s
             self._last_time, self._last_events, self._last_cpu = now, events, cpu
             self._last_drops, self._last_n_evts = totals["n_drops"], totals["n_evts"]
             return record
@@ -151,6 +193,21 @@ class _Collector:
         cpu_time = CounterMetricFamily("rtengine_cpu_seconds", "User + system CPU time")
         cpu_time.add_metric([], cpu_seconds())
         yield cpu_time
+        chosen = m.driver
+        if chosen is not None:
+            info = InfoMetricFamily("rtengine_driver", "The driver loaded, why, and from where")
+            info.add_metric([], chosen.labels())
+            yield info
+            timings: tuple[tuple[str, float | None, str], ...] = (
+                ("rtengine_driver_load_seconds", chosen.load_s, "Time to open and attach the driver"),
+                ("rtengine_ready_seconds", chosen.ready_s,
+                 "Process start to engine ready (loader steps included)"),
+            )
+            for name, seconds, text in timings:
+                if seconds is not None:
+                    gauge = GaugeMetricFamily(name, text)
+                    gauge.add_metric([], seconds)
+                    yield gauge
 
 
 class PrometheusEndpoint:

@@ -4,5 +4,6 @@ identify.py (host facts from files under a host root) -> target.py (target id an
 names, through drivercore.targets) -> choose.py (ordered candidates with reasons) ->
 fetch.py (repositories, signed index, cache) -> install.py (the steps in order, the
 init-container hand-over) -> cli.py (`rt-engine driver ...`) and autosource.py
-(`rt-engine run --driver auto`).
+(`rt-engine run --driver auto`). handover.py is the engine container's side of the
+hand-over; build.py the `--allow-build` fallback (driverkit as a subprocess).
 """

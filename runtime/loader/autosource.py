@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from drivercore.errors import ToolError
+from drivercore.naming import ArtifactKind
 from drivercore.repoclient import NotFoundError
 from runtime.driver.errors import DriverError
 from runtime.driver.schema import boot_to_epoch_ns
@@ -22,7 +23,8 @@ from runtime.engine.metrics import DriverInfo, process_uptime_s
 from runtime.engine.sources import Batch, EventSource, PerCpuStats, open_live_source
 from runtime.loader.config import LoaderConfig
 from runtime.loader.fetch import Log, get_artifact
-from runtime.loader.install import ENGINE_DRIVER, detect, fetch_settings
+from runtime.loader.install import ENGINE_DRIVER, build_fallback, detect, fetch_settings
+from runtime.loader.kmodload import load_module
 
 SourceOpener = Callable[..., EventSource]
 
@@ -41,6 +43,7 @@ class AutoSource:
         self._buffer_bytes = buffer_bytes
         self._log = log
         self._open_source = open_source
+        self._cfg = cfg
         self._detection = detect(cfg, log)
         self._settings = fetch_settings(cfg, self._detection.host)
         self._inner: EventSource | None = None
@@ -49,6 +52,7 @@ class AutoSource:
 
     def start(self, event_types: frozenset[str] | None) -> None:
         failures: list[str] = []
+        unpublished = 0
         candidates = self._detection.choice.candidates
         for position, candidate in enumerate(candidates):
             then = (f"trying {candidates[position + 1].kind}" if position + 1 < len(candidates)
@@ -56,12 +60,19 @@ class AutoSource:
             try:
                 fetched = get_artifact(self._settings, candidate.file, self._log)
             except NotFoundError as exc:
-                failures.append(f"{candidate.kind}: {exc}")
-                self._log(f"loader: choose: {candidate.kind} not published; {then}")
-                continue
+                unpublished += 1
+                if not (self._cfg.allow_build and unpublished == len(candidates)):
+                    failures.append(f"{candidate.kind}: {exc}")
+                    self._log(f"loader: choose: {candidate.kind} not published; {then}")
+                    continue
+                # Published nowhere, any of them: build the last one here (a failed build
+                # is its own one-line error).
+                fetched = build_fallback(self._cfg, self._detection, self._settings, self._log)
             started = time.monotonic()
             source: EventSource | None = None
             try:
+                if candidate.kind is ArtifactKind.KMOD:
+                    self._load_module(fetched.path)
                 source = self._open_source(ENGINE_DRIVER[candidate.kind], probe=fetched.path,
                                            buffer_bytes=self._buffer_bytes)
                 source.keep_raw = self.keep_raw
@@ -84,6 +95,13 @@ class AutoSource:
             self.loaded = fetched.path
             return
         raise NoDriverLoadedError("no candidate driver loaded: " + "; ".join(failures))
+
+    def _load_module(self, path: Path) -> None:
+        """Our checked load (vermagic, older copy, finit_module hints); the engine's module
+        source then finds the device and loads nothing itself."""
+        done = load_module(path, kernel_root=self._detection.host.kernel_root)
+        self._log(f"loader: load: {path.name} {done.action} ({done.millis:.0f} ms), "
+                  f"vermagic {done.vermagic.strip()}")
 
     def _started(self) -> EventSource:
         assert self._inner is not None, "start() first"

@@ -29,6 +29,7 @@ from runtime.loader.config import (
 )
 from runtime.loader.fetch import cleanup as cleanup_cache
 from runtime.loader.install import HANDOVER_FILE, Detection, detect, install
+from runtime.loader.kmodload import load_module
 
 
 def _log(line: str) -> None:
@@ -55,11 +56,13 @@ _LOADER_OPTIONS: tuple[Callable[[Any], Any], ...] = (
                  help="Seconds per HTTP try (default 30)."),
     click.option("--retries", type=click.IntRange(min=0), default=None,
                  help="Retries per repository (default 2)."),
+    click.option("--allow-build", "allow_build", is_flag=True, default=None,
+                 help="When no repository has the driver, build it with driverkit here."),
 )
 
 
 _FLAG_KEYS = ("type", "driver_version", "repos", "public_key", "host_root", "state_dir",
-              "kernel_release", "kernel_version", "timeout", "retries")
+              "kernel_release", "kernel_version", "timeout", "retries", "allow_build")
 
 
 def loader_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -153,13 +156,17 @@ def printenv_command(cfg: LoaderConfig) -> None:
               help=f"With --download-only: write it and {HANDOVER_FILE} here "
                    "(default: loader.dest in the config).")
 def install_command(cfg: LoaderConfig, download_only: bool, dest: Path | None) -> None:
-    """Fetch the chosen driver, verify it against the signed index and cache it."""
+    """Fetch the chosen driver, verify it against the signed index and cache it; a module
+    is then loaded (vermagic checked first), unless --download-only."""
     if dest is not None and not download_only:
         raise click.UsageError("--dest goes with --download-only")
     if download_only and dest is None:
         dest = cfg.dest  # the config both containers read names the hand-over folder
     done = install(cfg, _log, dest=dest)
     where = done.handed_over or done.fetched.path
+    if done.candidate.kind is ArtifactKind.KMOD and not download_only:
+        loaded = load_module(done.fetched.path, kernel_root=done.detection.host.kernel_root)
+        _log(f"loader: load: {done.candidate.file} {loaded.action} ({loaded.millis:.0f} ms)")
     click.echo(
         f"{done.candidate.kind} {done.candidate.file} sha256 {done.fetched.entry.sha256} "
         f"from {done.fetched.source}: {where}"

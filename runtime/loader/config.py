@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from drivercore.errors import UsageError
 from drivercore.naming import validate_driver_version
 from drivercore.repoindex import PUBLIC_KEY_PREFIX, RepositoryIndexError, parse_public_key
-from runtime.engine.config import _choice, _int, _number, _section, _str
+from runtime.engine.config import _bool, _choice, _int, _number, _section, _str
 from runtime.loader.choose import DRIVER_TYPES
 
 ENV_PREFIX = "RT_ENGINE_LOADER_"
@@ -42,6 +42,7 @@ class LoaderConfig:
     # Where `install --download-only` hands the driver over and `run --driver auto`
     # looks for it first (the init container and the engine container share it).
     dest: Path | None = None
+    allow_build: bool = False  # no repository has it: build it here with driverkit
     kernel_release: str | None = None
     kernel_version: str | None = None
     timeout: float = 30.0
@@ -99,6 +100,7 @@ _KEYS: dict[str, Any] = {
     "host_root": lambda w, v: Path(_str(w, v)),
     "state_dir": lambda w, v: Path(_str(w, v)),
     "dest": lambda w, v: Path(_str(w, v)),
+    "allow_build": _bool,
     "kernel_release": _str,
     "kernel_version": _str,
     "timeout": lambda w, v: _number(w, v, minimum=0.1),
@@ -122,6 +124,11 @@ def _env_value(key: str, text: str) -> object:
             return int(text) if key == "retries" else float(text)
         except ValueError:
             raise UsageError(f"{where}: expected a number, got {text[:40]!r}") from None
+    if key == "allow_build":
+        flag = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+        if text.lower() not in flag:
+            raise UsageError(f"{where}: expected true or false, got {text[:40]!r}")
+        return flag[text.lower()]
     if key == "http_headers":
         raise UsageError(f"{where}: HTTP headers come from the config file only")
     return text

@@ -96,6 +96,10 @@ def install(cfg: LoaderConfig, log: Log, *, dest: Path | None = None) -> Install
             fetched = get_artifact(settings, candidate.file, log)
         except NotFoundError as exc:
             if position + 1 == len(candidates):
+                if cfg.allow_build:
+                    fetched = build_fallback(cfg, detection, settings, log)
+                    return _installed(detection, candidate, fetched, settings,
+                                      dest=dest, log=log)
                 if not missing:
                     raise
                 raise NotFoundError(
@@ -105,11 +109,31 @@ def install(cfg: LoaderConfig, log: Log, *, dest: Path | None = None) -> Install
             log(f"loader: choose: {candidate.kind} not published, trying "
                 f"{candidates[position + 1].kind}")
             continue
-        handed = None
-        if dest is not None:
-            handed = _hand_over(detection, candidate, fetched, settings, dest=dest, log=log)
-        return Installed(detection, candidate, fetched, handed)
+        return _installed(detection, candidate, fetched, settings, dest=dest, log=log)
     raise AssertionError("choose() never returns an empty candidate list")
+
+
+def _installed(detection: Detection, candidate: Candidate, fetched: Fetched,
+               settings: FetchSettings, *, dest: Path | None, log: Log) -> Installed:
+    handed = None
+    if dest is not None:
+        handed = _hand_over(detection, candidate, fetched, settings, dest=dest, log=log)
+    return Installed(detection, candidate, fetched, handed)
+
+
+def build_fallback(cfg: LoaderConfig, detection: Detection, settings: FetchSettings,
+                   log: Log) -> Fetched:
+    """--allow-build, once no repository has any candidate: build the last one on this host
+    (auto's last is the per-kernel eBPF probe, which needs no module signing; an explicit
+    type's only one is that type)."""
+    from runtime.loader.build import build_locally  # runs driverkit only when asked to
+
+    _, fetched = build_locally(
+        cfg, detection.choice.candidates[-1:], kernel_release=detection.host.kernel_release,
+        kernel_version=detection.host.kernel_version, target=detection.target.kernel.target_id,
+        driver_version=settings.driver_version, log=log,
+    )
+    return fetched
 
 
 def _hand_over(detection: Detection, candidate: Candidate, fetched: Fetched,
