@@ -199,7 +199,8 @@ class _Collector:
             info.add_metric([], chosen.labels())
             yield info
             timings: tuple[tuple[str, float | None, str], ...] = (
-                ("rtengine_driver_load_seconds", chosen.load_s, "Time to open and attach the driver"),
+                ("rtengine_driver_load_seconds", chosen.load_s,
+                 "Time to open and attach the driver"),
                 ("rtengine_ready_seconds", chosen.ready_s,
                  "Process start to engine ready (loader steps included)"),
             )

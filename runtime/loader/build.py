@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -25,6 +26,10 @@ from runtime.loader.config import LoaderConfig
 from runtime.loader.fetch import Fetched, Log
 
 BUILD_TIMEOUT_S = 1800
+# driverkit prints with rich, which wraps at COLUMNS (80 off a terminal): wide enough that
+# its `<artifact>: <error>` line stays one line the loader can find.
+_OUTPUT_COLUMNS = "10000"
+_REASON_MAX = 400
 # What a local build can make for one host: the per-kernel drivers. The CO-RE probe is one
 # file per driver version, published once, never built per host.
 _BUILDABLE = (ArtifactKind.KMOD, ArtifactKind.PROBE)
@@ -46,6 +51,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _failure_reason(output: str, stem: str, returncode: int) -> str:
+    """driverkit's reason for `stem`: its `<stem>: <error>` line, and when that says a build
+    script failed, the first compiler line under it; else its last line."""
+    lines = [line.rstrip() for line in output.splitlines() if line.strip()]
+    at = next((i for i, line in enumerate(lines) if line.startswith(f"{stem}: ")), None)
+    if at is None:
+        return lines[-1] if lines else f"exit status {returncode}"
+    reason = lines[at]
+    if reason.endswith(":"):  # `build of X failed (exit N):`, then indented log lines
+        detail = next((line.strip() for line in lines[at + 1:] if line.startswith("  ")), None)
+        reason = f"{reason} {detail}" if detail else reason.removesuffix(":")
+    return reason if len(reason) <= _REASON_MAX else reason[:_REASON_MAX - 3] + "..."
+
+
 def _built_entry(out: Path, driver_version: str, file: str) -> tuple[Path, IndexEntry]:
     """The artifact driverkit wrote and the manifest entry it is checked against."""
     for manifest in sorted((out / driver_version).glob("*/*.json")):
@@ -63,6 +82,19 @@ def _built_entry(out: Path, driver_version: str, file: str) -> tuple[Path, Index
         f"--allow-build: driverkit finished but no manifest under {out / driver_version} "
         f"lists {file}"
     )
+
+
+def checked_build(out: Path, driver_version: str, file: str) -> tuple[Path, IndexEntry]:
+    """The artifact driverkit wrote under `out`, checked against its manifest's size and
+    sha256, and that manifest entry."""
+    artifact, entry = _built_entry(out, driver_version, file)
+    if not artifact.is_file() or artifact.stat().st_size != entry.size \
+            or _sha256(artifact) != entry.sha256:
+        raise BuildFallbackError(
+            f"--allow-build: {artifact} does not match the sha256 and size in its manifest; "
+            "nothing loaded"
+        )
+    return artifact, entry
 
 
 def build_locally(cfg: LoaderConfig, candidates: tuple[Candidate, ...], *, kernel_release: str,
@@ -99,7 +131,7 @@ def build_locally(cfg: LoaderConfig, candidates: tuple[Candidate, ...], *, kerne
     started = time.monotonic()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
-                              check=False)
+                              check=False, env={**os.environ, "COLUMNS": _OUTPUT_COLUMNS})
     except subprocess.TimeoutExpired:
         raise BuildFallbackError(
             f"--allow-build: driverkit build ran over {BUILD_TIMEOUT_S} s and was stopped"
@@ -107,16 +139,10 @@ def build_locally(cfg: LoaderConfig, candidates: tuple[Candidate, ...], *, kerne
     except OSError as exc:
         raise BuildFallbackError(f"--allow-build: cannot run {driverkit}: {exc.strerror}") from None
     if done.returncode != 0:
-        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        last = lines[-1] if lines else f"exit status {done.returncode}"
-        raise BuildFallbackError(f"--allow-build: driverkit build failed: {last}")
-    artifact, entry = _built_entry(out, driver_version, candidate.file)
-    if not artifact.is_file() or artifact.stat().st_size != entry.size \
-            or _sha256(artifact) != entry.sha256:
-        raise BuildFallbackError(
-            f"--allow-build: {artifact} does not match the sha256 and size in its manifest; "
-            "nothing loaded"
-        )
+        stem = Path(candidate.file).stem
+        reason = _failure_reason(done.stdout + "\n" + done.stderr, stem, done.returncode)
+        raise BuildFallbackError(f"--allow-build: driverkit build failed: {reason}")
+    artifact, entry = checked_build(out, driver_version, candidate.file)
     log(f"loader: build: {artifact}, sha256 {entry.sha256[:16]}... matches driverkit's "
         f"manifest ({(time.monotonic() - started) * 1000:.0f} ms)")
     return candidate, Fetched(artifact, entry, "local build")
