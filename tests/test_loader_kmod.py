@@ -101,8 +101,8 @@ def kernel_root(tmp_path: Path, modules: str = "", **files: str) -> Path:
 
 
 def _load(tmp_path: Path, root: Path, fake: FakeKernel, schema: int | None = None,
-          **ko: str) -> str:
-    done = load_module(write_ko(tmp_path / "rtcap.ko", **ko), kernel_root=root,
+          ko: dict[str, str] | None = None) -> str:
+    done = load_module(write_ko(tmp_path / "rtcap.ko", **(ko or {})), kernel_root=root,
                        release=RELEASE, machine="x86_64", syscalls=fake,  # type: ignore[arg-type]
                        schema_hash=lambda: schema, params="ring_kb=64")
     return done.action
@@ -190,7 +190,7 @@ def test_not_ours_or_another_kernel_is_refused_before_the_kernel_sees_it(
         tmp_path: Path, fields: dict[str, str], cause: str) -> None:
     fake = FakeKernel()
     with pytest.raises(ModuleLoadError, match=re.escape(cause)):
-        _load(tmp_path, kernel_root(tmp_path), fake, **fields)
+        _load(tmp_path, kernel_root(tmp_path), fake, ko=fields)
     assert fake.calls == []
 
 
@@ -232,8 +232,9 @@ def test_version_and_srcversion_decide_when_the_module_has_them(tmp_path: Path) 
                        sys__module__rtcap__version="0.1.0\n",
                        sys__module__rtcap__srcversion="ABC\n")
     fake = FakeKernel()
-    assert _load(tmp_path, root, fake, version="0.1.0", srcversion="ABC") == "already loaded"
-    assert _load(tmp_path, root, fake, version="0.2.0", srcversion="DEF") == "replaced"
+    same = {"version": "0.1.0", "srcversion": "ABC"}
+    assert _load(tmp_path, root, fake, ko=same) == "already loaded"
+    assert _load(tmp_path, root, fake, ko={"version": "0.2.0", "srcversion": "DEF"}) == "replaced"
     assert fake.calls == [("delete", "rtcap"), ("finit", "ring_kb=64")]
 
 
@@ -279,3 +280,48 @@ def test_the_signature_hint_names_the_way_out() -> None:
     hint = load_hint(errno.EKEYREJECTED, lockdown="", sig_enforce=False)
     assert "--type core|probe" in hint and "sign the module" in hint
     assert load_hint(errno.EEXIST, lockdown="", sig_enforce=False) == "already loaded"
+
+
+# --------------------------------------------------- through `rt-engine driver install`
+
+
+def test_install_fetches_then_refuses_a_module_for_another_kernel(tmp_path: Path) -> None:
+    """`install --type kmod` loads the module it fetched; a vermagic naming another kernel
+    is refused after the signed fetch with one line naming both, exit code DRIVER; with
+    --download-only nothing is loaded, so the same file is handed over."""
+    import os
+    import subprocess
+    import sys
+
+    from drivercore.errors import ExitCode
+    from drivercore.repoindex import generate_private_key, public_key_text
+    from tests.loader_helpers import write_host_root, write_repo
+
+    key = generate_private_key()
+    module = "rtcap_debian_6.1.55-1-amd64_1.ko"
+    other = "5.10.0-46-amd64" if os.uname().release != "5.10.0-46-amd64" else "6.1.0-1-amd64"
+    data = elf({".modinfo": modinfo_bytes(name="rtcap", vermagic=f"{other} SMP mod_unload ")})
+    write_repo(tmp_path / "repo", {module: data}, key, "0.1.0+test", "x86_64")
+    host = write_host_root(tmp_path / "host", {"etc/os-release": "ID=debian\n"})
+    args = ["driver", "install", "--type", "kmod", "--repo", str(tmp_path / "repo"),
+            "--driver-version", "0.1.0+test", "--public-key", public_key_text(key.public_key()),
+            "--host-root", str(host), "--state-dir", str(tmp_path / "state"),
+            "--kernel-release", "6.1.0-13-amd64",
+            "--kernel-version", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.55-1 (2023-09-29)"]
+    root = Path(__file__).resolve().parent.parent
+
+    def cli(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runtime.engine.cli", *args, *extra],
+                              cwd=root, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    done = cli()
+    assert done.returncode == ExitCode.DRIVER, done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("rt-engine: error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"vermagic {other!r} does not match the running kernel " \
+           f"{os.uname().release!r}" in errors[0]
+    assert f"loader: verify: {module} sha256" in done.stderr  # verified before the check
+    done = cli("--download-only", "--dest", str(tmp_path / "dest"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "dest" / module).read_bytes() == data
