@@ -9,6 +9,9 @@ that need real artifacts build them with Docker (tests/test_publish.py's real bu
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -64,3 +67,14 @@ def _bytes(label: str, size: int) -> bytes:
     """Deterministic per label, so a rerun produces the same build (same sha256)."""
     block = hashlib.sha256(label.encode()).digest()
     return (block * (size // len(block) + 1))[:size]
+
+
+def driverkit(*args: str, env: dict[str, str] | None = None, timeout: float = 600
+              ) -> subprocess.CompletedProcess[str]:
+    """The real `driverkit` CLI in a child process, free of the caller's DRIVERKIT_* vars."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIVERKIT_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "driverkit.entry", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env, check=False,
+    )

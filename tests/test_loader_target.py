@@ -19,6 +19,7 @@ from drivercore.naming import ArtifactKind
 from driverkit.targets import get_target
 from runtime.loader.identify import identify
 from runtime.loader.target import UNDETERMINED, HostTarget, host_target
+from tests.falcoctl_vectors import DEBIAN_FIXUP
 from tests.loader_helpers import write_host_root
 
 
@@ -33,17 +34,6 @@ def _names(t: HostTarget) -> tuple[str, str, str]:
     return (t.kernel.target_id, t.kernel.kernel_release, t.kernel.kernel_version)
 
 
-# debian_test.go TestDistroDebianFixup: (uname -r, uname -v) -> (release, version) in names.
-DEBIAN_FIXUP = [
-    ("5.10.0-0.deb10.22-rt-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 5.10.178-3",
-     "5.10.178-3-rt-amd64", "1"),
-    ("6.1.0-13-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.55-1 (2023-09-29)",
-     "6.1.55-1-amd64", "1"),
-    ("5.10.0-0.deb10.22-amd64", "#1 SMP PREEMPT_DYNAMIC", "5.10.0-0.deb10.22-amd64", "1"),
-    ("5.10.0-0", "#39 SMP PREEMPT_DYNAMIC", "5.10.0-0", "39"),
-    ("6.5.3-1~bpo12+1-rt-amd64", "#1 SMP PREEMPT_DYNAMIC", "6.5.3-1~bpo12+1-rt-amd64", "1"),
-    ("6.5.3-1~bpo12+1-rt-amd64", "malformed", "6.5.3-1~bpo12+1-rt-amd64", "malformed"),
-]
 
 
 @pytest.mark.parametrize(("release", "version", "name_release", "name_version"), DEBIAN_FIXUP)

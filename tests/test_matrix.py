@@ -23,20 +23,12 @@ from driverkit import KERNELS_DIR
 from driverkit.config import read_config_file
 from driverkit.publish.keys import generate_keys
 from tests.conftest import REPO_ROOT
-from tests.publish_helpers import fake_build_output
+from tests.publish_helpers import driverkit, fake_build_output
 
 CATALOG = KERNELS_DIR / "debian.json"
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "drivers.yml"
 
 
-def driverkit(*args: str, env: dict[str, str] | None = None, timeout: float = 600
-              ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIVERKIT_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "driverkit.entry", *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, check=False,
-    )
 
 
 def _catalog_size() -> int:

@@ -34,7 +34,7 @@ from drivercore.repoindex import (
 )
 from driverkit.publish.backend import Backend
 from driverkit.publish.keys import generate_keys
-from tests.publish_helpers import fake_build_output
+from tests.publish_helpers import driverkit, fake_build_output
 
 pytestmark = [pytest.mark.repo]
 
@@ -77,14 +77,6 @@ def keypair(tmp_path: Path) -> tuple[Path, str]:
     return pair.private_path, pair.public_text
 
 
-def driverkit(*args: str, env: dict[str, str] | None = None, timeout: float = 300
-              ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIVERKIT_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "driverkit.entry", *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, check=False,
-    )
 
 
 def _publish(repo: Repo, out: Path, key: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -37,6 +37,7 @@ from driverkit.targets import TARGETS, all_targets, get_target
 from driverkit.targets.base import Mirrors, Target
 from driverkit.targets.debian import DEBIAN_SUITES
 from driverkit.targets.ubuntu import ubuntu_extra_version
+from tests.falcoctl_vectors import DEBIAN_FIXUP
 
 FIXTURES = Path(__file__).parent / "fixtures" / "targets"
 DEBIAN_ROOT = "http://mirror.invalid/debian"
@@ -322,14 +323,7 @@ def test_debian_rejects_non_debian_release() -> None:
 
 # falcoctl pkg/driver/distro/debian_test.go: (release, uname -v) -> (release, version)
 FALCOCTL_DEBIAN = [
-    ("5.10.0-0.deb10.22-rt-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 5.10.178-3",
-     "5.10.178-3-rt-amd64", "1"),
-    ("6.1.0-13-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.55-1 (2023-09-29)",
-     "6.1.55-1-amd64", "1"),
-    ("5.10.0-0.deb10.22-amd64", "#1 SMP PREEMPT_DYNAMIC", "5.10.0-0.deb10.22-amd64", "1"),
-    ("5.10.0-0", "#39 SMP PREEMPT_DYNAMIC", "5.10.0-0", "39"),
-    ("6.5.3-1~bpo12+1-rt-amd64", "#1 SMP PREEMPT_DYNAMIC", "6.5.3-1~bpo12+1-rt-amd64", "1"),
-    ("6.5.3-1~bpo12+1-rt-amd64", "malformed", "6.5.3-1~bpo12+1-rt-amd64", "malformed"),
+    *DEBIAN_FIXUP,
     # and the brief's example
     ("5.10.0-30-amd64", "#1 SMP Debian 5.10.218-1 (2024-06-01)", "5.10.218-1-amd64", "1"),
 ]  # fmt: skip
