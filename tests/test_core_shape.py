@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 # What only the build service needs; the host side must import none of it.
 BUILD_ONLY = ("driverkit", "docker", "jinja2", "rich", "elftools", "boto3", "botocore")
 # drivercore is the base of both sides: the standard library, plus signature checks.
-CORE_THIRD_PARTY = ("cryptography",)
+CORE_THIRD_PARTY = ("cryptography", "yaml")
 
 
 def _imported_roots(package: str) -> dict[str, set[str]]:

@@ -603,3 +603,8 @@ __all__ = [
     "render_value",
     "resolve_field",
 ]
+
+# Field groups kept in files of their own register into FIELDS when this module loads.
+from runtime.engine import fields_container as _fields_container  # noqa: E402,F401
+from runtime.engine import fields_fd as _fields_fd  # noqa: E402,F401
+from runtime.engine import fields_process as _fields_process  # noqa: E402,F401
