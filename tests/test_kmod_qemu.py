@@ -59,11 +59,11 @@ def _prerequisites() -> None:
 
 MODULE_CHECKS = ("uname_v_is_the_built_one", "foreign_module_refused", "insmod",
                  "start_refused_before_handshake", "handshake", "event_execve",
-                 "event_openat", "event_connect", "event_common_fields",
+                 "event_openat", "event_connect", "event_udp", "event_common_fields",
                  "stats_account_for_events", "event_clone", "event_exit_at_enter",
                  "event_procexit", "event_mkdir", "event_rmdir", "drops_counted_not_silent",
                  "rmmod", "device_gone", "dmesg_clean")  # fmt: skip
-PROBE_CHECKS = ("loaded", "event_execve", "event_openat", "event_connect",
+PROBE_CHECKS = ("loaded", "event_execve", "event_openat", "event_connect", "event_udp",
                 "stats_account_for_events")  # fmt: skip
 
 # One build and one boot per kernel serve the module and the probe tests (a TCG boot is

@@ -71,8 +71,8 @@ struct {
  * from the same "unknown but masked" offset and the paths prune into one. Kept on the
  * stack, each string's possible lengths would multiply with the next param's.
  */
-#define SCRATCH_SIZE 32768
-#define SCRATCH_HALF 16384
+#define SCRATCH_SIZE 65536
+#define SCRATCH_HALF 32768
 #define OFF(x) ((x) & (SCRATCH_HALF - 1))
 #define CWD_MAX_DEPTH 40
 struct rtcap_scratch {
@@ -172,9 +172,11 @@ static __rtcap_inline __u32 cur(struct rtcap_wr *w)
 	return w->off;
 }
 
+_Static_assert(RTCAP_MAX_NPARAMS <= 32, "length table index mask");
+
 static __rtcap_inline void set_len(struct rtcap_wr *w, __u32 len)
 {
-	*(__u16 *)(w->b + RTCAP_HDR_SIZE + 2 * (w->i & 15)) = len;
+	*(__u16 *)(w->b + RTCAP_HDR_SIZE + 2 * (w->i & 31)) = len;
 	if (w->var)
 		w->s->off = cur(w) + len;
 	else
@@ -238,6 +240,10 @@ static __rtcap_inline void put_user_bytes(struct rtcap_wr *w, __u64 uptr, __u64 
 		len = cap;
 		flag(w, RTCAP_F_TRUNCATED);
 	}
+	/* When the caller already bounded len (a snaplen), the compiler drops the mask as
+	 * redundant and passes a value whose bound lives only in a compare on a spilled
+	 * copy, which verifiers before 6.12 do not carry over: the barrier keeps the mask */
+	rtcap_barrier_var(len);
 	if (bpf_probe_read_user(w->b + cur(w), len & (2 * cap - 1), (const void *)uptr)) {
 		put_empty(w, 1);
 		return;
@@ -318,6 +324,247 @@ static __rtcap_inline void put_exec_argv(struct rtcap_wr *w, struct rtcap_ctx *c
 	} else {
 		put_user_argv(w, c->a[arg & 7]);
 	}
+}
+
+/* The new image's environment strings, which exec copied right after its argv. */
+static __rtcap_inline void put_exec_env(struct rtcap_wr *w, struct rtcap_ctx *c)
+{
+	struct mm_struct *mm;
+	__u64 start, end;
+
+	if (c->ret != 0) {
+		put_empty(w, 0);
+		return;
+	}
+	mm = rd(TASK(c)->mm);
+	if (!mm) {
+		put_empty(w, 1);
+		return;
+	}
+	start = rd(mm->env_start);
+	end = rd(mm->env_end);
+	put_user_bytes(w, start, end > start ? end - start : 0, RTCAP_PT_ARGV_MAX);
+}
+
+/* mm->exe_file of the task after a successful exec, else 0. */
+static __rtcap_inline struct file *exec_file(struct rtcap_ctx *c)
+{
+	struct mm_struct *mm;
+
+	if (c->ret != 0)
+		return 0;
+	mm = rd(TASK(c)->mm);
+	return mm ? rd(mm->exe_file) : 0;
+}
+
+/* A kernel_cap_t as a u64: one u64 since 6.3, u32[2] (low word first) before, which on
+ * our little-endian arches is the same 8 bytes. */
+static __rtcap_inline __u64 cred_caps(const struct cred *cred, int which)
+{
+	__u64 v = 0;
+
+	if (which == 0)
+		bpf_probe_read_kernel(&v, sizeof(v), rtcap_addr(cred->cap_inheritable));
+	else if (which == 1)
+		bpf_probe_read_kernel(&v, sizeof(v), rtcap_addr(cred->cap_permitted));
+	else
+		bpf_probe_read_kernel(&v, sizeof(v), rtcap_addr(cred->cap_effective));
+	return v;
+}
+
+/* Falco's exe flags: who may write the exe, overlayfs layer, memfd origin. */
+static __rtcap_inline __u32 exe_flags(struct rtcap_ctx *c)
+{
+	struct file *f = exec_file(c);
+	struct inode *ino;
+	struct super_block *sb;
+	struct cred *cred; /* not const: rd() copies of its fields must be writable */
+	__u32 flags = 0, mode, fsuid, fsgid;
+	unsigned long magic;
+
+	if (!f)
+		return 0;
+	ino = rd(f->f_inode);
+	if (!ino)
+		return 0;
+	/* writable as generic_permission() would judge a write by this task: the owner,
+	 * group or other class bit that applies, or CAP_DAC_OVERRIDE */
+	cred = (struct cred *)rd(TASK(c)->cred);
+	mode = rd(ino->i_mode);
+	fsuid = rd(cred->fsuid.val);
+	fsgid = rd(cred->fsgid.val);
+	if (fsuid == rd(ino->i_uid.val))
+		flags |= (mode & RTCAP_S_IWUSR) ? RTCAP_EXE_WRITABLE : 0;
+	else if (fsgid == rd(ino->i_gid.val))
+		flags |= (mode & RTCAP_S_IWGRP) ? RTCAP_EXE_WRITABLE : 0;
+	else
+		flags |= (mode & RTCAP_S_IWOTH) ? RTCAP_EXE_WRITABLE : 0;
+	if ((cred_caps(cred, 2) >> RTCAP_CAP_DAC_OVERRIDE) & 1)
+		flags |= RTCAP_EXE_WRITABLE;
+
+	sb = rd(ino->i_sb);
+	magic = sb ? rd(sb->s_magic) : 0;
+	if (magic == RTCAP_OVERLAYFS_MAGIC) {
+		/* struct ovl_inode (private to overlayfs) embeds the vfs inode and keeps
+		 * the upper dentry right after it: set iff the file has an upper copy */
+		const void *upper = 0;
+
+		bpf_probe_read_kernel(&upper, sizeof(upper), (char *)ino + RTCAP_INODE_SIZE);
+		flags |= upper ? RTCAP_EXE_UPPER_LAYER : RTCAP_EXE_LOWER_LAYER;
+	} else if (magic == RTCAP_TMPFS_MAGIC || magic == RTCAP_HUGETLBFS_MAGIC) {
+		/* f_path is const in 7.x: read the pointer as rd_ptr() does */
+		struct dentry *d = (struct dentry *)rd_ptr(f->f_path.dentry);
+		const char *want = RTCAP_MEMFD_PREFIX;
+		char name[8] = {};
+		int k, same = 1;
+
+		if (d)
+			bpf_probe_read_kernel_str(name, sizeof(name), rd_ptr(d->d_name.name));
+		/* byte by byte: a memcmp() could become a libc call BPF cannot make */
+		for (k = 0; k < RTCAP_MEMFD_PREFIX_LEN; k++)
+			same &= name[k] == want[k];
+		if (same)
+			flags |= RTCAP_EXE_FROM_MEMFD;
+	}
+	return flags;
+}
+
+/* sub 0: inode number; 1: ctime; 2: mtime (ns since the epoch). */
+static __rtcap_inline __u64 exe_inode_value(struct rtcap_ctx *c, int which)
+{
+	struct file *f = exec_file(c);
+	struct inode *ino = f ? rd(f->f_inode) : 0;
+
+	if (!ino)
+		return 0;
+	if (which == 0)
+		return rd(ino->i_ino);
+#ifdef RTCAP_CORE
+	return rtcap_inode_time_ns(ino, which == 2);
+#else
+	if (which == 1)
+		return (__u64)rd(RTCAP_INODE_CTIME_SEC(ino)) * 1000000000ULL +
+		       (rd(RTCAP_INODE_CTIME_NSEC(ino)) & RTCAP_NSEC_MASK);
+	return (__u64)rd(RTCAP_INODE_MTIME_SEC(ino)) * 1000000000ULL +
+	       (rd(RTCAP_INODE_MTIME_NSEC(ino)) & RTCAP_NSEC_MASK);
+#endif
+}
+
+/* The number of `p` at pid namespace `level` (struct upid numbers[], one per level
+ * from the root); 0 when p is not visible that deep. */
+static __rtcap_inline __u32 pid_nr_at(struct pid *p, __u32 level)
+{
+	int nr = 0;
+
+	if (!p || rd(p->level) < level)
+		return 0;
+	/* numbers[] is indexed at run time, which CO-RE cannot relocate as one access:
+	 * relocate its start, then step by struct upid (int nr first, then the ns) */
+	bpf_probe_read_kernel(&nr, sizeof(nr),
+			      (char *)rtcap_addr(p->numbers[0]) + (level & 63) * sizeof(struct upid));
+	return nr;
+}
+
+/* sub 0: tgid; 1: tid; 2: process group; 3: session; in the task's own pid ns. */
+static __rtcap_inline __u32 task_ns_id(struct rtcap_ctx *c, int which)
+{
+	struct task_struct *t = TASK(c);
+	struct pid *own = rd(t->thread_pid);
+	__u32 level = own ? rd(own->level) : 0;
+	struct signal_struct *sig;
+
+	if (!own)
+		return 0;
+	if (which == 1)
+		return pid_nr_at(own, level);
+	if (which == 0) {
+		struct task_struct *leader = rd(t->group_leader);
+
+		return pid_nr_at(leader ? rd(leader->thread_pid) : 0, level);
+	}
+	sig = rd(t->signal);
+	if (!sig)
+		return 0;
+	if (which == 2)
+		return pid_nr_at(rd(sig->pids[RTCAP_PIDTYPE_PGID]), level);
+	return pid_nr_at(rd(sig->pids[RTCAP_PIDTYPE_SID]), level);
+}
+
+/* Falco's tty number: new_encode_dev(MKDEV(major, minor_start + index)). */
+static __rtcap_inline __u32 task_tty(struct rtcap_ctx *c)
+{
+	struct signal_struct *sig = rd(TASK(c)->signal);
+	struct tty_struct *tty = sig ? rd(sig->tty) : 0;
+	struct tty_driver *drv;
+	__u32 major, minor;
+
+	if (!tty)
+		return 0;
+	drv = rd(tty->driver);
+	if (!drv)
+		return 0;
+	major = rd(drv->major);
+	minor = rd(drv->minor_start) + rd(tty->index);
+	return (minor & 0xff) | (major << 8) | ((minor & ~0xffU) << 12);
+}
+
+static __rtcap_inline __u32 task_loginuid(struct rtcap_ctx *c)
+{
+#ifdef RTCAP_CORE
+	if (rtcap_field_exists(TASK(c)->loginuid))
+		return rd(TASK(c)->loginuid.val);
+#elif IS_ENABLED(CONFIG_AUDIT)
+	return rd(TASK(c)->loginuid.val);
+#endif
+	return RTCAP_LOGINUID_UNSET;
+}
+
+/* The first bytes of a transfer: at most `snap`, at most what the call moved. */
+static __rtcap_inline void put_io(struct rtcap_wr *w, struct rtcap_ctx *c, __u64 uptr,
+				  __u32 snap)
+{
+	__u64 n;
+
+	if (c->ret <= 0 || !uptr) {
+		put_empty(w, 0);
+		return;
+	}
+	n = (__u64)c->ret < snap ? (__u64)c->ret : snap;
+	/* the type's cap, not snap: put_user_bytes bounds the length with a mask of its
+	 * cap, which must be a power of two (n is already within snap) */
+	put_user_bytes(w, uptr, n, RTCAP_PT_BYTES_MAX);
+}
+
+/* The first iovec of a struct user_msghdr, as put_io takes it. */
+static __rtcap_inline void put_io_msg(struct rtcap_wr *w, struct rtcap_ctx *c, __u64 umsg,
+				      __u32 snap)
+{
+	__u64 iov = 0, base = 0, len = 0;
+
+	if (c->ret <= 0 || !umsg) {
+		put_empty(w, 0);
+		return;
+	}
+	if (bpf_probe_read_user(&iov, sizeof(iov), (const void *)(umsg + RTCAP_MSGHDR_IOV)) ||
+	    !iov ||
+	    bpf_probe_read_user(&base, sizeof(base), (const void *)(iov + RTCAP_IOVEC_BASE)) ||
+	    bpf_probe_read_user(&len, sizeof(len), (const void *)(iov + RTCAP_IOVEC_LEN))) {
+		put_empty(w, 1);
+		return;
+	}
+	if (len > (__u64)c->ret)
+		len = c->ret;
+	put_user_bytes(w, base, len < snap ? len : snap, RTCAP_PT_BYTES_MAX);
+}
+
+/* The sockaddr pointer of a msghdr (msg_name), 0 if none or unreadable. */
+static __rtcap_inline __u64 msg_name(__u64 umsg)
+{
+	__u64 p = 0;
+
+	if (umsg)
+		bpf_probe_read_user(&p, sizeof(p), (const void *)(umsg + RTCAP_MSGHDR_NAME));
+	return p;
 }
 
 /*
@@ -414,9 +661,14 @@ static __rtcap_inline struct sock *sock_of_fd(struct task_struct *task, __s64 fd
 	return so ? rd(so->sk) : 0;
 }
 
-/* Socket tuple; `local_first` for connect (we are the source), peer first for accept. */
+/*
+ * Socket tuple; `local_first` for connect and sends (we are the source), peer first
+ * for accept and receives. An unconnected socket (UDP) has no peer of its own: then
+ * the peer is the user sockaddr at `uaddr` when there is one (sendto's destination,
+ * recvfrom's source as the kernel filled it in).
+ */
 static __rtcap_inline void put_tuple(struct rtcap_wr *w, struct rtcap_ctx *c, __s64 fd,
-				     int local_first)
+				     int local_first, __u64 uaddr)
 {
 	struct sock *sk = sock_of_fd(TASK(c), fd);
 	char *p = w->b + cur(w);
@@ -433,7 +685,15 @@ static __rtcap_inline void put_tuple(struct rtcap_wr *w, struct rtcap_ctx *c, __
 	if (family == RTCAP_AF_INET) {
 		__u32 laddr = rd(sk->__sk_common.skc_rcv_saddr);
 		__u32 raddr = rd(sk->__sk_common.skc_daddr);
+		__u16 ufamily = 0;
 
+		if (!raddr && !rport && uaddr &&
+		    !bpf_probe_read_user(&ufamily, sizeof(ufamily), (const void *)uaddr) &&
+		    ufamily == RTCAP_AF_INET) {
+			bpf_probe_read_user(&rport, sizeof(rport), (const void *)(uaddr + 2));
+			rport = rtcap_ntohs(rport);
+			bpf_probe_read_user(&raddr, sizeof(raddr), (const void *)(uaddr + 4));
+		}
 		*(__u32 *)(p + 1) = local_first ? laddr : raddr;
 		*(__u16 *)(p + 5) = local_first ? lport : rport;
 		*(__u32 *)(p + 7) = local_first ? raddr : laddr;
@@ -450,7 +710,15 @@ static __rtcap_inline void put_tuple(struct rtcap_wr *w, struct rtcap_ctx *c, __
 	if (family == RTCAP_AF_INET6) {
 		struct in6_addr la = rd(sk->__sk_common.skc_v6_rcv_saddr);
 		struct in6_addr ra = rd(sk->__sk_common.skc_v6_daddr);
+		__u16 ufamily = 0;
 
+		if (!rport && uaddr &&
+		    !bpf_probe_read_user(&ufamily, sizeof(ufamily), (const void *)uaddr) &&
+		    ufamily == RTCAP_AF_INET6) {
+			bpf_probe_read_user(&rport, sizeof(rport), (const void *)(uaddr + 2));
+			rport = rtcap_ntohs(rport);
+			bpf_probe_read_user(&ra, sizeof(ra), (const void *)(uaddr + 8));
+		}
 		__builtin_memcpy(p + 1, local_first ? &la : &ra, 16);
 		*(__u16 *)(p + 17) = local_first ? lport : rport;
 		__builtin_memcpy(p + 19, local_first ? &ra : &la, 16);
@@ -522,15 +790,55 @@ static __rtcap_inline void put_param(struct rtcap_wr *w, struct rtcap_ctx *c, in
 		break;
 	case RTCAP_SRC_SOCK_FD_ARG:
 		if (c->ret == 0 || c->ret == -RTCAP_EINPROGRESS)
-			put_tuple(w, c, (__s64)(int)c->a[arg & 7], 1);
+			put_tuple(w, c, (__s64)(int)c->a[arg & 7], 1, 0);
 		else
 			put_empty(w, 0);
 		break;
 	case RTCAP_SRC_SOCK_FD_RET:
 		if (c->ret >= 0)
-			put_tuple(w, c, c->ret, 0);
+			put_tuple(w, c, c->ret, 0, 0);
 		else
 			put_empty(w, 0);
+		break;
+	case RTCAP_SRC_SOCK_OUT:
+	case RTCAP_SRC_SOCK_IN:
+		put_tuple(w, c, (__s64)(int)c->a[arg & 7], src == RTCAP_SRC_SOCK_OUT,
+			  c->ret >= 0 ? c->a[sub & 7] : 0);
+		break;
+	case RTCAP_SRC_SOCK_OUT_MSG:
+	case RTCAP_SRC_SOCK_IN_MSG:
+		put_tuple(w, c, (__s64)(int)c->a[arg & 7], src == RTCAP_SRC_SOCK_OUT_MSG,
+			  c->ret >= 0 ? msg_name(c->a[sub & 7]) : 0);
+		break;
+	case RTCAP_SRC_EXE_ENV:
+		put_exec_env(w, c);
+		break;
+	case RTCAP_SRC_EXE_FLAGS:
+		put_u32(w, exe_flags(c));
+		break;
+	case RTCAP_SRC_EXE_INODE:
+		put_u64(w, exe_inode_value(c, sub));
+		break;
+	case RTCAP_SRC_TASK_CAPS:
+		put_u64(w, cred_caps(rd(TASK(c)->cred), sub));
+		break;
+	case RTCAP_SRC_TASK_NS_ID:
+		put_u32(w, task_ns_id(c, sub));
+		break;
+	case RTCAP_SRC_TASK_TTY:
+		put_u32(w, task_tty(c));
+		break;
+	case RTCAP_SRC_TASK_LOGINUID:
+		put_u32(w, task_loginuid(c));
+		break;
+	case RTCAP_SRC_RET_SIZE:
+		put_u32(w, c->ret > 0 ? (__u32)c->ret : 0);
+		break;
+	case RTCAP_SRC_IO_BUF:
+		put_io(w, c, c->a[arg & 7], sub);
+		break;
+	case RTCAP_SRC_IO_MSG:
+		put_io_msg(w, c, c->a[arg & 7], sub);
 		break;
 	case RTCAP_SRC_USER_U64: {
 		__u64 v = 0;

@@ -29,7 +29,15 @@
 #include <linux/mm_types.h>
 #include <linux/net.h>
 #include <net/sock.h>
+#include <linux/fs.h>
+#include <linux/cred.h>
+#include <linux/pid.h>
+#include <linux/sched/signal.h>
+#include <linux/tty.h>
+#include <linux/tty_driver.h>
 #include <asm/ptrace.h>
+/* rtcap_compat.h: field names only, none of the module's inline kernel code */
+#define RTCAP_PROBE
 #endif
 
 #define SEC(name) __attribute__((section(name), used))
@@ -103,6 +111,10 @@ static struct task_struct *(*bpf_get_current_task_btf)(void) =
 		bpf_probe_read_kernel((void *)&__rp, sizeof(__rp), rtcap_addr(expr)); \
 		__rp;                                                        \
 	})
+
+/* Kernel-version differences, as field macros (per-kernel) or relocations (CO-RE). */
+#include "rtcap_compat.h"
+#include "rtcap_consts.h"
 
 /*
  * Tracepoint context and register access. The CO-RE object attaches as BTF raw

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Kernel API differences the rtcap module meets between 5.10 and 7.x, in one place.
- * The module's .c files never test LINUX_VERSION_CODE themselves.
+ * Kernel API differences the rtcap module and probes meet between 5.10 and 7.x, in one
+ * place. Their .c files never test LINUX_VERSION_CODE (or probe for a field) themselves.
+ *
+ * Included three ways: by the module (everything), by the per-kernel probe
+ * (RTCAP_PROBE: field names only, no inline kernel code) and by the CO-RE probe
+ * (RTCAP_CORE: the same facts as relocations the running kernel's BTF decides).
  *
  * Thresholds: where the change landed between two kernels we build for (6.12 and 7.2),
  * the version given is the mainline release that carried it; the Debian kernels we
@@ -10,14 +14,114 @@
 #ifndef RTCAP_COMPAT_H
 #define RTCAP_COMPAT_H
 
+/*
+ * Multigrain timestamps (6.13) keep a flag in bit 31 of i_ctime_nsec (I_CTIME_QUERIED);
+ * nanoseconds never reach bit 30, so masking is right on every kernel.
+ */
+#define RTCAP_NSEC_MASK 0x3fffffffU
+
+#ifdef RTCAP_CORE
+/*
+ * struct inode's timestamps: timespec64 i_ctime/i_mtime up to 6.5, __i_ctime from 6.6,
+ * __i_mtime from 6.7, and split i_{c,m}time_sec/_nsec since 6.11. The vmlinux.h we
+ * compile against may be any of these, so each layout is a "flavor" (libbpf matches
+ * the name before ___) and the running kernel's BTF says which fields exist.
+ */
+struct inode___rtcap_ts511 {
+	struct timespec64 i_ctime;
+	struct timespec64 i_mtime;
+} __attribute__((preserve_access_index));
+struct inode___rtcap_ts607 {
+	struct timespec64 __i_ctime;
+	struct timespec64 __i_mtime;
+} __attribute__((preserve_access_index));
+struct inode___rtcap_ts611 {
+	long long i_ctime_sec;
+	long long i_mtime_sec;
+	unsigned int i_ctime_nsec;
+	unsigned int i_mtime_nsec;
+} __attribute__((preserve_access_index));
+#define RTCAP_FIELD_EXISTS 2
+#define rtcap_field_exists(f) __builtin_preserve_field_info(f, RTCAP_FIELD_EXISTS)
+
+/* ctime (mtime = 0) or mtime (mtime = 1) of an inode, in ns since the epoch. */
+static __rtcap_inline __u64 rtcap_inode_time_ns(struct inode *ino, int mtime)
+{
+	struct inode___rtcap_ts611 *t611 = (void *)ino;
+	struct inode___rtcap_ts607 *t607 = (void *)ino;
+	struct inode___rtcap_ts511 *t511 = (void *)ino;
+	__s64 sec = 0;
+	__u32 nsec = 0;
+
+	if (rtcap_field_exists(t611->i_ctime_sec)) {
+		sec = mtime ? rd(t611->i_mtime_sec) : rd(t611->i_ctime_sec);
+		nsec = mtime ? rd(t611->i_mtime_nsec) : rd(t611->i_ctime_nsec);
+	} else {
+		struct timespec64 ts;
+
+		if (mtime)
+			ts = rtcap_field_exists(t607->__i_mtime) ? rd(t607->__i_mtime)
+								 : rd(t511->i_mtime);
+		else
+			ts = rtcap_field_exists(t607->__i_ctime) ? rd(t607->__i_ctime)
+								 : rd(t511->i_ctime);
+		sec = ts.tv_sec;
+		nsec = ts.tv_nsec;
+	}
+	return (__u64)sec * 1000000000ULL + (nsec & RTCAP_NSEC_MASK);
+}
+
+/* Size of struct inode on the running kernel (overlayfs keeps its upper dentry
+ * right after the inode it embeds). */
+#define RTCAP_TYPE_SIZE 1
+#define RTCAP_INODE_SIZE __builtin_preserve_type_info(*(struct inode *)0, RTCAP_TYPE_SIZE)
+
+#else /* module and per-kernel probe */
+
 #include <linux/version.h>
-#include <linux/fs_struct.h>
-#include <linux/seqlock.h>
-#include <linux/sched.h>
 
 #if LINUX_VERSION_CODE < KERNEL_VERSION(5, 8, 0)
 #error "rtcap needs Linux 5.8 or later (copy_from_user_nofault)"
 #endif
+
+/*
+ * struct inode's timestamps (see the CO-RE flavors above for the history). Plain
+ * field expressions, so the module reads them directly and the probe through rd().
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+#define RTCAP_INODE_CTIME_SEC(i) ((i)->i_ctime_sec)
+#define RTCAP_INODE_CTIME_NSEC(i) ((i)->i_ctime_nsec)
+#define RTCAP_INODE_MTIME_SEC(i) ((i)->i_mtime_sec)
+#define RTCAP_INODE_MTIME_NSEC(i) ((i)->i_mtime_nsec)
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+#define RTCAP_INODE_CTIME_SEC(i) ((i)->__i_ctime.tv_sec)
+#define RTCAP_INODE_CTIME_NSEC(i) ((i)->__i_ctime.tv_nsec)
+#define RTCAP_INODE_MTIME_SEC(i) ((i)->__i_mtime.tv_sec)
+#define RTCAP_INODE_MTIME_NSEC(i) ((i)->__i_mtime.tv_nsec)
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+#define RTCAP_INODE_CTIME_SEC(i) ((i)->__i_ctime.tv_sec)
+#define RTCAP_INODE_CTIME_NSEC(i) ((i)->__i_ctime.tv_nsec)
+#define RTCAP_INODE_MTIME_SEC(i) ((i)->i_mtime.tv_sec)
+#define RTCAP_INODE_MTIME_NSEC(i) ((i)->i_mtime.tv_nsec)
+#else
+#define RTCAP_INODE_CTIME_SEC(i) ((i)->i_ctime.tv_sec)
+#define RTCAP_INODE_CTIME_NSEC(i) ((i)->i_ctime.tv_nsec)
+#define RTCAP_INODE_MTIME_SEC(i) ((i)->i_mtime.tv_sec)
+#define RTCAP_INODE_MTIME_NSEC(i) ((i)->i_mtime.tv_nsec)
+#endif
+#define RTCAP_INODE_SIZE sizeof(struct inode)
+
+/* kernel_cap_t: u32 cap[2] up to 6.2, one u64 `val` since 6.3. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+#define RTCAP_CAP_U64(c) ((u64)(c).val)
+#else
+#define RTCAP_CAP_U64(c) (((u64)(c).cap[1] << 32) | (c).cap[0])
+#endif
+
+#ifndef RTCAP_PROBE
+#include <linux/fs_struct.h>
+#include <linux/seqlock.h>
+#include <linux/sched.h>
 
 /*
  * sched_process_exit gained a `bool group_dead` argument in 6.16. A probe's prototype
@@ -53,5 +157,8 @@ static inline bool rtcap_snapshot_pwd(struct fs_struct *fs, struct path *out)
 	smp_rmb();
 	return READ_ONCE(*RTCAP_FS_SEQ(fs)) == seq;
 }
+
+#endif /* !RTCAP_PROBE */
+#endif /* !RTCAP_CORE */
 
 #endif /* RTCAP_COMPAT_H */

@@ -27,9 +27,19 @@
 #include <net/sock.h>
 #include <net/inet_sock.h>
 #include <net/ipv6.h>
+#include <linux/fs.h>
+#include <linux/pid.h>
+#include <linux/pid_namespace.h>
+#include <linux/sched/signal.h>
+#include <linux/tty.h>
+#include <linux/tty_driver.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/rcupdate.h>
 
 #include "rtcap_kmod.h"
 #include "rtcap_compat.h"
+#include "rtcap_consts.h"
 
 static const u8 rtcap_nparams[RTCAP_EVT_MAX] = {
 #define RTCAP_NP(name, id, np, enter) [id] = np,
@@ -323,6 +333,214 @@ static void put_mm_execfn(struct rtcap_rec *r)
 	put_user_str(r, READ_ONCE(mm->env_end), RTCAP_PT_PATH_MAX);
 }
 
+/* The new image's environment strings: exec copied them between env_start and env_end. */
+static void put_mm_env(struct rtcap_rec *r, long ret)
+{
+	struct mm_struct *mm = current->mm;
+	u8 *dst = param_slot(r, RTCAP_PT_ARGV_MAX);
+	unsigned long start, len;
+
+	if (!dst)
+		return;
+	if (ret != 0) {
+		param_done(r, 0);
+		return;
+	}
+	if (!mm) {
+		put_fault(r);
+		return;
+	}
+	start = READ_ONCE(mm->env_start);
+	len = READ_ONCE(mm->env_end) - start;
+	if (len == 0 || len > (1UL << 30)) {
+		param_done(r, 0);
+		return;
+	}
+	if (len > RTCAP_PT_ARGV_MAX) {
+		len = RTCAP_PT_ARGV_MAX;
+		rec_hdr(r)->flags |= RTCAP_F_TRUNCATED;
+	}
+	if (copy_from_user_nofault(dst, (const void __user *)start, len)) {
+		put_fault(r);
+		return;
+	}
+	dst[len - 1] = '\0';
+	param_done(r, len);
+}
+
+/* What the exec'd image's file says, read once per event under RCU. */
+struct rtcap_exe_facts {
+	u32 flags;
+	u64 ino, ctime_ns, mtime_ns;
+};
+
+/* Falco's exe flags of `f` for the current task (see the exe_flags source). */
+static u32 rtcap_exe_flags(struct file *f, struct inode *ino)
+{
+	const struct cred *cred = current_cred();
+	unsigned long magic = ino->i_sb ? ino->i_sb->s_magic : 0;
+	umode_t mode = READ_ONCE(ino->i_mode);
+	u32 flags = 0;
+	bool writable;
+
+	/* writable as generic_permission() would judge a write: the class bit that
+	 * applies (owner, group, other), or CAP_DAC_OVERRIDE */
+	if (uid_eq(cred->fsuid, ino->i_uid))
+		writable = mode & RTCAP_S_IWUSR;
+	else if (gid_eq(cred->fsgid, ino->i_gid))
+		writable = mode & RTCAP_S_IWGRP;
+	else
+		writable = mode & RTCAP_S_IWOTH;
+	if (cap_raised(cred->cap_effective, CAP_DAC_OVERRIDE))
+		writable = true;
+	if (writable)
+		flags |= RTCAP_EXE_WRITABLE;
+
+	if (magic == RTCAP_OVERLAYFS_MAGIC) {
+		/* struct ovl_inode is private to overlayfs; it embeds the vfs inode and
+		 * keeps the upper dentry right after it, set iff there is an upper copy */
+		struct dentry *upper = NULL;
+
+		get_kernel_nofault(upper, (struct dentry **)((char *)ino + RTCAP_INODE_SIZE));
+		flags |= upper ? RTCAP_EXE_UPPER_LAYER : RTCAP_EXE_LOWER_LAYER;
+	} else if (magic == RTCAP_TMPFS_MAGIC || magic == RTCAP_HUGETLBFS_MAGIC) {
+		const unsigned char *name = READ_ONCE(f->f_path.dentry->d_name.name);
+
+		if (name && !strncmp(name, RTCAP_MEMFD_PREFIX, RTCAP_MEMFD_PREFIX_LEN))
+			flags |= RTCAP_EXE_FROM_MEMFD;
+	}
+	return flags;
+}
+
+static void rtcap_exe_facts(struct rtcap_exe_facts *x, long ret)
+{
+	struct mm_struct *mm = current->mm;
+	struct file *f;
+	struct inode *ino;
+
+	memset(x, 0, sizeof(*x));
+	if (ret != 0 || !mm)
+		return;
+	rcu_read_lock();
+	f = rcu_dereference(mm->exe_file);
+	ino = f ? file_inode(f) : NULL;
+	if (ino) {
+		x->flags = rtcap_exe_flags(f, ino);
+		x->ino = ino->i_ino;
+		x->ctime_ns = (u64)RTCAP_INODE_CTIME_SEC(ino) * NSEC_PER_SEC +
+			      (RTCAP_INODE_CTIME_NSEC(ino) & RTCAP_NSEC_MASK);
+		x->mtime_ns = (u64)RTCAP_INODE_MTIME_SEC(ino) * NSEC_PER_SEC +
+			      (RTCAP_INODE_MTIME_NSEC(ino) & RTCAP_NSEC_MASK);
+	}
+	rcu_read_unlock();
+}
+
+/*
+ * Falco's tty number, new_encode_dev(MKDEV(major, minor_start + index)). The tty is
+ * read without its lock (a hangup elsewhere may be detaching it; the module runs
+ * with preemption off and may not sleep on PREEMPT_RT), so through nofault reads.
+ */
+static u32 rtcap_task_tty(void)
+{
+	struct tty_struct *tty = NULL;
+	struct tty_driver *drv = NULL;
+	int major = 0, minor_start = 0, index = 0;
+
+	if (get_kernel_nofault(tty, &current->signal->tty) || !tty)
+		return 0;
+	if (get_kernel_nofault(drv, &tty->driver) || !drv ||
+	    get_kernel_nofault(index, &tty->index) ||
+	    get_kernel_nofault(major, &drv->major) ||
+	    get_kernel_nofault(minor_start, &drv->minor_start))
+		return 0;
+	return new_encode_dev(MKDEV(major, minor_start + index));
+}
+
+static u32 rtcap_task_loginuid(void)
+{
+#ifdef CONFIG_AUDIT
+	return from_kuid(&init_user_ns, audit_get_loginuid(current));
+#else
+	return RTCAP_LOGINUID_UNSET;
+#endif
+}
+
+/* The exit params every exec event appends after its own (see events.yaml). */
+static void put_exec_task_facts(struct rtcap_rec *r, long ret)
+{
+	const struct cred *cred = current_cred();
+	struct rtcap_exe_facts x;
+
+	rtcap_exe_facts(&x, ret);
+	put_mm_env(r, ret);
+	put_u32(r, x.flags);
+	put_u64(r, x.ino);
+	put_u64(r, x.ctime_ns);
+	put_u64(r, x.mtime_ns);
+	put_u64(r, RTCAP_CAP_U64(cred->cap_inheritable));
+	put_u64(r, RTCAP_CAP_U64(cred->cap_permitted));
+	put_u64(r, RTCAP_CAP_U64(cred->cap_effective));
+	put_u32(r, task_tgid_vnr(current));
+	put_u32(r, task_pid_vnr(current));
+	put_u32(r, task_pgrp_vnr(current));
+	put_u32(r, task_session_vnr(current));
+	put_u32(r, rtcap_task_tty());
+	put_u32(r, rtcap_task_loginuid());
+}
+
+/* The first bytes a transfer moved through user buffer `ubuf`: at most `snap`. */
+static void put_io(struct rtcap_rec *r, unsigned long ubuf, long ret, u32 snap)
+{
+	u8 *dst = param_slot(r, snap);
+	unsigned long n;
+
+	if (!dst)
+		return;
+	if (ret <= 0 || !ubuf) {
+		param_done(r, 0);
+		return;
+	}
+	n = min_t(unsigned long, ret, snap);
+	if (copy_from_user_nofault(dst, (const void __user *)ubuf, n)) {
+		put_fault(r);
+		return;
+	}
+	param_done(r, n);
+}
+
+/* As put_io, from the first iovec of the struct user_msghdr at `umsg`. */
+static void put_io_msg(struct rtcap_rec *r, unsigned long umsg, long ret, u32 snap)
+{
+	unsigned long iov = 0;
+	struct iovec first = { 0 };
+
+	if (ret <= 0 || !umsg) {
+		put_io(r, 0, ret, snap);
+		return;
+	}
+	if (copy_from_user_nofault(&iov, (const void __user *)(umsg + RTCAP_MSGHDR_IOV),
+				   sizeof(iov)) || !iov ||
+	    copy_from_user_nofault(&first, (const void __user *)iov, sizeof(first))) {
+		if (param_slot(r, 0))
+			put_fault(r);
+		return;
+	}
+	put_io(r, (unsigned long)first.iov_base, min_t(long, ret, first.iov_len), snap);
+}
+
+/* msg_name and msg_namelen of a struct user_msghdr, 0 if unreadable. */
+static void rtcap_msg_name(unsigned long umsg, unsigned long *uaddr, unsigned long *ulen)
+{
+	struct user_msghdr m;
+
+	*uaddr = 0;
+	*ulen = 0;
+	if (umsg && !copy_from_user_nofault(&m, (const void __user *)umsg, sizeof(m))) {
+		*uaddr = (unsigned long)m.msg_name;
+		*ulen = m.msg_namelen;
+	}
+}
+
 static void put_cwd(struct rtcap_rec *r)
 {
 	struct fs_struct *fs = current->fs;
@@ -344,7 +562,10 @@ static void put_cwd(struct rtcap_rec *r)
 /*
  * tuple: u8 family, then INET src4 sport2 dst4 dport2 / INET6 src16 sport2 dst16
  * dport2 / UNIX path. Addresses in network order, ports in host order. `local_first`
- * is true for connect (src = our end) and false for accept (src = the peer).
+ * is true for connect and sends (src = our end) and false for accept and receives
+ * (src = the peer). A socket without a peer of its own (unconnected UDP) takes it
+ * from the user sockaddr at `uaddr` when there is one (sendto's destination,
+ * recvfrom's source as the kernel filled it in).
  */
 static void put_tuple(struct rtcap_rec *r, long fd, bool local_first, unsigned long uaddr,
 		      unsigned long ulen)
@@ -380,6 +601,15 @@ static void put_tuple(struct rtcap_rec *r, long fd, bool local_first, unsigned l
 
 		if (!a_local)
 			a_local = READ_ONCE(inet->inet_rcv_saddr);
+		if (!a_peer && !p_peer && uaddr) {
+			struct sockaddr_in sin;
+
+			if (!copy_from_user_nofault(&sin, (const void __user *)uaddr, sizeof(sin)) &&
+			    sin.sin_family == AF_INET) {
+				a_peer = sin.sin_addr.s_addr;
+				p_peer = ntohs(sin.sin_port);
+			}
+		}
 		memcpy(dst + 1, local_first ? &a_local : &a_peer, 4);
 		memcpy(dst + 5, local_first ? &p_local : &p_peer, 2);
 		memcpy(dst + 7, local_first ? &a_peer : &a_local, 4);
@@ -394,6 +624,16 @@ static void put_tuple(struct rtcap_rec *r, long fd, bool local_first, unsigned l
 		u16 p_local = ntohs(READ_ONCE(inet->inet_sport));
 		u16 p_peer = ntohs(READ_ONCE(inet->inet_dport));
 
+		if (!p_peer && uaddr) {
+			struct sockaddr_in6 sin6;
+
+			if (!copy_from_user_nofault(&sin6, (const void __user *)uaddr,
+						    sizeof(sin6)) &&
+			    sin6.sin6_family == AF_INET6) {
+				a_peer = sin6.sin6_addr;
+				p_peer = ntohs(sin6.sin6_port);
+			}
+		}
 		memcpy(dst + 1, local_first ? &a_local : &a_peer, 16);
 		memcpy(dst + 17, local_first ? &p_local : &p_peer, 2);
 		memcpy(dst + 19, local_first ? &a_peer : &a_local, 16);
@@ -424,6 +664,14 @@ out:
 	param_done(r, len);
 }
 
+/* vpid, vtid: the emitting task's ids in its own pid namespace (clone's child side
+ * in a container gets its namespace pid). */
+static void put_task_vids(struct rtcap_rec *r)
+{
+	put_u32(r, task_tgid_vnr(current));
+	put_u32(r, task_pid_vnr(current));
+}
+
 void rtcap_fill_syscall(struct rtcap_rec *r, u16 type, const unsigned long *a, long ret)
 {
 	switch (type) {
@@ -443,6 +691,7 @@ void rtcap_fill_syscall(struct rtcap_rec *r, u16 type, const unsigned long *a, l
 			put_user_argv(r, a[1]);
 		}
 		put_cwd(r);
+		put_exec_task_facts(r, ret);
 		break;
 	case RTCAP_EVT_EXECVEAT:
 		put_fd(r, a[0]);
@@ -455,9 +704,11 @@ void rtcap_fill_syscall(struct rtcap_rec *r, u16 type, const unsigned long *a, l
 		}
 		put_cwd(r);
 		put_u32(r, a[4]);
+		put_exec_task_facts(r, ret);
 		break;
 	case RTCAP_EVT_CLONE:
 		put_u64(r, a[0]);
+		put_task_vids(r);
 		break;
 	case RTCAP_EVT_CLONE3: {
 		u64 flags = 0;	/* struct clone_args starts with the u64 flags */
@@ -467,10 +718,12 @@ void rtcap_fill_syscall(struct rtcap_rec *r, u16 type, const unsigned long *a, l
 			put_u64(r, flags);
 		else if (param_slot(r, 0))
 			put_fault(r);
+		put_task_vids(r);
 		break;
 	}
 	case RTCAP_EVT_FORK:
 	case RTCAP_EVT_VFORK:
+		put_task_vids(r);
 		break;
 	case RTCAP_EVT_EXIT:
 		put_s64(r, (s64)(int)a[0]);
@@ -597,6 +850,30 @@ void rtcap_fill_syscall(struct rtcap_rec *r, u16 type, const unsigned long *a, l
 		if (type == RTCAP_EVT_ACCEPT4)
 			put_u32(r, a[3]);
 		break;
+	case RTCAP_EVT_LISTEN:
+		put_fd(r, a[0]);
+		put_u32(r, a[1]);
+		break;
+	case RTCAP_EVT_SENDTO:
+	case RTCAP_EVT_RECVFROM:
+		put_fd(r, a[0]);
+		put_u32(r, ret > 0 ? ret : 0);
+		put_tuple(r, (int)a[0], type == RTCAP_EVT_SENDTO, ret >= 0 ? a[4] : 0,
+			  type == RTCAP_EVT_SENDTO ? a[5] : 0);
+		put_io(r, a[1], ret, RTCAP_SNAPLEN);
+		break;
+	case RTCAP_EVT_SENDMSG:
+	case RTCAP_EVT_RECVMSG: {
+		unsigned long uaddr = 0, ulen = 0;
+
+		if (ret >= 0)
+			rtcap_msg_name(a[1], &uaddr, &ulen);
+		put_fd(r, a[0]);
+		put_u32(r, ret > 0 ? ret : 0);
+		put_tuple(r, (int)a[0], type == RTCAP_EVT_SENDMSG, uaddr, ulen);
+		put_io_msg(r, a[1], ret, RTCAP_SNAPLEN);
+		break;
+	}
 	case RTCAP_EVT_SETUID:
 	case RTCAP_EVT_SETGID:
 		put_u32(r, a[0]);
@@ -639,6 +916,18 @@ void rtcap_fill_syscall(struct rtcap_rec *r, u16 type, const unsigned long *a, l
 		put_fd(r, a[0]);
 		put_user_str(r, a[1], RTCAP_PT_STRING_MAX);
 		put_u32(r, a[2]);
+		break;
+	case RTCAP_EVT_SETNS:
+		put_fd(r, a[0]);
+		put_u32(r, a[1]);
+		break;
+	case RTCAP_EVT_UNSHARE:
+	case RTCAP_EVT_USERFAULTFD:
+		put_u32(r, a[0]);
+		break;
+	case RTCAP_EVT_MEMFD_CREATE:
+		put_user_str(r, a[0], RTCAP_PT_STRING_MAX);
+		put_u32(r, a[1]);
 		break;
 	default:
 		r->bug = true;

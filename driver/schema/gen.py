@@ -48,8 +48,18 @@ class SchemaError(Exception):
     pass
 
 
+# Sources that read syscall argument `arg`; those whose `sub` is another argument's
+# index; those whose `sub` is a byte count (the snaplen of a data buffer).
+ARG_SOURCES = frozenset({
+    "arg", "exe_filename", "exe_argv", "user_u64", "sock_fd_arg", "io_buf", "io_msg",
+    "sock_out", "sock_in", "sock_out_msg", "sock_in_msg",
+})
+SOCKADDR_SOURCES = frozenset({"sock_out", "sock_in", "sock_out_msg", "sock_in_msg"})
+SNAPLEN_SOURCES = frozenset({"io_buf", "io_msg"})
+
+
 def load(path: Path = SOURCE) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
     validate(data)
     return data
 
@@ -81,10 +91,14 @@ def validate(data: dict[str, Any]) -> None:
             src = p.get("src", "arg")
             if src not in data["sources"]:
                 raise SchemaError(f"{where}: unknown src {src}")
-            if src in ("arg", "exe_filename", "exe_argv", "user_u64", "sock_fd_arg") and not (
-                0 <= p.get("arg", -1) <= 5
-            ):
+            if src in ARG_SOURCES and not 0 <= p.get("arg", -1) <= 5:
                 raise SchemaError(f"{where}: src {src} needs arg: 0..5")
+            if src in SOCKADDR_SOURCES and not 0 <= p.get("sub", -1) <= 5:
+                raise SchemaError(f"{where}: src {src} needs sub: 0..5 (the sockaddr argument)")
+            if src in SNAPLEN_SOURCES and p.get("sub") != data["snaplen"]:
+                raise SchemaError(f"{where}: src {src} needs sub: {data['snaplen']} (snaplen)")
+    if not 0 < data["snaplen"] <= types["bytes"]["max"]:
+        raise SchemaError(f"snaplen {data['snaplen']} must be within bytes' max")
 
 
 def header_layout(data: dict[str, Any]) -> list[tuple[str, str, int, int]]:
@@ -115,7 +129,8 @@ def schema_hash(data: dict[str, Any]) -> int:
 
 def ioctl_value(magic: int, cmd: dict[str, Any], sizes: dict[str, int]) -> int:
     size = sizes[cmd["arg"]] if cmd.get("arg") else 0
-    return (IOC_DIR[cmd["dir"]] << 30) | (size << 16) | (magic << 8) | cmd["nr"]
+    nr: int = cmd["nr"]
+    return (IOC_DIR[cmd["dir"]] << 30) | (size << 16) | (magic << 8) | nr
 
 
 def struct_sizes(data: dict[str, Any]) -> dict[str, int]:
@@ -141,7 +156,7 @@ def max_record_size(data: dict[str, Any], ev: dict[str, Any]) -> int:
     """Header + length table + every param at its fixed size or cap: exact for events
     without variable params, so producers can reserve that size up front."""
     types = data["param_types"]
-    body = sum(types[p["type"]]["size"] or types[p["type"]]["max"] for p in ev["params"])
+    body: int = sum(types[p["type"]]["size"] or types[p["type"]]["max"] for p in ev["params"])
     return hdr_size(data) + 2 * len(ev["params"]) + body
 
 
@@ -198,6 +213,7 @@ def render_c(data: dict[str, Any]) -> str:
     w(f"#define RTCAP_API_VERSION {data['api_version']}")
     w(f"#define RTCAP_SCHEMA_HASH 0x{h:016x}ULL")
     w(f"#define RTCAP_MAX_SYSCALLS {data['max_syscalls']}")
+    w(f"#define RTCAP_SNAPLEN {data['snaplen']}")
     w(f"#define RTCAP_HDR_SIZE {hdr_size}")
     w("#define RTCAP_ALIGN8(x) (((x) + 7) & ~7)")
     w("")
@@ -371,6 +387,7 @@ def render_py(data: dict[str, Any]) -> str:
         f"API_VERSION: Final = {data['api_version']}",
         f"SCHEMA_HASH: Final = 0x{schema_hash(data):016x}",
         f"MAX_SYSCALLS: Final = {data['max_syscalls']}",
+        f"SNAPLEN: Final = {data['snaplen']}",
         f"HDR_FORMAT: Final = {hdr_fmt!r}",
         f"HDR_SIZE: Final = {layout[-1][2] + layout[-1][3]}",
         f"HDR_FIELDS: Final = {[n for n, _t, _o, _s in layout]!r}",

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen import REPO, write_atomic  # noqa: E402
+from gen import REPO, write_atomic
 
 OUT = REPO / "runtime" / "driver" / "_syscalls.py"
 X86_HEADER = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")

@@ -46,7 +46,8 @@
 /* Param kinds, as schema.py's `_C_PARAM_CODE` maps the schema's param types onto them. */
 enum { P_U32 = 1, P_U64 = 2, P_S32 = 3, P_S64 = 4, P_TEXT = 5, P_ARGV = 6, P_BYTES = 7 };
 
-#define MAX_PARAMS 16
+#define MAX_PARAMS 32
+_Static_assert(RTCAP_MAX_NPARAMS <= MAX_PARAMS, "an event has more params than MAX_PARAMS");
 
 /* The Event slots, in the order the decoder fills them. */
 static const char *const EVENT_SLOTS[] = {

@@ -26,8 +26,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final
 
-from runtime.driver import _schema
 from drivercore import libbpf as lb
+from runtime.driver import _schema
 from runtime.driver._syscalls import SYSCALLS
 from runtime.driver.errors import DriverError, ProbeConfigError, SchemaMismatchError
 from runtime.driver.ringmem import load_acquire_u32, load_acquire_u64, store_release_u64

@@ -36,7 +36,6 @@ from runtime.driver._syscalls import SYSCALLS
 from runtime.events import Event, SocketTuple
 
 
-
 def _load_compiled_decoder() -> ModuleType | None:
     try:
         return importlib.import_module("runtime.driver._fastdecode")
@@ -173,8 +172,8 @@ def decode_sockaddr(b: bytes) -> tuple[int, str, int | None] | None:
 
 
 def _set_network(params: dict[str, object], is_accept: bool) -> None:
-    """connect/accept post-step: `tuple` as a SocketTuple, plus the family and the
-    remote end's addr/port (fd.sip & co). The tuple stays structured on its way to the
+    """connect/accept/send*/recv* post-step: `tuple` as a SocketTuple, plus the family
+    and the remote end's addr/port (fd.sip & co). The tuple stays structured on its way to the
     state; Falco's text of it (`str()`) is made only where it is shown: fd.name, and
     evt.arg.tuple / evt.args (runtime/engine/fields.py)."""
     raw_tuple = params.pop("tuple", None)
@@ -232,6 +231,11 @@ def _build_specs() -> dict[int, _EventSpec]:
         "connect": lambda p: _set_network(p, is_accept=False),
         "accept": lambda p: _set_network(p, is_accept=True),
         "accept4": lambda p: _set_network(p, is_accept=True),
+        # sends put our end first like connect, receives the peer first like accept
+        "sendto": lambda p: _set_network(p, is_accept=False),
+        "sendmsg": lambda p: _set_network(p, is_accept=False),
+        "recvfrom": lambda p: _set_network(p, is_accept=True),
+        "recvmsg": lambda p: _set_network(p, is_accept=True),
     }
     for ev in _schema.EVENTS:
         names = tuple(n for n, _t in ev["params"])
@@ -499,8 +503,9 @@ def fast_decoder_parts(type_name: str) -> tuple[str, str]:
     their own per-event work with decoding (runtime/engine/app.py): the first reads the
     record into locals (`ts`, `ret`, `pid`, `tid`, `ppid`, `uid`, `gid`, `nr`, `length`,
     `p0`.. in param order) and `return None`s (or raises struct.error or IndexError on
-    a short buffer) on anything unusual, before any side effect; the second builds `ev` (and `name`, the event's type) from them. Both run in
-    a namespace from `Decoder.fast_namespace` and take (buf, off, size)."""
+    a short buffer) on anything unusual, before any side effect; the second builds `ev`
+    (and `name`, the event's type) from them. Both run in a namespace from
+    `Decoder.fast_namespace` and take (buf, off, size)."""
     spec = SPECS[EVENT_IDS[type_name]]
     if spec.id not in _FAST_PARTS:
         _fast_source(spec)

@@ -44,6 +44,7 @@ from runtime.engine.rules import CompiledRule, Priority, Ruleset
 from runtime.engine.rules.ruleset import DispatchFn
 from runtime.engine.sources import EventSource
 from runtime.engine.state import SystemState, lite_kind
+from runtime.engine.state.containers import start_docker_metadata
 from runtime.events import Event
 
 DROP_CHECK_INTERVAL_S = 1.0
@@ -277,6 +278,14 @@ class Runner:
     def run(self) -> None:
         """Returns on end of stream, stop, or duration; SyscallDropExitError propagates."""
         tune_gc()
+        # Live only: container names, images, mounts and k8s labels from Docker's API; a
+        # replay must not ask this host's daemon about the recorded containers.
+        state = self.engine.state
+        metadata = start_docker_metadata(
+            th.container for th in state.threads.values() if th.container is not None
+        ) if self.live and state.container_metadata is None else None
+        if metadata is not None:
+            state.container_metadata = metadata
         opts = self.options
         start = time.monotonic()
         next_drop_check = start + DROP_CHECK_INTERVAL_S
@@ -312,6 +321,8 @@ class Runner:
                 next_metrics = now + (interval or 0)
             if now >= deadline:
                 break
+        if metadata is not None:
+            metadata.close()
         if self.live:
             # Counters of the last partial second still belong in the summary.
             self._check_drops()

@@ -4,7 +4,15 @@ Layout (little endian):
 
     header   magic "RTCAPTR\\0" | u16 format version | u16 driver API version | u32 reserved
              | u64 driver schema hash | s64 boot offset ns | u32 metadata length | metadata JSON
-    frames   u8 kind | u32 payload length | payload, repeated to end of file
+             | u32 CRC32 of everything before it
+    frames   u8 kind | u32 payload length | u32 CRC32 of kind, length and payload | payload,
+             repeated to end of file
+
+Every length is bounded before anything is read (MAX_METADATA, MAX_FRAME per kind, and the
+bytes left in the file), and every frame carries a CRC32: a flipped bit inside an event
+payload still decodes into a plausible record, so without it a damaged capture would replay
+into different alerts instead of being reported. Format 1 captures had no checksums; they
+are refused with a one-line "re-record" message rather than analysed unverified.
 
 Frame kinds: EVENTS holds driver records exactly as read from the ring (each record carries
 its own length), STATS holds the driver's cumulative per-CPU counters at one instant as
@@ -27,21 +35,29 @@ import json
 import os
 import struct
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
 from drivercore.errors import UsageError
 
 MAGIC = b"RTCAPTR\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER = struct.Struct("<8sHHIQqI")
-_FRAME = struct.Struct("<BI")
+_CRC = struct.Struct("<I")
+_FRAME = struct.Struct("<BII")
+_FRAME_KIND_LEN = struct.Struct("<BI")
 FRAME_EVENTS = 1
 FRAME_STATS = 2
 FRAME_PROCS = 3
-MAX_FRAME = 256 * 1024 * 1024  # refuse absurd lengths from a corrupt file before allocating
+# Refuse absurd lengths from a corrupt file before allocating. Metadata is a few host facts;
+# stats frames a few counters per CPU; a /proc snapshot a few MB on a busy host.
+MAX_METADATA = 1024 * 1024
+MAX_FRAME = 256 * 1024 * 1024
+_MAX_FRAME_BY_KIND = {FRAME_EVENTS: MAX_FRAME, FRAME_STATS: 4 * 1024 * 1024,
+                      FRAME_PROCS: 128 * 1024 * 1024}
 
 
 class CaptureFormatError(UsageError):
@@ -121,7 +137,8 @@ def materialise_proc(snapshot: ProcSnapshot, root: Path) -> Path:
     doc = snapshot.doc
     procs = doc.get("procs", {})
     net = doc.get("net", {})
-    assert isinstance(procs, dict) and isinstance(net, dict)
+    if not isinstance(procs, dict) or not isinstance(net, dict):  # CaptureReader checked
+        raise CaptureFormatError("the /proc snapshot is malformed")
     (root / "net").mkdir(parents=True, exist_ok=True)
     for name, text in net.items():
         if name in _NET_TABLES:
@@ -143,7 +160,9 @@ def materialise_proc(snapshot: ProcSnapshot, root: Path) -> Path:
         for tid, comm in proc.get("tasks", {}).items():
             if str(tid).isdigit():
                 (pdir / "task" / str(tid)).mkdir(parents=True, exist_ok=True)
-                (pdir / "task" / str(tid) / "comm").write_text(str(comm))
+                # surrogateescape: a name that was not UTF-8 in /proc gets its bytes back
+                (pdir / "task" / str(tid) / "comm").write_text(str(comm),
+                                                                errors="surrogateescape")
     return root
 
 
@@ -158,37 +177,40 @@ class CaptureWriter:
         self._tmp = Path(tmp)
         self._fh: BinaryIO = os.fdopen(fd, "wb", buffering=1024 * 1024)
         meta = json.dumps(dict(header.metadata), sort_keys=True).encode()
-        self._fh.write(
-            _HEADER.pack(
-                MAGIC,
-                FORMAT_VERSION,
-                header.api_version,
-                0,
-                header.schema_hash,
-                header.boot_offset_ns,
-                len(meta),
-            )
-            + meta
-        )
+        head = _HEADER.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            header.api_version,
+            0,
+            header.schema_hash,
+            header.boot_offset_ns,
+            len(meta),
+        ) + meta
+        self._fh.write(head + _CRC.pack(zlib.crc32(head)))
         self.events_bytes = 0
+
+    def _write_frame(self, kind: int, payload: bytes | bytearray | memoryview) -> None:
+        kind_len = _FRAME_KIND_LEN.pack(kind, len(payload))
+        crc = zlib.crc32(payload, zlib.crc32(kind_len))
+        self._fh.write(_FRAME.pack(kind, len(payload), crc))
+        self._fh.write(payload)
 
     def write_events(self, raw: bytes | bytearray | memoryview) -> None:
         if raw:
-            self._fh.write(_FRAME.pack(FRAME_EVENTS, len(raw)))
-            self._fh.write(raw)
+            self._write_frame(FRAME_EVENTS, raw)
             self.events_bytes += len(raw)
 
     def write_procs(self, snapshot: ProcSnapshot) -> None:
         payload = json.dumps(snapshot.doc, separators=(",", ":"),
                              ensure_ascii=False).encode("utf-8", "surrogateescape")
-        self._fh.write(_FRAME.pack(FRAME_PROCS, len(payload)) + payload)
+        self._write_frame(FRAME_PROCS, payload)
 
     def write_stats(self, ts_ns: int, per_cpu: Mapping[int, Mapping[str, int]]) -> None:
         payload = json.dumps(
             {"ts": ts_ns, "per_cpu": {str(c): dict(v) for c, v in per_cpu.items()}},
             separators=(",", ":"),
         ).encode()
-        self._fh.write(_FRAME.pack(FRAME_STATS, len(payload)) + payload)
+        self._write_frame(FRAME_STATS, payload)
 
     def close(self) -> None:
         if self._fh.closed:
@@ -204,11 +226,60 @@ class CaptureWriter:
         self._tmp.unlink(missing_ok=True)
 
 
-def _read_exact(fh: IO[bytes], size: int, path: Path, what: str) -> bytes:
-    data = fh.read(size)
-    if len(data) != size:
-        raise CaptureFormatError(f"capture {path}: truncated {what} ({len(data)}/{size} bytes)")
-    return data
+class _Damaged(ValueError):
+    """A frame payload whose content does not have the recorded shape."""
+
+
+def _text_map(doc: object, what: str, *, nul_in_values: bool = True) -> dict[str, str]:
+    # Names become paths and link targets symlinks, which cannot hold a NUL; file contents
+    # can (cmdline separates its arguments with them).
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and "\0" not in k
+        and (nul_in_values or "\0" not in v) for k, v in doc.items()
+    ):
+        raise _Damaged(f"{what} is not a map of strings")
+    return doc
+
+
+def _number_name(name: object) -> bool:
+    return isinstance(name, str) and name.isascii() and name.isdigit() and len(name) < 20
+
+
+def _checked_snapshot(doc: object) -> ProcSnapshot:
+    """The snapshot, once every part materialise_proc lays out has the recorded shape."""
+    if not isinstance(doc, dict):
+        raise _Damaged("the /proc snapshot is not a JSON object")
+    procs, net = doc.get("procs", {}), doc.get("net", {})
+    if not isinstance(procs, dict):
+        raise _Damaged("the /proc snapshot's procs is not a map")
+    _text_map(net, "the /proc snapshot's net")
+    for pid, proc in procs.items():
+        if not _number_name(pid) or not isinstance(proc, dict):
+            raise _Damaged(f"the /proc snapshot's process {pid!r} is malformed")
+        for part in ("files", "links", "fds", "tasks"):
+            _text_map(proc.get(part, {}), f"the /proc snapshot's process {pid} {part}",
+                      nul_in_values=part in ("files", "tasks"))
+        for number in (*proc.get("fds", {}), *proc.get("tasks", {})):
+            if not _number_name(number):
+                raise _Damaged(f"the /proc snapshot's process {pid} has fd/task {number!r}")
+    return ProcSnapshot(doc)
+
+
+def _checked_stats(doc: object) -> StatsFrame:
+    if not isinstance(doc, dict) or not isinstance(doc.get("per_cpu"), dict):
+        raise _Damaged("a stats frame is not {ts, per_cpu}")
+    ts = doc.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 1 << 63:
+        raise _Damaged(f"a stats frame's ts is {ts!r}")
+    per_cpu: dict[int, dict[str, int]] = {}
+    for cpu, counters in doc["per_cpu"].items():
+        if not _number_name(cpu) or not isinstance(counters, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            and 0 <= v < 1 << 64 for k, v in counters.items()
+        ):
+            raise _Damaged(f"a stats frame's cpu {cpu!r} counters are malformed")
+        per_cpu[int(cpu)] = dict(counters)
+    return StatsFrame(ts_ns=ts, per_cpu=per_cpu)
 
 
 class CaptureReader:
@@ -216,61 +287,95 @@ class CaptureReader:
         self.path = path
         try:
             self._fh: BinaryIO = path.open("rb")
+            self._size = os.fstat(self._fh.fileno()).st_size
         except OSError as exc:
             raise CaptureFormatError(f"capture {path}: cannot open: {exc.strerror}") from None
+        try:
+            self.header = self._read_header(expect_schema_hash)
+        except BaseException:
+            self._fh.close()
+            raise
+        self.frame_number = 0  # of the last frame read, 1-based; the header is not a frame
+        self.frame_offset = 0
+
+    def _fail(self, detail: str) -> CaptureFormatError:
+        return CaptureFormatError(f"capture {self.path}: {detail}")
+
+    def _read_exact(self, size: int, what: str) -> bytes:
+        # Compared with what is left in the file before reading, so a damaged length
+        # never allocates more than the file holds.
+        left = self._size - self._fh.tell()
+        if size > left:
+            raise self._fail(f"truncated {what} ({max(left, 0)} of {size} bytes present);"
+                             " the file is damaged or was cut short, re-record it")
+        return self._fh.read(size)
+
+    def _read_header(self, expect_schema_hash: int | None) -> CaptureHeader:
         raw = self._fh.read(_HEADER.size)
         if len(raw) < _HEADER.size or not raw.startswith(MAGIC):
-            self._fh.close()
-            raise CaptureFormatError(
-                f"capture {path}: not an rt-engine capture (bad magic); record one with"
-                " `rt-engine run --record FILE`"
-            )
+            raise self._fail("not an rt-engine capture (bad magic); record one with"
+                             " `rt-engine run --record FILE`")
         _, version, api, _, schema_hash, boot_offset, meta_len = _HEADER.unpack(raw)
+        if version < FORMAT_VERSION:
+            raise self._fail(f"format version {version} was recorded by an older rt-engine"
+                             " (frames carry no checksums); re-record it with"
+                             " `rt-engine run --record FILE`")
         if version != FORMAT_VERSION:
-            self._fh.close()
-            raise CaptureFormatError(
-                f"capture {path}: format version {version}, this rt-engine reads"
-                f" {FORMAT_VERSION}"
-            )
+            raise self._fail(f"format version {version}, this rt-engine reads"
+                             f" {FORMAT_VERSION}; replay it with the rt-engine that recorded it")
+        if meta_len > MAX_METADATA:
+            raise self._fail(f"metadata length {meta_len} exceeds the {MAX_METADATA}-byte"
+                             " limit; the header is damaged, re-record it")
+        meta = self._read_exact(meta_len, "metadata")
+        (crc,) = _CRC.unpack(self._read_exact(_CRC.size, "header checksum"))
+        if zlib.crc32(raw + meta) != crc:
+            raise self._fail("header checksum mismatch; the file is damaged, re-record it")
         if expect_schema_hash is not None and schema_hash != expect_schema_hash:
-            self._fh.close()
-            raise CaptureFormatError(
-                f"capture {path}: recorded with driver schema {schema_hash:#018x}, this decoder"
+            raise self._fail(
+                f"recorded with driver schema {schema_hash:#018x}, this decoder"
                 f" is {expect_schema_hash:#018x}; replay it with the rt-engine that recorded it"
             )
         try:
-            metadata = json.loads(_read_exact(self._fh, meta_len, path, "metadata"))
+            metadata = json.loads(meta)
         except ValueError:
-            self._fh.close()
-            raise CaptureFormatError(f"capture {path}: corrupt metadata") from None
-        self.header = CaptureHeader(api, schema_hash, boot_offset, metadata)
+            metadata = None
+        if not isinstance(metadata, dict):
+            raise self._fail("corrupt metadata (not a JSON object)")
+        return CaptureHeader(api, schema_hash, boot_offset, metadata)
 
     def frames(self) -> Iterator[bytes | StatsFrame | ProcSnapshot]:
         """EVENTS payloads (raw driver records), StatsFrame and ProcSnapshot objects, in
-        file order."""
-        fh, path = self._fh, self.path
+        file order; a damaged frame raises CaptureFormatError naming its number and offset."""
+        fh = self._fh
         while True:
+            offset = fh.tell()
             head = fh.read(_FRAME.size)
             if not head:
                 return
+            self.frame_number += 1
+            self.frame_offset = offset
+            where = f"frame {self.frame_number} at offset {offset}"
             if len(head) != _FRAME.size:
-                raise CaptureFormatError(f"capture {path}: truncated frame header")
-            kind, size = _FRAME.unpack(head)
-            if size > MAX_FRAME:
-                raise CaptureFormatError(f"capture {path}: frame of {size} bytes, file corrupt")
-            payload = _read_exact(fh, size, path, "frame")
+                raise self._fail(f"{where}: truncated frame header; re-record it")
+            kind, size, crc = _FRAME.unpack(head)
+            limit = _MAX_FRAME_BY_KIND.get(kind)
+            if limit is None:
+                raise self._fail(f"{where}: unknown frame kind {kind}; the file is damaged")
+            if size > limit:
+                raise self._fail(f"{where}: length {size} exceeds the {limit}-byte limit for"
+                                 " its kind; the file is damaged")
+            payload = self._read_exact(size, where)
+            if zlib.crc32(payload, zlib.crc32(head[:_FRAME_KIND_LEN.size])) != crc:
+                raise self._fail(f"{where}: checksum mismatch, the frame is damaged;"
+                                 " nothing from it was analysed")
             if kind == FRAME_EVENTS:
                 yield payload
-            elif kind == FRAME_STATS:
-                doc = json.loads(payload)
-                yield StatsFrame(
-                    ts_ns=int(doc["ts"]),
-                    per_cpu={int(c): dict(v) for c, v in doc["per_cpu"].items()},
-                )
-            elif kind == FRAME_PROCS:
-                yield ProcSnapshot(json.loads(payload.decode("utf-8", "surrogateescape")))
-            else:
-                raise CaptureFormatError(f"capture {path}: unknown frame kind {kind}")
+                continue
+            try:
+                doc = json.loads(payload.decode("utf-8", "surrogateescape"))
+                yield _checked_stats(doc) if kind == FRAME_STATS else _checked_snapshot(doc)
+            except (ValueError, RecursionError) as exc:  # _Damaged, JSONDecodeError
+                raise self._fail(f"{where}: malformed content: {exc}") from None
 
     def close(self) -> None:
         self._fh.close()

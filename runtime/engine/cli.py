@@ -30,6 +30,7 @@ from runtime.engine.metrics import (
     process_uptime_s,
 )
 from runtime.engine.outputs import OutputQueue, build_sinks
+from runtime.engine.preflight import check_before_start
 from runtime.engine.rules import Priority, Ruleset, load_rules
 from runtime.engine.sources import (
     EventSource,
@@ -307,7 +308,29 @@ def run_engine(cfg: EngineConfig) -> int:
     return 0
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """The one place every subcommand's (and the loader's `driver ...`) expected failure
+    becomes one line and its exit code, whichever layer raised it."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ToolError as exc:
+            click.echo(f"rt-engine: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except OSError as exc:
+            if exc.filename is None:
+                raise  # not about a path the user gave: a bug, keep its traceback
+            # A path from a flag or config the OS refused (too long, a loop, not a
+            # directory) at a check that did not expect it: still the user's input.
+            name = str(exc.filename)
+            name = name if len(name) <= 80 else f"{name[:77]}..."
+            click.echo(f"rt-engine: error: {name}: {exc.strerror}; pass a usable path",
+                       err=True)
+            ctx.exit(UsageError.exit_code)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """rt-engine: Falco-style rules over rtcap driver events."""
 
@@ -370,10 +393,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
         )
         if cfg.replay is not None and (driver is not None or driver_file is not None):
             raise UsageError("--replay and --driver/--driver-file exclude each other; pass one")
+        check_before_start(cfg)
         code = run_engine(cfg)
-    except ToolError as exc:
-        click.echo(f"rt-engine: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)
@@ -382,13 +403,39 @@ def run(  # noqa: PLR0917 - one parameter per click option
 @main.command()
 @click.option("--rules", "rules", multiple=True, required=True,
               type=click.Path(path_type=Path), help="Rules file (repeatable).")
-def validate(rules: tuple[Path, ...]) -> None:
-    """Load rule files and report what they contain, or the first error."""
+@click.option("--output", "output_format", type=click.Choice(["text", "json"]),
+              default="text", show_default=True,
+              help="json: print Falco's `falco_load_results` document (as `falco -V FILE"
+                   " -o json_output=true`) on stdout.")
+def validate(rules: tuple[Path, ...], output_format: str) -> None:
+    """Load rule files and report every error and warning (exit non-zero on any error)."""
+    import json
+
+    from runtime.engine.rules.errors import RuleLoadError
+    from runtime.engine.rules.report import load_results, split_failure
+
+    names = [str(p) for p in rules]
     try:
         ruleset = _load_ruleset(rules)
+    except RuleLoadError as exc:
+        errors, warnings = split_failure(exc)
+        if output_format == "json":
+            click.echo(json.dumps(load_results(names, errors, warnings), indent=2))
+        else:
+            for warning in warnings:
+                click.echo(f"warning: {warning}", err=True)
+            for error in errors:
+                click.echo(f"rt-engine: error: {error}", err=True)
+            if len(errors) > 1:  # one error stays one line
+                click.echo(f"rt-engine: {len(errors)} errors, {len(warnings)} warnings",
+                           err=True)
+        sys.exit(exc.exit_code)
     except ToolError as exc:
         click.echo(f"rt-engine: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    if output_format == "json":
+        click.echo(json.dumps(load_results(names, [], ruleset.warnings), indent=2))
+        return
     for warning in ruleset.warnings:
         click.echo(f"warning: {warning}", err=True)
     needed = _needed_event_types(ruleset)

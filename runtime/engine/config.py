@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from drivercore import yamlsafe
 from drivercore.errors import UsageError
 
 if TYPE_CHECKING:
     from runtime.loader.config import LoaderConfig
 
 DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
+# The driver's ring is allocated once at this size (per CPU for the module): a typo adding
+# digits must be refused here, not met as an allocation failure inside the driver.
+MAX_BUFFER_BYTES = 1024 * 1024 * 1024
 # auto: the loader (runtime/loader) picks, fetches and verifies one, per the `loader:` section.
 DRIVER_KINDS = ("core", "ebpf", "kmod", "auto")
 DROP_ACTIONS = ("ignore", "log", "alert", "exit")
@@ -95,39 +99,56 @@ def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
 def _bool(where: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
-    raise UsageError(f"{where}: expected true or false, got {value!r}")
+    raise UsageError(f"{where}: expected true or false, got {_short(value)}")
 
 
 def _number(where: str, value: object, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise UsageError(f"{where}: expected a number, got {value!r}")
-    if value < minimum:
-        raise UsageError(f"{where}: must be >= {minimum}, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"{where}: expected a number, got {_short(value)}")
+    # A huge integer does not fit a float; .inf/.nan would reach sleeps and rate maths.
+    number = float(value) if isinstance(value, float) or abs(value) < 2**53 else math.inf
+    if not math.isfinite(number):
+        raise UsageError(f"{where}: expected a finite number, got {_short(value)}")
+    if number < minimum:
+        raise UsageError(f"{where}: must be >= {minimum}, got {_short(value)}")
+    return number
 
 
-def _int(where: str, value: object, *, minimum: int = 0) -> int:
+def _int(where: str, value: object, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"{where}: expected an integer, got {value!r}")
-    if value < minimum:
-        raise UsageError(f"{where}: must be >= {minimum}, got {value!r}")
+        raise UsageError(f"{where}: expected an integer, got {_short(value)}")
+    if not minimum <= value <= maximum:
+        raise UsageError(f"{where}: must be in {minimum}..{maximum}, got {_short(value)}")
     return value
+
+
+def _short(value: object) -> str:
+    # A hostile value (a 10,000-digit integer, a long string) must not become the message.
+    if isinstance(value, int) and value.bit_length() > 64:  # repr of 4300+ digits raises
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _str(where: str, value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise UsageError(f"{where}: expected a non-empty string, got {value!r}")
+        raise UsageError(f"{where}: expected a non-empty string, got {_short(value)}")
     return value
 
 
 def _path_or_none(where: str, value: object) -> Path | None:
-    return None if value is None else Path(_str(where, value))
+    if value is None:
+        return None
+    text = _str(where, value)
+    if "\0" in text:  # the OS refuses it later with a ValueError, not a message
+        raise UsageError(f"{where}: a path cannot contain a NUL byte, got {_short(text)}")
+    return Path(text)
 
 
 def _choice(where: str, value: object, choices: tuple[str, ...]) -> str:
     text = _str(where, value)
     if text not in choices:
-        raise UsageError(f"{where}: unknown value {text!r}{_did_you_mean(text, choices)}")
+        raise UsageError(f"{where}: unknown value {_short(text)}{_did_you_mean(text, choices)}")
     return text
 
 
@@ -225,7 +246,7 @@ _TOP_LEVEL: dict[str, Callable[[str, object], object]] = {
     "driver": lambda w, v: _choice(w, v, DRIVER_KINDS),
     "probe": _path_or_none,
     "driver_file": _path_or_none,
-    "buffer_bytes": lambda w, v: _int(w, v, minimum=4096),
+    "buffer_bytes": lambda w, v: _int(w, v, minimum=4096, maximum=MAX_BUFFER_BYTES),
     "rules_files": _rules_files,
     "json_output": _bool,
     "priority": _str,
@@ -251,11 +272,21 @@ def load_config(path: Path | None) -> EngineConfig:
     if path is None:
         return EngineConfig()
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            # One byte over the limit is enough for yamlsafe to refuse it by size.
+            data = fh.read(yamlsafe.MAX_INPUT_BYTES + 1)
     except OSError as exc:
-        raise UsageError(f"config {path}: cannot read: {exc.strerror}") from None
+        raise UsageError(f"config {path}: cannot read: {exc.strerror}; pass a readable"
+                         " --config FILE") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlsafe.load(data)
+    except yamlsafe.UnsafeYamlError as exc:
+        where = f": line {exc.line} column {exc.col}" if exc.line else ""
+        raise UsageError(f"config {path}{where}: refused: {exc}") from None
+    except ValueError as exc:
+        # PyYAML's int() of a scalar past Python's 4300-digit conversion limit.
+        raise UsageError(f"config {path}: a value cannot be read ({str(exc)[:80]});"
+                         " use a realistic number") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""

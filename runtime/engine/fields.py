@@ -17,6 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from runtime.engine.state import HOST_CONTAINER_ID, FdInfo, SystemState, ThreadInfo
+from runtime.engine.state.process import render_exe_flags
 from runtime.events import SocketTuple
 
 if TYPE_CHECKING:
@@ -128,6 +129,23 @@ _PTRACE_REQUESTS = {
 }
 
 
+# chmod(2) mode bits, in the order libs' chmod_mode table lists them (PT_MODE params).
+_MODE_BITS: tuple[tuple[int, str], ...] = (
+    (0o1, "S_IXOTH"), (0o2, "S_IWOTH"), (0o4, "S_IROTH"),
+    (0o10, "S_IXGRP"), (0o20, "S_IWGRP"), (0o40, "S_IRGRP"),
+    (0o100, "S_IXUSR"), (0o200, "S_IWUSR"), (0o400, "S_IRUSR"),
+    (0o1000, "S_ISVTX"), (0o2000, "S_ISGID"), (0o4000, "S_ISUID"),
+)
+_CHMOD_TYPES = frozenset({"chmod", "fchmod", "fchmodat"})
+
+
+def render_chmod_mode(mode: int) -> str:
+    """Falco's text of a chmod mode: each set bit's name, `|`-joined (`S_IRUSR|S_ISUID`);
+    a mode with none of those bits is printed in octal, as its raw value."""
+    names = [name for bit, name in _MODE_BITS if mode & bit]
+    return "|".join(names) if names else (f"0{mode:o}" if mode else "0")
+
+
 def render_open_flags(flags: int) -> str:
     """Falco's rendering: the access mode first, then each set flag, `|`-joined."""
     access = flags & O_ACCMODE
@@ -136,6 +154,10 @@ def render_open_flags(flags: int) -> str:
         if flags & bit == bit:
             names.append(name)
     return "|".join(names)
+
+
+# execve/execveat `flags`: the driver's exe flags (execveat's AT_* flags are `at_flags`).
+_EXEC_TYPES = frozenset({"execve", "execveat"})
 
 
 def render_param(evt_type: str, name: str, value: object) -> str | None:
@@ -150,8 +172,12 @@ def render_param(evt_type: str, name: str, value: object) -> str | None:
             return render_open_flags(value)
         if name == "mode" and evt_type in _OPEN_TYPES:
             return f"0{value:o}"
+        if name == "mode" and evt_type in _CHMOD_TYPES:
+            return render_chmod_mode(value)
         if name == "request" and evt_type == "ptrace":
             return _PTRACE_REQUESTS.get(value, str(value))
+        if name == "flags" and evt_type in _EXEC_TYPES:
+            return render_exe_flags(value)
         return str(value)
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
@@ -168,7 +194,7 @@ def render_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return ",".join(render_value(v) for v in value)
-    if isinstance(value, bytes):
+    if value.__class__ is bytes:  # a bytes subclass (an I/O Buffer) has its own text
         return value.decode("utf-8", errors="replace")
     return str(value)
 
@@ -268,6 +294,34 @@ _define("evt.source", FieldType.STRING, "event source: syscall",
         lambda ev, st: "syscall", inline="'syscall'", nullable=False)
 
 
+# uid/gid params (setuid, setresuid, chown, ...): evt.arg shows the name, as libsinsp
+# resolves PT_UID/PT_GID (`evt.arg.uid=nobody`); evt.rawarg keeps the number.
+_USER_ID_PARAMS = frozenset({"uid", "ruid", "euid", "suid"})
+_GROUP_ID_PARAMS = frozenset({"gid", "rgid", "egid", "sgid"})
+_NO_ID = (-1, 0xFFFFFFFF)  # "leave unchanged" in setresuid & co.
+
+
+def st_user_name(st: SystemState, ident: int) -> str | None:
+    return st.user_name(ident)
+
+
+def st_group_name(st: SystemState, ident: int) -> str | None:
+    return st.group_name(ident)
+
+
+def render_id_param(value: object, names: Callable[[SystemState, int], str | None],
+                    st: SystemState) -> str | None:
+    """libsinsp's text of a uid/gid param: the name, `<NA>` when the id has none, and
+    `<NONE>` for -1."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        return str(value)
+    if value in _NO_ID:
+        return "<NONE>"
+    return names(st, value) or "<NA>"
+
+
 def _build_evt_arg(raw: bool) -> Callable[[str, str | None], BoundField]:
     def build(text: str, arg: str | None) -> BoundField:
         if arg is None:
@@ -300,6 +354,14 @@ def _build_evt_arg(raw: bool) -> Callable[[str, str | None], BoundField]:
                 return str(value)
 
             return BoundField(text, FieldType.STRING, by_name_raw)
+
+        if name in _USER_ID_PARAMS or name in _GROUP_ID_PARAMS:
+            names = st_user_name if name in _USER_ID_PARAMS else st_group_name
+
+            def by_id(ev: Event, st: SystemState) -> object:
+                return render_id_param(ev.params.get(name), names, st)
+
+            return BoundField(text, FieldType.STRING, by_id)
 
         def by_name(ev: Event, st: SystemState) -> object:
             return render_param(ev.type, name, ev.params.get(name))
@@ -539,13 +601,7 @@ _define("container.id", FieldType.STRING, "short container id, 'host' outside co
 _define("container.full_id", FieldType.STRING, "full container id, 'host' outside containers",
         _container_field(lambda t: t.container.full_id if t.container else None,
                          HOST_CONTAINER_ID))
-_define("container.name", FieldType.STRING,
-        "'host' outside containers; unknown (no runtime API here) inside",
-        _container_field(lambda t: None, HOST_CONTAINER_ID))
-_define("container.type", FieldType.STRING, "docker, containerd, cri-o, podman or host",
-        _container_field(lambda t: t.container.runtime if t.container else None, "host"))
-_define("container.image", FieldType.STRING, "image (unknown without the runtime API)",
-        _container_field(lambda t: None, None))
+# container.name, .image, .type & co. (the runtime's metadata): runtime/engine/fields_container.py
 
 
 # ---- resolution --------------------------------------------------------------------------
@@ -598,6 +654,7 @@ __all__ = [
     "FieldType",
     "UnknownFieldError",
     "apply_transformer",
+    "render_chmod_mode",
     "render_open_flags",
     "render_param",
     "render_value",

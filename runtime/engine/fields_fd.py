@@ -1,7 +1,157 @@
 """fd.* fields added for Falco's public rules:
-connection state, raw names, ip/port either end, resolved names.
+connection state, raw names, ip/port either end, resolved names, and evt.buffer.
 
 Registered into `runtime.engine.fields.FIELDS` when `runtime.engine.fields` is imported.
+
+Semantics follow libsinsp's fd filter checks:
+  fd.connected     connect() succeeded or is in progress (EINPROGRESS), or accept()ed;
+                   false after a failed connect, and for files
+  fd.name_changed  this event renamed its fd: a connect to another peer, or a datagram
+                   send/receive whose peer differs from the fd's last one
+  fd.nameraw       the path exactly as the open was given it (`//` collapsed, as
+                   libsinsp does), "" for fds not opened by path
+  fd.ip / fd.port  either end: `=`/`in` hold when one end matches, `!=` (fd.ip) when
+                   neither does
+  fd.*ip.name      the domain name of that end's address. libsinsp answers from its DNS
+                   table, filled only by names that rules compare against and that it
+                   resolved; an address with no name there extracts NULL. We keep no DNS
+                   table, so these are always NULL (`<NA>` in outputs, comparisons false),
+                   which is what Falco returns for every address it has not resolved.
+  evt.buffer       the `data` param of read/write/send/recv events (bytes): `bcontains`
+                   compares hex bytes, `contains` text.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, SupportsIndex, cast
+
+from runtime.engine.fields import (
+    FIELDS,
+    ArgKind,
+    BoundField,
+    FieldDef,
+    FieldType,
+    UnknownFieldError,
+    _define,
+)
+from runtime.engine.state import SystemState
+
+if TYPE_CHECKING:
+    from runtime.events import Event
+
+_IP_TYPECHARS = ("4", "6")
+
+
+def _connected(ev: Event, st: SystemState) -> object:
+    info = st.fd_of(ev)
+    return None if info is None else info.connected
+
+
+def _name_changed(ev: Event, st: SystemState) -> object:
+    info = st.fd_of(ev)
+    if info is None:
+        return None
+    return st.name_changed_event is ev
+
+
+def _collapse_slashes(path: str) -> str:
+    while "//" in path:
+        path = path.replace("//", "/")
+    return path
+
+
+def _nameraw(ev: Event, st: SystemState) -> object:
+    info = st.fd_of(ev)
+    if info is None:
+        return None
+    raw = info.name_raw
+    return _collapse_slashes(raw) if "//" in raw else raw
+
+
+def fd_ips(ev: Event, st: SystemState) -> object:
+    """Both ends' addresses (one for a listening socket), or None: not an IP socket."""
+    info = st.fd_of(ev)
+    if info is None or info.typechar not in _IP_TYPECHARS:
+        return None
+    ips = [ip for ip in (info.cip, info.sip) if ip is not None]
+    return ips or None
+
+
+def fd_ports(ev: Event, st: SystemState) -> object:
+    """Both ends' ports; [] when the fd is not an IP socket (a list field: never None)."""
+    info = st.fd_of(ev)
+    if info is None or info.typechar not in _IP_TYPECHARS:
+        return []
+    return [port for port in (info.cport, info.sport) if port is not None]
+
+
+def _unresolved_name(ev: Event, st: SystemState) -> object:
+    # No DNS table: every address is one Falco has not resolved (see the module doc).
+    return None
+
+
+class Buffer(bytes):
+    """An I/O buffer: bytes that text operators can also search.
+
+    `bcontains`/`bstartswith` see the exact bytes; `contains`, `startswith`, `endswith`
+    and `icontains` take a text needle, compared as its UTF-8 bytes, as Falco compares a
+    buffer with a string.
+    """
+
+    __slots__ = ()
+
+    def __contains__(self, item: object) -> bool:
+        needle = item.encode("utf-8") if isinstance(item, str) else item
+        return bytes.__contains__(self, needle)  # type: ignore[operator]
+
+    def startswith(self, prefix: object, *args: SupportsIndex | None) -> bool:
+        needle = prefix.encode("utf-8") if isinstance(prefix, str) else prefix
+        return bytes.startswith(self, cast(bytes, needle), *args)
+
+    def endswith(self, suffix: object, *args: SupportsIndex | None) -> bool:
+        needle = suffix.encode("utf-8") if isinstance(suffix, str) else suffix
+        return bytes.endswith(self, cast(bytes, needle), *args)
+
+    def lower(self) -> Buffer:
+        return Buffer(bytes.lower(self))
+
+    def __str__(self) -> str:
+        # Falco's default buffer text: printable ASCII as is, any other byte as `.`.
+        return "".join(chr(b) if 32 <= b < 127 else "." for b in self)
+
+
+def _buffer(ev: Event, st: SystemState) -> object:
+    data = ev.params.get("data")
+    if isinstance(data, bytes):
+        return data if data.__class__ is Buffer else Buffer(data)
+    if isinstance(data, str):  # events built by hand
+        return Buffer(data.encode("utf-8", "surrogateescape"))
+    return None
+
+
+def _define_list(name: str, ftype: FieldType, desc: str,
+                 extract: object) -> None:
+    """A field with a value per fd end: comparisons hold when any end matches."""
+    def build(text: str, arg: str | None) -> BoundField:
+        if arg is not None:
+            raise UnknownFieldError(f"field '{name}' takes no argument")
+        return BoundField(text, ftype, extract, nullable=False,  # type: ignore[arg-type]
+                          is_list=True)
+
+    FIELDS[name] = FieldDef(name, ftype, desc, ArgKind.NONE, build)
+
+
+_define("fd.connected", FieldType.BOOL, "true when the socket is connected", _connected)
+_define("fd.name_changed", FieldType.BOOL, "true when this event changed the fd's name",
+        _name_changed)
+_define("fd.nameraw", FieldType.STRING, "the path as the open was given it, unnormalised",
+        _nameraw)
+# IPNET: one check over both ends, so `!=` means "neither end", as Falco's fd.ip does.
+_define("fd.ip", FieldType.IPNET, "either end's IP address", fd_ips)
+_define_list("fd.port", FieldType.INT, "either end's port", fd_ports)
+for _end in ("sip", "cip", "lip", "rip"):
+    _define(f"fd.{_end}.name", FieldType.STRING,
+            f"domain name of fd.{_end} (needs a DNS table: always <NA> here)", _unresolved_name)
+_define("evt.buffer", FieldType.STRING, "the data param of I/O events (bytes)", _buffer)
+
+__all__ = ["Buffer", "fd_ips", "fd_ports"]

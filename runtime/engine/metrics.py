@@ -215,7 +215,15 @@ class PrometheusEndpoint:
     def __init__(self, metrics: Metrics, *, port: int, addr: str = "127.0.0.1") -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(metrics))
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:  # in use, not an address of this host, no permission
+            from drivercore.errors import UsageError
+
+            raise UsageError(
+                f"--metrics-port/metrics.prometheus_port {addr}:{port}: cannot listen:"
+                f" {exc.strerror or exc}; pick a free port or another prometheus_addr"
+            ) from None
         self._server = server
         self._thread = thread
         self.port: int = server.server_address[1]  # the real one when port=0

@@ -91,9 +91,31 @@ def workload(marker_dir: Path) -> dict[str, Any]:
     expect: dict[str, Any] = {"self_pid": os.getpid()}
     token = f"rtcap-marker-{os.getpid()}"
     echo = "/bin/echo"
-    child = subprocess.Popen([echo, token], stdout=subprocess.DEVNULL)
+    child = subprocess.Popen([echo, token], stdout=subprocess.DEVNULL,
+                             env={"RTCAP_TOKEN": token})  # fmt: skip
     child.wait()
-    expect["exec"] = {"pid": child.pid, "filename": echo, "argv": [echo, token]}
+    st = os.stat(echo)
+    status = Path("/proc/self/status").read_text()
+    cap_eff = next(int(line.split()[1], 16) for line in status.splitlines()
+                   if line.startswith("CapEff:"))  # fmt: skip
+    expect["exec"] = {"pid": child.pid, "filename": echo, "argv": [echo, token],
+                      "env": f"RTCAP_TOKEN={token}", "ino": st.st_ino,
+                      "ctime": st.st_ctime_ns, "mtime": st.st_mtime_ns,
+                      "cap_effective": cap_eff}  # fmt: skip
+
+    # A loopback UDP exchange on unconnected sockets: the tuple's peer comes from the
+    # address the caller passed, the data from the user buffer.
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    payload = b"cafebabe" + token.encode()
+    tx.sendto(payload, rx.getsockname())
+    rx.recvfrom(256)
+    expect["udp"] = {"payload": payload, "tuple": f"127.0.0.1:{tx.getsockname()[1]}->"
+                     f"127.0.0.1:{rx.getsockname()[1]}"}  # fmt: skip
+    rx.close()
+    tx.close()
 
     target = marker_dir / f"{token}.txt"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -133,7 +155,24 @@ def check_events(checks: Checks, events: list[Any], expect: dict[str, Any], pre:
               and argv == ex["argv"] and e.ppid == me and bool(param(e, "cwd")))  # fmt: skip
         detail += (f"; res={e.res} filename={param(e, 'filename')!r} argv={argv!r}"
                    f" ppid={e.ppid} cwd={param(e, 'cwd')!r}")  # fmt: skip
+        # what the exec'd task and its exe file are, after the exec
+        want_facts = {"env": [ex["env"]], "exe_ino": ex["ino"], "exe_ino_ctime": ex["ctime"],
+                      "exe_ino_mtime": ex["mtime"], "cap_effective": ex["cap_effective"],
+                      "vpid": ex["pid"], "vtid": ex["pid"]}  # fmt: skip
+        got_facts = {k: param(e, k) for k in want_facts}
+        ok = ok and got_facts == want_facts
+        detail += f"; task facts {got_facts} want {want_facts}"
     checks.record(pre + "event_execve", ok, detail)
+
+    udp = expect["udp"]
+    io = {e.type: e for e in events if e.type in ("sendto", "recvfrom") and e.pid == me}
+    detail = f"{sorted(io)}; " + "; ".join(
+        f"{t}: res={e.res} data={param(e, 'data')!r} tuple={param(e, 'tuple')}"
+        for t, e in io.items())
+    ok = sorted(io) == ["recvfrom", "sendto"] and all(
+        e.res == len(udp["payload"]) == param(e, "size") and param(e, "data") == udp["payload"]
+        and str(param(e, "tuple")) == udp["tuple"] for e in io.values())  # fmt: skip
+    checks.record(pre + "event_udp", ok, detail + f" want {udp['tuple']}")
 
     op = expect["open"]
     opens = [e for e in events
@@ -193,7 +232,7 @@ def capture(checks: Checks, marker_dir: Path) -> None:
             checks.record("start_refused_before_handshake", True)
         dev.handshake()
         checks.record("handshake", True, f"schema {dev.schema_hash:#x}")
-        dev.set_filter(["execve", "openat", "connect"])
+        dev.set_filter(["execve", "openat", "connect", "sendto", "recvfrom"])
         dev.start()
         started = time.monotonic()
         expect = workload(marker_dir)
@@ -263,7 +302,7 @@ def check_probe(checks: Checks, label: str, obj: Path, marker_dir: Path) -> None
 
     pre = f"probe_{label}_"
     try:
-        with ProbeSource(obj, {"execve", "openat", "connect", "procexit"},
+        with ProbeSource(obj, {"execve", "openat", "connect", "sendto", "recvfrom", "procexit"},
                          ignore_self=False) as src:  # fmt: skip
             src.start()
             checks.record(pre + "loaded", True, str(obj))

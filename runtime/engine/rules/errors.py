@@ -22,3 +22,16 @@ class RuleLoadError(ToolError):
         self.line = line
         self.col = col
         self.offset = offset
+
+
+class RuleLoadErrors(RuleLoadError):
+    """Every error found while loading (Falco reports them all, not only the first), plus
+    the warnings gathered so far, so `validate` can list them all."""
+
+    def __init__(self, errors: list[RuleLoadError], warnings: list[str]) -> None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        super().__init__(f"{first}{more}", file=first.file, item=first.item,
+                         line=first.line, col=first.col, offset=first.offset)
+        self.errors = tuple(errors)
+        self.warnings = tuple(warnings)

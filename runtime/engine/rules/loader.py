@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from drivercore import yamlsafe
 from runtime.engine.fields import UnknownFieldError
 from runtime.engine.rules.ast import (
     And,
@@ -36,16 +37,37 @@ from runtime.engine.rules.compiler import (
     event_types,
     validate_condition,
 )
-from runtime.engine.rules.errors import RuleLoadError
-from runtime.engine.rules.lexer import ALL_OPS, FIELD_NAME, LIST_OPS, ConditionSyntaxError
+from runtime.engine.rules.errors import RuleLoadError, RuleLoadErrors
+from runtime.engine.rules.lexer import (
+    ALL_OPS,
+    FIELD_NAME,
+    LIST_OPS,
+    ConditionSyntaxError,
+    Scanner,
+)
+from runtime.engine.rules.limits import (
+    MAX_LIST_ITEMS,
+    MAX_MACRO_DEPTH,
+    ExpandedSize,
+    LimitExceeded,
+)
 from runtime.engine.rules.output import OutputError, compile_output
 from runtime.engine.rules.parser import parse_condition
 from runtime.engine.rules.priority import Priority
 from runtime.engine.rules.ruleset import CompiledRule, Ruleset
 
-# The Falco engine version whose rule-file features we implement (semver, as Falco >= 0.35;
-# the old integer versions N mean 0.N.0).
-ENGINE_VERSION = "0.43.0"
+# The Falco engine version whose rule-file language we implement (semver, as Falco >= 0.35;
+# the old integer versions N mean 0.N.0). 0.57.0 is what the vendored falcosecurity/rules
+# files require; the language features it covers and we implement: list/macro/rule items
+# with `append` and `override` (append/replace per key), rule `exceptions` (fields/comps/
+# values, tuple and single-field forms), `enabled`-only overrides, `skip-if-unknown-filter`,
+# `warn_evttypes`, `required_plugin_versions` with `alternatives`, semver versions and the
+# condition operators listed in lexer.ALL_OPS. Fields are the engine's own (fields.py).
+ENGINE_VERSION = "0.57.0"
+# Plugins whose fields this engine provides built in, with the plugin version whose field
+# set we implement. Falco with the syscall source plus the container plugin is the model:
+# `container.*`/`k8s.*` fields come from runtime/engine/fields_container.py.
+BUILTIN_PLUGIN_VERSIONS: dict[str, tuple[int, int, int]] = {"container": (0, 4, 0)}
 SUPPORTED_SOURCES = frozenset({"syscall"})
 
 _RULE_APPEND_KEYS = frozenset({"condition", "output", "desc", "tags", "exceptions"})
@@ -328,6 +350,23 @@ def _parse_version(text: object) -> tuple[int, int, int] | None:
     return (major, minor, patch)
 
 
+def list_item_value(item: str) -> str:
+    """The value a list item stands for. Falco pastes list items into the condition's
+    `(...)` list, quoting an item only if it is not already a quoted string; so an item
+    written '"10.0.0.0/8"' or "\\"sh -c\\"" is a quoted literal whose value has no quotes
+    (escapes decoded as in any condition string)."""
+    if len(item) < 2 or item[0] not in "'\"" or item[-1] != item[0]:
+        return item
+    scanner = Scanner(item)
+    try:
+        value = scanner.quoted()
+    except ConditionSyntaxError:
+        return item
+    if value is None or scanner.pos != len(item):
+        return item  # e.g. '"a" "b"': not one literal, kept verbatim
+    return value
+
+
 # ---- the loader ---------------------------------------------------------------------------
 
 class _Loader:
@@ -336,6 +375,8 @@ class _Loader:
         self.macros: dict[str, _MacroItem] = {}
         self.rules: dict[str, _RuleItem] = {}
         self.warnings: list[str] = []
+        self.errors: list[RuleLoadError] = []
+        self._sizer = ExpandedSize({}, {})
 
     # -- reading --
 
@@ -343,7 +384,13 @@ class _Loader:
         lines = tuple(text.splitlines())
         try:
             # Several `---` documents in one file are read in order, like one long list.
-            roots = list(yaml.compose_all(text, Loader=_RulesYamlLoader))
+            # Through yamlsafe: alias bombs, over-deep nesting and duplicate keys inside one
+            # mapping are refused with a position before anything is built from the file.
+            roots = yamlsafe.compose_all(text, loader=_RulesYamlLoader)
+        except yamlsafe.UnsafeYamlError as err:
+            where = f":{err.where}" if err.where else ""
+            raise RuleLoadError(f"{display}{where}: unsafe YAML: {err}", file=display,
+                                line=err.line, col=err.col) from None
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -372,16 +419,20 @@ class _Loader:
                 raise RuleLoadError(
                     f"{pos}: each item must be a mapping (- rule: ..., - macro: ...,"
                     " - list: ...)", file=display, line=pos.line, col=pos.col)
-            item = _ItemView(node, display, lines, constructor)
-            self.apply(item)
+            # Each item is applied on its own so one bad item does not hide the others.
+            try:
+                item = _ItemView(node, display, lines, constructor)
+                self.apply(item)
+            except RuleLoadError as err:
+                self.errors.append(err)
 
     def apply(self, item: _ItemView) -> None:
         if item.has("required_engine_version"):
             item.kind = "required_engine_version"
             self.check_engine_version(item)
         elif item.has("required_plugin_versions"):
-            self.warnings.append(f"{item.pos}: required_plugin_versions ignored: this engine"
-                                 " has no plugins")
+            item.kind = "required_plugin_versions"
+            self.check_plugin_versions(item)
         elif item.has("rule"):
             self.apply_rule(item)
         elif item.has("macro"):
@@ -407,6 +458,40 @@ class _Loader:
             raise item.error(
                 f"the rules require engine version {wanted}, this engine is {ENGINE_VERSION}",
                 "required_engine_version")
+
+    def check_plugin_versions(self, item: _ItemView) -> None:
+        """As Falco: each entry names a plugin (or one of its `alternatives`) that must be
+        loaded with a version compatible with (same major, not older than) the one asked."""
+        entries = item.values["required_plugin_versions"]
+        if not isinstance(entries, list):
+            raise item.error("required_plugin_versions must be a list of {name, version}",
+                             "required_plugin_versions")
+        for entry in entries:
+            if not isinstance(entry, dict) or "name" not in entry or "version" not in entry:
+                raise item.error("each required_plugin_versions entry needs 'name' and"
+                                 " 'version'", "required_plugin_versions")
+            choices = [entry]
+            alternatives = entry.get("alternatives") or []
+            if not isinstance(alternatives, list):
+                raise item.error("'alternatives' must be a list of {name, version}",
+                                 "required_plugin_versions")
+            choices.extend(a for a in alternatives if isinstance(a, dict))
+            if not any(self._plugin_satisfied(c) for c in choices):
+                names = " or ".join(f"{c.get('name')} {c.get('version')}" for c in choices)
+                raise item.error(
+                    f"plugin requirement not satisfied: {names} (built-in plugins: "
+                    + ", ".join(f"{n} {'.'.join(map(str, v))}"
+                                for n, v in BUILTIN_PLUGIN_VERSIONS.items())
+                    + ")", "required_plugin_versions")
+
+    @staticmethod
+    def _plugin_satisfied(entry: dict[object, object]) -> bool:
+        have = BUILTIN_PLUGIN_VERSIONS.get(str(entry.get("name")))
+        wanted = _parse_version(entry.get("version"))
+        if have is None or wanted is None:
+            return False
+        # Falco's plugin version check is semver compatibility: same major, >= requested.
+        return have[0] == wanted[0] and have >= wanted
 
     def _name(self, item: _ItemView, kind: str) -> str:
         item.kind = kind
@@ -451,6 +536,11 @@ class _Loader:
         override = self._override(item, frozenset({"items"}), frozenset({"items"}))
         if "items" not in item.values:
             raise item.error("missing required key 'items'")
+        if item.values["items"] is None:
+            # As Falco: `items` is required to be a sequence; `items:`/null is not one (an
+            # empty list is written `items: []`).
+            raise item.error("'items' must be a list, got nothing (null); write items: []",
+                             "items")
         items = item.string_list("items")
         append = item.boolean("append", False) or (override or {}).get("items") == "append"
         existing = self.lists.get(name)
@@ -579,6 +669,12 @@ class _Loader:
             skip_unknown=item.boolean("skip-if-unknown-filter", False),
             warn_evttypes=item.boolean("warn_evttypes", True),
         )
+        previous = self.rules.get(name)
+        if previous is not None:
+            # As Falco: a same-named rule without append/override replaces the earlier one;
+            # say so, since it is usually a copy-paste slip rather than intended.
+            self.warnings.append(f"{item.pos}: rule '{name}': redefines the rule at"
+                                 f" {previous.pos} (use override: to change it)")
         self.rules[name] = rule  # a redefinition replaces, keeping the first position
 
     def _override_rule(self, item: _ItemView, rule: _RuleItem, spec: dict[str, str]) -> None:
@@ -641,12 +737,23 @@ class _Loader:
         def expand(name: str, seen: tuple[str, ...]) -> tuple[str, ...]:
             if name in out:
                 return out[name]
+            lst = self.lists[name]
+            if len(seen) >= MAX_MACRO_DEPTH:
+                raise RuleLoadError(
+                    f"{lst.pos}: list '{name}': lists nest deeper than {MAX_MACRO_DEPTH}"
+                    " levels (limit MAX_MACRO_DEPTH)", file=lst.pos.file, item=name,
+                    line=lst.pos.line, col=lst.pos.col)
             items: list[str] = []
-            for item in self.lists[name].items:
+            for item in lst.items:
                 if item in self.lists and item not in seen and item != name:
                     items.extend(expand(item, (*seen, name)))
                 else:
-                    items.append(item)
+                    items.append(list_item_value(item))
+                if len(items) > MAX_LIST_ITEMS:
+                    raise RuleLoadError(
+                        f"{lst.pos}: list '{name}': more than {MAX_LIST_ITEMS} items after"
+                        " expanding the lists it names (limit MAX_LIST_ITEMS)",
+                        file=lst.pos.file, item=name, line=lst.pos.line, col=lst.pos.col)
             out[name] = tuple(items)
             return out[name]
 
@@ -671,28 +778,52 @@ class _Loader:
             try:
                 parsed[macro.name] = parse_condition(macro.cond.text)
             except ConditionSyntaxError as err:
-                raise self._cond_error("macro", macro.name, macro.cond, err.message,
-                                       err.offset) from None
+                self.errors.append(self._cond_error("macro", macro.name, macro.cond,
+                                                    err.message, err.offset))
+                continue
             macro_defs[macro.name] = MacroDef(macro.name, parsed[macro.name])
         checker = Expander(macro_defs, lists)
-        for macro in self.macros.values():
+        # As Falco: a macro whose condition is wrong (unknown field, macro or list) is only
+        # an error if an enabled rule uses it; otherwise a warning.
+        bad_macros: dict[str, RuleLoadError] = {}
+        for name, expr in parsed.items():
             try:
-                validate_condition(parsed[macro.name], checker, expand_macros=False)
+                validate_condition(expr, checker, expand_macros=False)
             except CompileError as err:
-                raise self._cond_error("macro", macro.name, macro.cond, err.message,
-                                       err.offset) from None
-        self._check_cycles(parsed)
+                macro = self.macros[name]
+                bad_macros[name] = self._cond_error("macro", name, macro.cond, err.message,
+                                                    err.offset)
+        try:
+            self._check_cycles(parsed)
+        except RuleLoadError as err:
+            self.errors.append(err)
+            raise RuleLoadErrors(self.errors, self.warnings) from None
 
         expander = Expander(macro_defs, lists)
+        self._sizer = ExpandedSize(parsed, lists)
         compiled: list[CompiledRule] = []
         for rule in self.rules.values():
             if rule.source not in SUPPORTED_SOURCES:
                 self.warnings.append(f"{rule.pos}: rule '{rule.name}': source '{rule.source}'"
                                      " is not loaded here; rule skipped")
                 continue
-            built = self._compile_rule(rule, expander)
+            try:
+                built = self._compile_rule(rule, expander)
+            except RuleLoadError as rule_err:
+                # Disabled rules are still checked (they may be enabled at run time). A rule
+                # that only fails because a macro it uses failed to parse is not a second
+                # error: that macro's error already says it.
+                if not any(f"unknown macro '{name}'" in str(rule_err)
+                           for name in self.macros if name not in parsed):
+                    self.errors.append(rule_err)
+                continue
             if built is not None and rule.enabled:
                 compiled.append(built)
+        for name, macro_err in bad_macros.items():
+            if name in expander.used_macros:  # used by a rule (hence not only a warning)
+                self.errors.append(macro_err)
+            else:
+                self.warnings.append(f"{macro_err} (macro not used by any rule)")
         for name, macro in self.macros.items():
             if name not in expander.used_macros:
                 self.warnings.append(f"{macro.pos}: macro '{name}' is not used by any rule")
@@ -700,6 +831,8 @@ class _Loader:
             if name not in expander.used_lists and not self._list_nested_in_used(
                     name, expander.used_lists):
                 self.warnings.append(f"{lst.pos}: list '{name}' is not used by any rule")
+        if self.errors:
+            raise RuleLoadErrors(self.errors, self.warnings)
         return Ruleset(compiled, self.warnings, expander)
 
     def _list_nested_in_used(self, name: str, used: set[str]) -> bool:
@@ -711,6 +844,11 @@ class _Loader:
         state: dict[str, int] = {}  # 1 = on the stack, 2 = done
 
         def visit(name: str, path: list[str]) -> None:
+            if len(path) > MAX_MACRO_DEPTH:
+                macro = self.macros[name]
+                raise self._cond_error("macro", name, macro.cond,
+                                       f"macros nest deeper than {MAX_MACRO_DEPTH} levels"
+                                       " (limit MAX_MACRO_DEPTH)", 0)
             state[name] = 1
             for ref in refs.get(name, []):
                 if ref.name not in refs:
@@ -792,6 +930,11 @@ class _Loader:
         except ConditionSyntaxError as err:
             raise self._cond_error("rule", rule.name, rule.cond, err.message,
                                    err.offset) from None
+        try:
+            self._sizer.of(expr)
+        except LimitExceeded as err:
+            raise self._cond_error("rule", rule.name, rule.cond, err.message,
+                                   err.pos) from None
         try:
             expanded = expander.expand(expr)
             validate_condition(expanded, expander, expand_macros=False)
@@ -886,9 +1029,15 @@ def load_rules(
                                 file=str(p)) from None
         except (OSError, UnicodeDecodeError) as err:
             raise RuleLoadError(f"{p}: cannot read rules file: {err}", file=str(p)) from None
-        loader.read(str(p), text)
+        try:
+            loader.read(str(p), text)
+        except RuleLoadError as err:  # the file's YAML is broken: report it, go on
+            loader.errors.append(err)
     for display, text in extra_texts:
-        loader.read(display, text)
+        try:
+            loader.read(display, text)
+        except RuleLoadError as err:
+            loader.errors.append(err)
     return loader.compile()
 
 

@@ -5,7 +5,11 @@ One concern per module:
   machine     SystemState: the tables and the per-syscall handlers that keep them
   tables      the rows: ThreadInfo, FdInfo
   procfs      what /proc says about a process (seeding, processes first seen mid-run)
-  containers  cgroup path -> container id and runtime
+  process     per-process facts (namespace ids, session, env, exe inode and flags,
+              capabilities, start time) from exec/clone params and /proc
+  containers  cgroup path -> container id and runtime; the runtime's metadata, looked up
+              in the background (ContainerMetadata)
+  docker_api  Docker's Engine API over its unix socket: one container's metadata
   sockets     socket families and types, Falco's tuple text, /proc/net socket tables
   names       uid/gid -> user/group names
   params      numeric event params that may come as text

@@ -18,11 +18,13 @@ from pathlib import Path
 from runtime.engine.state import procfs
 from runtime.engine.state.containers import (
     CgroupPaths,
+    ContainerMetadata,
     container_from_cgroup_path,
     container_from_proc_cgroup,
 )
 from runtime.engine.state.names import NameDb
 from runtime.engine.state.params import as_int, socket_family
+from runtime.engine.state.process import apply_clone_ids, apply_exec_params
 from runtime.engine.state.sockets import (
     AF_INET,
     AF_INET6,
@@ -51,6 +53,7 @@ REQUIRED_SYSCALLS: frozenset[str] = frozenset({
 })
 
 AT_FDCWD = -100
+EINPROGRESS = 115
 CLONE_THREAD = 0x00010000
 O_CREAT = 0o100
 O_TRUNC = 0o1000
@@ -100,6 +103,13 @@ class SystemState:
         # when a process changes cgroup (see CgroupPaths).
         self._cgroup_paths = CgroupPaths(Path(cgroup_root)) if cgroup_root else None
         self._pending_threads: list[int] = []
+        # The latest full event's time: a lite clone (no Event, no timestamp) dates its
+        # child by it, off by the time since that event.
+        self._last_ts = 0
+        # Live mode only: the container runtime's metadata, set and started by the runner.
+        self.container_metadata: ContainerMetadata | None = None
+        # The last event that changed the name of its fd (Falco's fd.name_changed).
+        self.name_changed_event: Event | None = None
         self._cur_ev: Event | None = None
         self._cur_thread: ThreadInfo | None = None
         self._cur_fd: FdInfo | None = None
@@ -195,6 +205,7 @@ class SystemState:
             self._flush_removals()
         self.event_count += 1
         self._cur_ev = ev
+        self._last_ts = ev.ts
         self._cur_fd_resolved = False  # _cur_fd is read only once resolved
         th = self.threads.get(ev.tid)
         if th is None:
@@ -234,7 +245,13 @@ class SystemState:
                 self._cur_fd = table.pop(param, None) if table else None
                 self._cur_fd_resolved = True
         elif kind == LITE_CLONE:
-            self._clone(th, res, as_int(param))
+            # (flags, vpid, vtid) from a driver that sends the ids, else the flags alone.
+            ids: dict[str, object] = {}
+            if param.__class__ is tuple:
+                param, ids["vpid"], ids["vtid"] = param
+            child = self._clone(th, res, as_int(param))
+            if res >= 0:
+                apply_clone_ids(th, child, self._last_ts, ids)
         elif kind == LITE_PROCEXIT:
             self._pending_threads.append(tid)
         elif kind == LITE_SOCKET and res >= 0:
@@ -327,9 +344,11 @@ class SystemState:
             flags = as_int(flags)
         if ev.type == "creat":
             flags |= O_CREAT | O_WRONLY | O_TRUNC
+        raw = params.get("name", params.get("path"))
+        name_raw = raw if isinstance(raw, str) else ""
         if flags & O_DIRECTORY:
-            return FdInfo(fd, "directory", "d", name, flags)
-        return FdInfo(fd, "file", "f", name, flags)
+            return FdInfo(fd, "directory", "d", name, flags, name_raw=name_raw)
+        return FdInfo(fd, "file", "f", name, flags, name_raw=name_raw)
 
     # -- per-syscall handlers (registered in _HANDLERS below) --
 
@@ -363,6 +382,7 @@ class SystemState:
             if path is not None:
                 th.container = container_from_cgroup_path(path)
         th.cgroup_id = ev.cgroup_id
+        apply_exec_params(th, ev.type, params)
 
     def cgroup_path(self, cgroup_id: int) -> str | None:
         """Path (below the cgroup v2 root) of a cgroup id; None in replay, or when unknown."""
@@ -372,13 +392,15 @@ class SystemState:
     def _on_clone(self, ev: Event) -> None:
         parent = self._cur_thread
         assert parent is not None
-        self._clone(parent, ev.res, as_int(ev.params.get("flags")))
+        child = self._clone(parent, ev.res, as_int(ev.params.get("flags")))
+        if ev.res >= 0:
+            apply_clone_ids(parent, child, ev.ts, ev.params)
 
-    def _clone(self, parent: ThreadInfo, child_tid: int, flags: int) -> None:
-        if child_tid == 0:
-            return  # the child's own return: its thread was created by _thread_from_event
-        if child_tid < 0:
-            return
+    def _clone(self, parent: ThreadInfo, child_tid: int, flags: int) -> ThreadInfo | None:
+        """The new thread's row, or None for the child's own return (its thread was made
+        by _thread_from_event) and for a failed clone."""
+        if child_tid <= 0:
+            return None
         is_thread = bool(flags & CLONE_THREAD)
         if is_thread:
             child = parent.copy_as(child_tid, parent.pid, parent.ppid)
@@ -391,6 +413,7 @@ class SystemState:
                 if len(self.fds) >= self.max_processes_with_fds:
                     del self.fds[next(iter(self.fds))]
                 self.fds[child_tid] = dict(table)
+        return child
 
     def _on_procexit(self, ev: Event) -> None:
         self._pending_threads.append(ev.tid)
@@ -413,10 +436,10 @@ class SystemState:
                 info.type = "file"
                 info.typechar = "f"
             info.fd = fd
-            info.name = name
+            info.name = info.name_raw = name
             info.flags = flags
             info.l4proto = info.cip = info.cport = info.sip = info.sport = None
-            info.is_server = False
+            info.is_server = info.connected = False
         else:
             info = self._open_fd_info(ev, fd)
         # A failed open keeps its path for the rules but never enters the table.
@@ -449,14 +472,15 @@ class SystemState:
         info.fd = fd
         info.type = kind
         info.typechar = char
-        info.name = ""
+        info.name = info.name_raw = ""
         info.flags = 0
         info.l4proto = l4
         info.cip = info.cport = info.sip = info.sport = None
-        info.is_server = False
+        info.is_server = info.connected = False
         self._add_fd(pid, info)
 
-    def _socket_from_tuple(self, ev: Event, fd: int, is_server: bool) -> None:
+    def _socket_from_tuple(self, ev: Event, fd: int, is_server: bool, connected: bool
+                           ) -> None:
         params = ev.params
         table = self.fds.get(ev.pid)
         existing = table.get(fd) if table is not None else None
@@ -490,11 +514,14 @@ class SystemState:
         l4proto = l4 if l4.__class__ is str else (existing.l4proto if existing else None)
         if l4proto is None and kind != "unix":
             l4proto = "tcp"
+        if existing is not None and existing.name != name:
+            self.name_changed_event = ev
         info = new_row(FdInfo)  # slot stores: ~2x cheaper than the 11-argument __init__
         info.fd = fd
         info.type = kind
         info.typechar = char
         info.name = name
+        info.name_raw = ""
         info.flags = 0
         info.l4proto = l4proto
         info.cip = cip
@@ -502,6 +529,7 @@ class SystemState:
         info.sip = sip
         info.sport = sport
         info.is_server = is_server
+        info.connected = connected
         self._add_fd(ev.pid, info)
         self._cur_fd = info
         self._cur_fd_resolved = True
@@ -509,11 +537,51 @@ class SystemState:
     def _on_connect(self, ev: Event) -> None:
         fd = ev.params.get("fd")
         if isinstance(fd, int) and fd >= 0:
-            self._socket_from_tuple(ev, fd, is_server=False)
+            # As libsinsp: a non-blocking connect in progress counts as connected.
+            self._socket_from_tuple(ev, fd, is_server=False,
+                                    connected=ev.res >= 0 or ev.res == -EINPROGRESS)
 
     def _on_accept(self, ev: Event) -> None:
         if ev.res >= 0:
-            self._socket_from_tuple(ev, ev.res, is_server=True)
+            self._socket_from_tuple(ev, ev.res, is_server=True, connected=True)
+
+    def _on_transfer(self, ev: Event) -> None:
+        """sendto/recvfrom/sendmsg/recvmsg: a datagram socket's ends are those of its
+        latest peer, so a tuple unlike the fd's name renames the fd (fd.name_changed)."""
+        if ev.res < 0:
+            return
+        params = ev.params
+        tup = params.get("tuple")
+        fd = params.get("fd")
+        if tup is None or fd.__class__ is not int:
+            return
+        info = self.fd(ev.pid, fd)
+        if info is None or info.typechar not in ("4", "6"):
+            return
+        if isinstance(tup, SocketTuple):
+            _family, src, sport, dst, dport = tup
+        elif isinstance(tup, str) and "->" in tup:
+            src, sport, dst, dport = parse_tuple(tup)
+        else:
+            return
+        if src is None or dst is None:
+            return  # a tuple that says too little to rename by
+        # Sent: src is this end, the client; received unconnected: src is the peer, and
+        # this end (the receiver) the server, as libsinsp assigns the roles.
+        received = ev.type.startswith("recv")
+        is_server = info.is_server or (received and not info.connected)
+        if is_server:
+            ends = (src, sport, dst, dport) if received else (dst, dport, src, sport)
+        else:
+            ends = (dst, dport, src, sport) if received else (src, sport, dst, dport)
+        if ends == (info.cip, info.cport, info.sip, info.sport):
+            return  # the same peer as before
+        info.is_server = is_server
+        info.cip, info.cport, info.sip, info.sport = ends
+        info.name = f"{ends[0]}:{ends[1]}->{ends[2]}:{ends[3]}"
+        self.name_changed_event = ev
+        self._cur_fd = info
+        self._cur_fd_resolved = True
 
     def _on_close(self, ev: Event) -> None:
         fd = ev.params.get("fd")
@@ -571,6 +639,10 @@ _HANDLERS: dict[str, EventHandler] = {
     "connect": SystemState._on_connect,
     "accept": SystemState._on_accept,
     "accept4": SystemState._on_accept,
+    "sendto": SystemState._on_transfer,
+    "recvfrom": SystemState._on_transfer,
+    "sendmsg": SystemState._on_transfer,
+    "recvmsg": SystemState._on_transfer,
     "close": SystemState._on_close,
     "dup": SystemState._on_dup,
     "dup2": SystemState._on_dup,
@@ -584,7 +656,7 @@ LITE_IDS, LITE_CLOSE, LITE_CLONE, LITE_PROCEXIT, LITE_SOCKET = range(5)
 _LITE_BY_HANDLER: dict[EventHandler | None, tuple[int, tuple[str, ...]]] = {
     None: (LITE_IDS, ()),
     SystemState._on_close: (LITE_CLOSE, ("fd",)),
-    SystemState._on_clone: (LITE_CLONE, ("flags",)),
+    SystemState._on_clone: (LITE_CLONE, ("flags", "vpid", "vtid")),
     SystemState._on_procexit: (LITE_PROCEXIT, ()),
     SystemState._on_socket: (LITE_SOCKET, ("domain", "type", "proto")),
 }
@@ -595,6 +667,8 @@ def lite_kind(evt_type: str, param_names: tuple[str, ...]
     """(kind, the params it reads) when `update_lite` can stand in for `update` on events
     of this type and params, else None (the state needs the whole Event)."""
     found = _LITE_BY_HANDLER.get(_HANDLERS.get(evt_type))
+    if found is not None and found[0] == LITE_CLONE and not {"vpid", "vtid"} <= set(param_names):
+        found = (LITE_CLONE, ("flags",))  # a driver that sends no namespace ids
     if found is None or not set(found[1]) <= set(param_names):
         return None  # fork and vfork carry no flags
     return found

@@ -68,7 +68,8 @@ def read_socket_table(net_dir: Path) -> dict[int, FdInfo]:
     """Socket inode -> FdInfo template (fd -1) from /proc/net/{tcp,udp,raw}{,6} and unix.
 
     Which end is the server is decided as libsinsp does for sockets it finds at start:
-    the local end is the server when its port is one this host listens on.
+    the local end is the server when its port is one this host listens on. A socket with
+    a peer already is connected (fd.connected).
     """
     rows: list[tuple[int, str, int, str, int, str, int, bool]] = []
     listening: set[int] = set()
@@ -95,10 +96,10 @@ def read_socket_table(net_dir: Path) -> dict[int, FdInfo]:
                                   lip, lport, True)
         elif lport in listening:
             table[inode] = FdInfo(-1, kind, char, f"{rip}:{rport}->{lip}:{lport}", 0, l4proto,
-                                  rip, rport, lip, lport, True)
+                                  rip, rport, lip, lport, True, connected=True)
         else:
             table[inode] = FdInfo(-1, kind, char, f"{lip}:{lport}->{rip}:{rport}", 0, l4proto,
-                                  lip, lport, rip, rport, False)
+                                  lip, lport, rip, rport, False, connected=True)
     for line in read_text(net_dir / "unix").splitlines()[1:]:
         parts = line.split()
         if len(parts) >= 7 and parts[6].isdigit():

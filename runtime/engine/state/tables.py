@@ -6,9 +6,10 @@ by the event handlers (runtime/engine/state/machine.py) and by /proc seeding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runtime.engine.state.containers import HOST_CONTAINER_ID, ContainerRef
+from runtime.engine.state.process import Capabilities, ExeFile
 
 # object.__new__ plus slot stores builds a row at about half the cost of the dataclass
 # __init__ with its defaults: the hot handlers (open, socket, connect, clone) use it.
@@ -28,6 +29,11 @@ class FdInfo:
     sip: str | None = None
     sport: int | None = None
     is_server: bool = False  # accept side: the local end is the server
+    # Falco's fd.connected: connect() succeeded (or is in progress), or accept()ed.
+    connected: bool = False
+    # Falco's fd.nameraw: the path as the open was given it (files only). Provenance, not
+    # identity: two rows for the same file compare equal however it was spelled.
+    name_raw: str = field(default="", compare=False)
 
 
 @dataclass(slots=True)
@@ -46,6 +52,15 @@ class ThreadInfo:
     tty: int = 0
     container: ContainerRef | None = None
     cgroup_id: int = 0
+    # Process facts (runtime/engine/state/process.py); -1 / 0 / None = not captured.
+    start_ts: int = 0  # libsinsp's clone_ts: ns since the epoch
+    vpid: int = -1
+    vtid: int = -1
+    vpgid: int = -1
+    sid: int = -1
+    env: tuple[str, ...] | None = None
+    exe_file: ExeFile | None = None
+    caps: Capabilities | None = None
 
     @property
     def container_id(self) -> str:
@@ -69,4 +84,12 @@ class ThreadInfo:
         th.tty = self.tty
         th.container = self.container
         th.cgroup_id = self.cgroup_id
+        th.start_ts = self.start_ts
+        th.vpid = self.vpid
+        th.vtid = self.vtid
+        th.vpgid = self.vpgid
+        th.sid = self.sid
+        th.env = self.env
+        th.exe_file = self.exe_file
+        th.caps = self.caps
         return th
