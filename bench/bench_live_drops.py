@@ -7,9 +7,15 @@ metrics snapshots on stderr every second) and a storm process that does open+clo
 and drop % (from the engine's final metrics snapshot), plus the engine's CPU use.
 Target (issue 5): no drops at 200k captured events/s with the default buffer.
 
+With `--rulesets default,falco` it runs again with Falco's own falco_rules.yaml +
+falco-incubating_rules.yaml (tests/fixtures/falco_rules/), once at the target rate and
+once unpaced (the highest rate the storm reaches here; goal: no drops either), or prints
+"not loadable yet: <reason>" when the engine cannot load them.
+
 Needs root, BTF and tracefs. Builds the probe with `make -C driver core` unless --probe.
 
     python3 bench/bench_live_drops.py [--rate 200000] [--seconds 6] [--buffers default,33554432]
+                                      [--rulesets default,falco]
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RATE = 200_000
+FALCO_RULES = (REPO / "tests/fixtures/falco_rules/falco_rules.yaml",
+               REPO / "tests/fixtures/falco_rules/falco-incubating_rules.yaml")
+UNPACED = 1e12  # a target no storm reaches: it runs flat out
 
 # Paced storm: open+close pairs in chunks, sleeping off any lead over the target rate.
 STORM = r"""
@@ -62,11 +71,26 @@ def build_probe() -> Path:
     return out / "rtcap_core.o"
 
 
+def falco_rules_problem() -> str | None:
+    """Why the engine cannot load Falco's rules, or None when it can."""
+    sys.path.insert(0, str(REPO))
+    from runtime.engine.rules import load_rules
+
+    try:
+        load_rules(list(FALCO_RULES))
+    except Exception as exc:  # whatever the loader says is the reason to print
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
 def run_one(
-    probe: Path, buffer_bytes: int | None, rate: float, seconds: float
+    probe: Path, buffer_bytes: int | None, rate: float, seconds: float,
+    rules: tuple[Path, ...] = (),
 ) -> dict[str, object]:
     args = [sys.executable, "-m", "runtime.engine.cli", "run", "--driver", "core",
             "--probe", str(probe), "--json", "--stats-interval", "1"]
+    for path in rules:
+        args += ["--rules", str(path)]
     if buffer_bytes is not None:
         args += ["--buffer-bytes", str(buffer_bytes)]
     engine = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -98,7 +122,23 @@ def run_one(
         "peak_rss_mb": last.get("peak_rss_bytes", 0) / 1e6,
         "engine_cpu_s": engine_cpu,
         "summary": [ln for ln in rest.splitlines() if "dropped:" in ln],
+        "out_of_order": last.get("events_out_of_order", 0),
     }
+
+
+def print_falco_runs(probe: Path, rate: float, seconds: float) -> None:
+    problem = falco_rules_problem()
+    names = " + ".join(p.name for p in FALCO_RULES)
+    if problem is not None:
+        print(f"Falco's {names}: not loadable yet: {problem}")
+        return
+    for label, target in (("target rate", rate), ("unpaced", UNPACED)):
+        r = run_one(probe, None, target, seconds, FALCO_RULES)
+        verdict = "MET" if r["n_drops"] == 0 else "NOT MET"
+        print(f"Falco's rules, {label:>11}: storm {r['storm_rate']:>10,.0f}/s  driver n_evts "
+              f"{r['n_evts']:>9}  drops {r['n_drops']:>8} ({r['drop_pct']:.4f}%)  "
+              f"engine events {r['engine_events']}  engine CPU {r['engine_cpu_s']:.2f} s  "
+              f"out of ts order {r['out_of_order']}  goal no drops: {verdict}")
 
 
 def main() -> int:
@@ -108,14 +148,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--buffers", default="default,33554432",
                         help="comma-separated ring sizes in bytes; 'default' = engine default")
+    parser.add_argument("--rulesets", default="default,falco",
+                        help="comma-separated: default (bundled), falco (Falco's own rules)")
     args = parser.parse_args()
+    rulesets = set(args.rulesets.split(","))
     if os.geteuid() != 0:
         raise SystemExit("needs root (loads the CO-RE probe)")
     probe = args.probe or build_probe()
     print(f"storm: open+close of /dev/null, target {args.rate:,.0f} syscalls/s for "
           f"{args.seconds:g} s; default ruleset")
     verdict = "not measured (no 'default' in --buffers)"
-    for spec in args.buffers.split(","):
+    for spec in args.buffers.split(",") if "default" in rulesets else ():
         size = None if spec == "default" else int(spec)
         r = run_one(probe, size, args.rate, args.seconds)
         label = "default" if size is None else f"{size // 1024} KiB"
@@ -132,6 +175,8 @@ def main() -> int:
                 + ("" if fast_enough else "; the storm fell short of the rate") + ")")
     print(f"target (issue 5): no drops at {TARGET_RATE:,} captured events/s with the default "
           f"buffer: {verdict}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    if "falco" in rulesets:
+        print_falco_runs(probe, args.rate, args.seconds)
     return 0
 
 

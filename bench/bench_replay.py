@@ -9,7 +9,14 @@ connect, exit, procexit), encoded with the driver's own record layout, then repl
   2. the whole pipeline through the default ruleset,
   3. the whole pipeline through 100 synthetic rules (mixed operators and event types),
   4. the default ruleset again with the pure-Python batch decoder (what a checkout without
-     the compiled decoder, runtime/driver/_fastdecode.c, would do).
+     the compiled decoder, runtime/driver/_fastdecode.c, would do),
+  5. the cost of processing in timestamp order (runtime/engine/reorder.py): the default
+     ruleset with and without the reorder window, on the in-order capture and on one in
+     arrival order (per-CPU batches handed over as they fill, as the probes do), and on
+     the latter decoded into Events first (the live path: the window orders Events),
+  6. Falco's own falco_rules.yaml + falco-incubating_rules.yaml (tests/fixtures/
+     falco_rules/), beside the default ruleset (goal: no slower); a line saying "not
+     loadable yet: <reason>" when the engine cannot load them.
 
 Prints events/s for each and the process's peak RSS. The process is pinned to one CPU so
 the output worker thread competes with the loop, as it would in production.
@@ -25,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,11 +52,17 @@ from runtime.engine.config import DropConfig  # noqa: E402
 from runtime.engine.drops import DropMonitor  # noqa: E402
 from runtime.engine.metrics import EngineCounters, peak_rss_bytes  # noqa: E402
 from runtime.engine.outputs import OutputQueue, StreamSink  # noqa: E402
+from runtime.engine.reorder import DEFAULT_WINDOW_MS, OrderedSource  # noqa: E402
 from runtime.engine.rules import load_rules  # noqa: E402
 from runtime.engine.sources import ReplaySource, default_decoder, schema_identity  # noqa: E402
 from runtime.engine.state import SystemState  # noqa: E402
 
 BOOT_OFFSET_NS = 1_700_000_000_000_000_000
+FALCO_RULES = (REPO / "tests/fixtures/falco_rules/falco_rules.yaml",
+               REPO / "tests/fixtures/falco_rules/falco-incubating_rules.yaml")
+# Records a CPU stages before handing them over in arrival-order captures (~4 KiB, the
+# probes' batch size).
+ARRIVAL_BATCH = 32
 TARGET_EVENTS_PER_S = 500_000
 LIBS = ("/etc/ld.so.cache", "/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libm.so.6")
 PROGRAMS = (
@@ -94,21 +108,34 @@ def process_records(i: int, ts: int) -> list[bytes]:
     return out
 
 
-def build_capture(path: Path, n_events: int, frame_bytes: int = 256 * 1024) -> int:
+def build_capture(path: Path, n_events: int, frame_bytes: int = 256 * 1024, *,
+                  arrival: bool = False) -> int:
+    """The mix in ts order; with `arrival`, in the order a live run records it: each
+    CPU's records staged in batches of ARRIVAL_BATCH, a batch handed over when full, so
+    a batch of one CPU often carries events older than the other CPU's batch before it."""
     api, schema_hash = schema_identity()
     writer = CaptureWriter(path, CaptureHeader(api, schema_hash, BOOT_OFFSET_NS, {"bench": 1}))
     count, i, ts = 0, 0, 1_000_000_000
     frame = bytearray()
+    staged: dict[int, list[bytes]] = {0: [], 1: []}
     while count < n_events:
         records = process_records(i, ts)
         ts += 100_000
+        cpu = i & 1
         i += 1
+        count += len(records)
+        if arrival:
+            staged[cpu] += records
+            if len(staged[cpu]) < ARRIVAL_BATCH:
+                continue
+            records, staged[cpu] = staged[cpu], []
         for record in records:
             frame += record
-        count += len(records)
         if len(frame) >= frame_bytes:
             writer.write_events(bytes(frame))
             frame.clear()
+    for records in staged.values():
+        frame += b"".join(records)
     writer.write_events(bytes(frame))
     writer.close()
     return count
@@ -136,16 +163,21 @@ def synthetic_rules(n: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_pipeline(capture: Path, rules_path: Path, *, compiled: bool | None = None
-                 ) -> tuple[int, float, float, int]:
-    ruleset = load_rules([rules_path])
+def run_pipeline(capture: Path, rules_path: Path | Sequence[Path], *,
+                 compiled: bool | None = None, window_ms: float | None = None,
+                 decoded: bool = False) -> tuple[int, float, float, int]:
+    """`window_ms`: events in ts order through a reorder window of that size.
+    `decoded`: the source hands the engine decoded Events, as live drivers do."""
+    ruleset = load_rules([rules_path] if isinstance(rules_path, Path) else list(rules_path))
     sink = StreamSink(open(os.devnull, "w"), json_output=True)  # noqa: SIM115
     outputs = OutputQueue([sink], maxsize=100_000)
     counters = EngineCounters()
     engine = Engine(ruleset, SystemState(), outputs.submit, counters=counters)
-    source = ReplaySource(capture, compiled=compiled)
+    source = ReplaySource(capture, compiled=compiled,
+                          decoder=default_decoder(BOOT_OFFSET_NS) if decoded else None)
     drops = DropMonitor(DropConfig(), emit_alert=outputs.submit, log=lambda _: None)
-    runner = Runner(source, engine, outputs, drops)
+    runner = Runner(source if window_ms is None else OrderedSource(source, window_ms=window_ms),
+                    engine, outputs, drops)
     start, cpu_start = time.perf_counter(), time.process_time()
     runner.run()
     outputs.close()  # all alerts delivered: part of the cost
@@ -200,6 +232,53 @@ def decode_only(capture: Path) -> tuple[int, float]:
     return n, time.process_time() - start
 
 
+def best_rate(capture: Path, rules: Path | Sequence[Path], repeat: int,
+              window_ms: float | None = None, decoded: bool = False) -> tuple[float, int]:
+    """Events per CPU-second (best of `repeat`) and the alerts of that run."""
+    runs = [run_pipeline(capture, rules, window_ms=window_ms, decoded=decoded)
+            for _ in range(repeat)]
+    events, _, cpu, alerts = min(runs, key=lambda r: r[2])
+    return events / cpu, alerts
+
+
+def print_order_cost(capture: Path, arrival: Path, n_events: int, repeat: int) -> None:
+    """The default ruleset with and without the reorder window, the runs interleaved so
+    a neighbour's load spreads over both; on the in-order capture and an arrival-order
+    one (where the window has real work)."""
+    build_capture(arrival, n_events, arrival=True)
+    for label, path, decoded in (("in-order capture", capture, False),
+                                 ("arrival-order capture", arrival, False),
+                                 ("arrival, as Events", arrival, True)):
+        plain: list[float] = []
+        ordered: list[float] = []
+        alerts = {}
+        for _ in range(repeat):
+            rate, alerts["plain"] = best_rate(path, default_rules_path(), 1, None, decoded)
+            plain.append(rate)
+            rate, alerts["ordered"] = best_rate(path, default_rules_path(), 1,
+                                                DEFAULT_WINDOW_MS, decoded)
+            ordered.append(rate)
+        print(f"ts order, {label + ':':<23}{max(plain):>10,.0f} events/CPU-s without the "
+              f"window, {max(ordered):>10,.0f} with it ({DEFAULT_WINDOW_MS:g} ms): "
+              f"{max(ordered) / max(plain) - 1:+.1%}  (alerts {alerts['plain']} / "
+              f"{alerts['ordered']})")
+
+
+def print_falco_rules(capture: Path, default_rate: float, repeat: int) -> None:
+    names = " + ".join(p.name for p in FALCO_RULES)
+    try:
+        ruleset = load_rules(list(FALCO_RULES))
+    except Exception as exc:  # whatever the loader says is the reason to print
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"Falco's {names}: not loadable yet: {reason}")
+        return
+    rate, alerts = best_rate(capture, FALCO_RULES, repeat)
+    verdict = "MET" if rate >= default_rate else "NOT MET"
+    print(f"Falco's {names} ({len(ruleset)} rules):{rate:>10,.0f} events/CPU-s "
+          f"({alerts} alerts); goal no slower than the default ruleset "
+          f"({default_rate:,.0f}): {verdict} ({rate / default_rate:.0%})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300_000)
@@ -235,6 +314,8 @@ def main() -> int:
             print(f"{label + ':':<24}{events / cpu:>12,.0f} events/CPU-s"
                   f"  {events / elapsed:>10,.0f} events/wall-s"
                   f"  ({events} events, {cpu:.3f} CPU-s, {alerts} alerts)")
+        print_order_cost(capture, Path(tmp) / "arrival.rtcap", args.events, args.repeat)
+        print_falco_rules(capture, rates["default ruleset"], args.repeat)
     print(f"peak RSS: {peak_rss_bytes() / 1e6:.1f} MB  (one CPU, python {sys.version.split()[0]})")
     status = compiled_decoder_status()
     print("batch decoder: " + ("compiled (runtime/driver/_fastdecode.c)" if status is None

@@ -69,9 +69,14 @@ def repo_path(driver_version: str, arch: str, file: str) -> str:
     return f"{quote(driver_version, safe='')}/{repo_arch(arch)}/{file}"
 
 
+def is_valid_driver_version(version: str) -> bool:
+    """Whether `version` is safe as a path component and a URL segment."""
+    return _DRIVER_VERSION.fullmatch(version) is not None and ".." not in version
+
+
 def validate_driver_version(version: str) -> str:
     """`version` if it is safe as a path component and a URL segment; else UsageError."""
-    if not _DRIVER_VERSION.fullmatch(version) or ".." in version:
+    if not is_valid_driver_version(version):
         raise UsageError(
             f"driver version {version[:40]!r}: use letters, digits and . + _ ~ - "
             "(at most 64, starting with a letter or digit), e.g. 0.1.0 or 8.0.0+driver"

@@ -163,6 +163,23 @@ def _construct_equals(loader: yaml.SafeLoader, node: yaml.Node) -> str:
 
 _BoundedSafeLoader.add_constructor("tag:yaml.org,2002:value", _construct_equals)
 
+# Python refuses int() of more than 4300 digits with a bare ValueError; no setting anywhere
+# needs more than a few dozen, so longer integers are refused here, with their position.
+MAX_INT_CHARS = 100
+
+
+def _construct_bounded_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = str(node.value)
+    if len(text) > MAX_INT_CHARS:
+        where = _mark(node)
+        raise UnsafeYamlError(f"an integer of {len(text)} characters (limit {MAX_INT_CHARS});"
+                              " write a realistic number", where.line, where.col)
+    value: int = yaml.SafeLoader.construct_yaml_int(loader, node)  # type: ignore[arg-type]
+    return value
+
+
+_BoundedSafeLoader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
+
 
 class _TextLoader(yaml.SafeLoader):
     """Every scalar constructs to its text as written; empty/~/null plain scalars to None."""

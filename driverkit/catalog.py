@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,14 @@ from driverkit.cache import DownloadCache, atomic_write_bytes
 from driverkit.debarchive import DebianArchive, KernelEntry
 from driverkit.errors import HeadersNotFoundError, ToolError, UsageError
 from driverkit.targets.base import Mirrors
+from driverkit.valuerules import (
+    KERNEL_RELEASE,
+    KERNEL_VERSION,
+    MIRROR_URL,
+    TARGET,
+    TextRule,
+    shown,
+)
 
 DEBIAN_KEY = "Debian"
 
@@ -56,6 +65,28 @@ class CatalogEntry:
 Catalog = dict[str, list[CatalogEntry]]
 
 
+# A catalog is a crawler's output: bounded far above Debian's full list (a few MB).
+CATALOG_MAX_BYTES = 64 * 1024 * 1024
+MAX_HEADERS_PER_KERNEL = 16
+# A header URL as committed: under a mirror token, expanded with the host's mirrors.
+_TOKEN_URL = re.compile(r"\{(?:debian|debian_security)\}/[A-Za-z0-9._~:/@%+=-]+", re.ASCII)
+
+
+def _checked(value: Any, rule: TextRule, where: str) -> str:
+    """A catalog field held to the same rule as the option it stands in for."""
+    if not isinstance(value, str) or not rule.allows(value):
+        raise UsageError(f"{where}: {shown(value)} is not accepted; use {rule.form}")
+    return value
+
+
+def _header_url(value: Any, where: str) -> str:
+    if isinstance(value, str) and len(value) <= MIRROR_URL.max_len and _TOKEN_URL.fullmatch(
+        value
+    ):
+        return value
+    return _checked(value, MIRROR_URL, where)
+
+
 def _entry(raw: Any, where: str) -> CatalogEntry:
     if not isinstance(raw, Mapping):
         raise UsageError(
@@ -65,10 +96,18 @@ def _entry(raw: Any, where: str) -> CatalogEntry:
     if missing:
         raise UsageError(f"{where}: missing or non-string {', '.join(missing)}")
     headers = raw.get("headers", [])
-    if not isinstance(headers, list) or not all(isinstance(h, str) for h in headers):
-        raise UsageError(f"{where}: headers must be a list of URLs")
+    if not isinstance(headers, list) or len(headers) > MAX_HEADERS_PER_KERNEL:
+        raise UsageError(
+            f"{where}: headers must be a list of at most {MAX_HEADERS_PER_KERNEL} URLs"
+        )
+    version = raw.get("kernelversion", "1")
+    if isinstance(version, int) and not isinstance(version, bool):
+        version = str(version)  # kernel-crawler writes a bare build number as a number
     return CatalogEntry(
-        raw["kernelrelease"], str(raw.get("kernelversion", "1")), raw["target"], tuple(headers)
+        _checked(raw["kernelrelease"], KERNEL_RELEASE, f"{where}: kernelrelease"),
+        _checked(version, KERNEL_VERSION, f"{where}: kernelversion"),
+        _checked(raw["target"], TARGET, f"{where}: target"),
+        tuple(_header_url(h, f"{where}: headers[{i}]") for i, h in enumerate(headers)),
     )
 
 
@@ -101,11 +140,21 @@ def load_catalog_doc(path: Path, mirrors: Mirrors | None = None) -> Catalog:
     """Parse a catalog; `{debian}`-style URL tokens are expanded with `mirrors`
     (default: the host's apt mirrors)."""
     try:
-        doc = json.loads(path.read_text())
+        with path.open("rb") as handle:
+            data = handle.read(CATALOG_MAX_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"catalog {path}: cannot read it ({exc.strerror})") from None
+    if len(data) > CATALOG_MAX_BYTES:
+        raise UsageError(f"catalog {path}: larger than {CATALOG_MAX_BYTES} bytes (limit)")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"catalog {path}: not UTF-8 (invalid byte at offset {exc.start})"
+                         ) from None
     except ValueError as exc:
         raise UsageError(f"catalog {path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"catalog {path}: nested too deeply to be a kernel catalog") from None
     if not isinstance(doc, dict):
         raise UsageError(
             f"catalog {path}: expected {{distro: [entries]}}, got {type(doc).__name__}"
@@ -113,9 +162,9 @@ def load_catalog_doc(path: Path, mirrors: Mirrors | None = None) -> Catalog:
     catalog: Catalog = {}
     for distro, entries in doc.items():
         if not isinstance(entries, list):
-            raise UsageError(f"catalog {path}: {distro!r} must map to a list of kernels")
+            raise UsageError(f"catalog {path}: {shown(distro)} must map to a list of kernels")
         catalog[distro] = [
-            _entry(e, f"catalog {path}: {distro}[{i}]") for i, e in enumerate(entries)
+            _entry(e, f"catalog {path}: {shown(distro)}[{i}]") for i, e in enumerate(entries)
         ]
     if any(h.startswith("{") for entries in catalog.values() for e in entries for h in e.headers):
         if mirrors is None:

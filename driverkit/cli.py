@@ -18,6 +18,7 @@ from driverkit.config import plan_to_json
 from driverkit.errors import ToolError, UsageError
 from driverkit.options import BuildConfig
 from driverkit.plan import BuildPlan
+from driverkit.valuerules import UNSAFE_CHARACTERS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -189,17 +190,29 @@ def _register_repository_commands() -> None:
 _register_repository_commands()
 
 
+def _escaped(message: str, keep: str = "") -> str:
+    """`message` with control and line-separator characters escaped, except `keep`: a
+    message quoting user input stays one line whatever the input held."""
+    return UNSAFE_CHARACTERS.sub(
+        lambda found: found.group() if found.group() in keep else ascii(found.group())[1:-1],
+        message,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except ToolError as exc:
-        click.echo(f"driverkit: error: {exc}", err=True)
+        # Our messages quote inputs escaped already; a build failure's message lists the
+        # compiler's error lines on purpose, so its newlines stay.
+        click.echo(f"driverkit: error: {_escaped(str(exc), keep=chr(10))}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("driverkit: interrupted", err=True)
         return 130
     except click.ClickException as exc:
-        exc.show()
+        # One line, as every other error: click's usage banner would make it three.
+        click.echo(f"driverkit: error: {_escaped(exc.format_message())}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("driverkit: interrupted", err=True)

@@ -20,21 +20,21 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_CLICK_TYPES: dict[str, Any] = {"int": int, "path": click.Path(path_type=Path)}
-
-
 def _click_option(opt: Option) -> Callable[[F], F]:
     if opt.kind == "bool" and "/" in opt.flags[0]:
         return click.option(*opt.flags, opt.name, default=None, help=opt.help)
     if opt.kind == "bool":
         return click.option(*opt.flags, opt.name, is_flag=True, default=None, help=opt.help)
-    kwargs: dict[str, Any] = {"default": None, "help": opt.help + f" [env {opt.env_var}]"}
+    # Values stay text here: the option table converts and checks them, the same way as
+    # a config file's and an environment variable's, so there is one accepted form.
+    choices = f" (one of {', '.join(opt.choices)})" if opt.choices else ""
+    kwargs: dict[str, Any] = {
+        "default": None,
+        "type": str,
+        "help": opt.help + choices + f" [env {opt.env_var}]",
+    }
     if opt.kind == "list":
         kwargs["multiple"] = True
-    if opt.choices:
-        kwargs["type"] = click.Choice(opt.choices)
-    elif opt.kind in _CLICK_TYPES:
-        kwargs["type"] = _CLICK_TYPES[opt.kind]
     return click.option(*opt.flags, opt.name, **kwargs)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from drivercore import yamlsafe
 from drivercore.kernelrelease import KernelRelease, parse_kernel_release, parse_kernel_version
 from driverkit.errors import UsageError
 from driverkit.options import (
@@ -42,18 +43,48 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+# A driverkit config is a few dozen keys: these bounds are far above any real one and far
+# below what would cost memory or time (an alias bomb is refused while still composed).
+CONFIG_MAX_BYTES = 1024 * 1024
+CONFIG_MAX_NODES = 100_000
+CONFIG_MAX_DEPTH = 32
+
+
+def _one_line(message: str, limit: int = 160) -> str:
+    """A parser's message, which may quote the input, as one bounded ASCII line."""
+    text = ascii(message)[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
+    """Option values from a driverkit config YAML, every scalar read as its text.
+
+    Text scalars mean the option table sees `0.10` (not 0.1), `010` (not 8) and `1:30`
+    (not 90), and decides per option what the text may be.
+    """
+    source = f"config {path}"
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            data = handle.read(CONFIG_MAX_BYTES + 1)
     except OSError as exc:
-        raise UsageError(f"config {path}: cannot read it ({exc.strerror})") from None
+        raise UsageError(f"{source}: cannot read it ({exc.strerror})") from None
     try:
-        document = yaml.safe_load(text)
+        document = yamlsafe.load(
+            data,
+            scalars="text",
+            max_nodes=CONFIG_MAX_NODES,
+            max_depth=CONFIG_MAX_DEPTH,
+            max_bytes=CONFIG_MAX_BYTES,
+        )
+    except yamlsafe.UnsafeYamlError as exc:
+        where = f" at line {exc.line}, column {exc.col}" if exc.line else ""
+        raise UsageError(f"{source}: refused{where}: {_one_line(str(exc))}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UsageError(f"config {path}: not valid YAML{where}") from None
-    return values_from_yaml(document, f"config {path}")
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise UsageError(f"{source}: not valid YAML{where} ({_one_line(problem)})") from None
+    return values_from_yaml(document, source)
 
 
 def load_config(
@@ -83,10 +114,11 @@ def load_config(
     merged["kernel_urls"] = tuple(merged.get("kernel_urls") or ())
     if not merged.get("driver_version"):
         merged["driver_version"] = default_driver_version()
-    if merged["jobs"] < 1:
-        raise UsageError(f"--jobs must be at least 1, got {merged['jobs']}")
-    if merged["timeout"] < 1:
-        raise UsageError(f"--timeout must be at least 1 second, got {merged['timeout']}")
+    # The default comes from driver/VERSION, a file: held to the same form as the option,
+    # since it names the output folder and the repository path.
+    merged["driver_version"] = BY_NAME["driver_version"].convert(
+        merged["driver_version"], "driver/VERSION"
+    )
     mirrors = resolve_mirrors(
         merged["debian_mirror"],
         merged["debian_security_mirror"],

@@ -3,8 +3,12 @@
 Each option field's metadata drives the click flag, the driverkit-compatible config-YAML
 key, the `DRIVERKIT_*` environment variable and the help text; `OPTIONS` is read off the
 dataclass, so there is no second list to keep in step and the sources can never
-disagree about names, types or defaults. Precedence follows driverkit (viper):
-command-line flag > environment > config file > default.
+disagree about names, types or defaults. Each row also names the accepted form of its
+value (a rule of driverkit.valuerules, choices, or int bounds), and `Option.convert` is the
+one place every source's raw value is converted and checked, so a value that reaches a
+script, a Dockerfile, an image tag or a path has passed the same rule whatever its source.
+Precedence follows driverkit (viper): command-line flag > environment > config file >
+default.
 """
 
 # `option()` returns a dataclasses.field(), which RUF009 does not recognise by name.
@@ -24,8 +28,25 @@ from typing import Any
 from driverkit import DRIVER_DIR
 from driverkit.artifacts import RTCAP_PROBE, ProbeSpec
 from driverkit.cache import default_cache_dir
-from driverkit.errors import UsageError
+from driverkit.errors import ToolError, UsageError
 from driverkit.targets.base import Mirrors
+from driverkit.valuerules import (
+    COMMAND,
+    DRIVER_NAME,
+    DRIVER_VERSION,
+    GCC_VERSION,
+    IMAGE_REFERENCE,
+    INT_TEXT,
+    KERNEL_RELEASE,
+    KERNEL_VERSION,
+    MIRROR_URL,
+    PATH,
+    PUBLIC_KEY,
+    REPOSITORY,
+    TARGET,
+    TextRule,
+    shown,
+)
 
 ENV_PREFIX = "DRIVERKIT_"
 
@@ -54,70 +75,32 @@ def default_driver_version() -> str:
         return version_file.read_text().strip()
     return "0.0.0-dev"
 
-Converter = Callable[[Any, str], Any]
-
-
-def _as_str(value: Any, where: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise UsageError(f"{where}: expected a string, got {value!r}")
-    return str(value)
-
-
-def _as_int(value: Any, where: str) -> int:
-    if isinstance(value, bool):
-        raise UsageError(f"{where}: expected a whole number, got {value!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: expected a whole number, got {value!r}") from None
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _as_bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise UsageError(f"{where}: expected true or false, got {value!r}")
-
-
-def _as_str_list(value: Any, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        # Environment variables carry lists comma-separated, as viper reads them.
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    if isinstance(value, list | tuple):
-        return tuple(_as_str(item, where) for item in value)
-    return (_as_str(value, where),)
-
-
-CONVERTERS: dict[str, Converter] = {
-    "str": _as_str,
-    "int": _as_int,
-    "bool": _as_bool,
-    "list": _as_str_list,
-    "path": lambda v, where: (v if isinstance(v, Path) else Path(_as_str(v, where))).expanduser(),
-}
+# YAML 1.1's booleans (what driverkit's own YAML reader takes), plus 1/0 for environment
+# variables (an empty variable is skipped as unset; an empty quoted YAML value is false).
+_TRUE = frozenset({"y", "yes", "true", "on", "1"})
+_FALSE = frozenset({"n", "no", "false", "off", "0", ""})
+# Comma-separated lists are what viper reads from an environment variable.
+_LIST_SEPARATOR = ","
 
 
 @dataclass(frozen=True)
 class Option:
-    """One row of the table: a BuildConfig field and how users spell it."""
+    """One row of the table: a BuildConfig field, how users spell it, and the one
+    accepted form of its value, held for every source (flag, YAML key, env var)."""
 
     name: str  # the BuildConfig field
     flags: tuple[str, ...]  # first is canonical; the rest are driverkit spellings
     yaml_key: str  # dotted for nested driverkit keys, e.g. "output.module"
-    kind: str  # a key of CONVERTERS
+    kind: str  # "str", "int", "bool", "list" (of str) or "path"
     help: str
     default_factory: Callable[[], Any]
     choices: tuple[str, ...] = ()
     commands: frozenset[str] = PLAN_COMMANDS
     env: str = ""  # only where a readable name beats the derived one
+    # The accepted text of a str/list/path value (each item of a list); choices, where
+    # given, are the rule instead.
+    rule: TextRule | None = None
+    bounds: tuple[int, int] = (0, 0)  # inclusive range of an int option
 
     @property
     def default(self) -> Any:
@@ -127,14 +110,85 @@ class Option:
     def env_var(self) -> str:
         return self.env or ENV_PREFIX + self.yaml_key.replace(".", "_").replace("-", "_").upper()
 
+    @property
+    def form(self) -> str:
+        """The accepted form, as an error message states it."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.kind == "int":
+            return f"a whole number from {self.bounds[0]} to {self.bounds[1]} (decimal digits)"
+        if self.kind == "bool":
+            return "true or false (also yes/no, on/off)"
+        assert self.rule is not None  # checked when the table is built
+        return self.rule.form
+
+    def refuse(self, value: Any, where: str) -> ToolError:
+        error = self.rule.error if self.rule is not None else UsageError
+        return error(f"{where}: {shown(value)} is not accepted; use {self.form}")
+
     def convert(self, value: Any, where: str) -> Any:
-        converted = CONVERTERS[self.kind](value, where)
-        # A list option's choices apply to each of its items.
-        items = converted if self.kind == "list" else (converted,)
-        for item in items:
-            if self.choices and item not in self.choices:
-                raise UsageError(f"{where}: {item!r} is not one of {', '.join(self.choices)}")
-        return converted
+        """The typed value of one source's raw `value`; `where` names the source and the
+        spelling (`option --gcc-version`, `config x.yaml: gccversion`, `environment: ...`).
+
+        Raw text is taken as written (a config's `0.10` is the text "0.10", never 0.1), so
+        what is checked is exactly what is used.
+        """
+        if self.kind == "bool":
+            return self._bool(value, where)
+        if self.kind == "int":
+            return self._int(value, where)
+        if self.kind == "list":
+            if isinstance(value, str):
+                # One text (an environment variable, a single YAML scalar): comma-separated,
+                # as viper reads it; blanks around and between items are not items.
+                parts = [part.strip() for part in value.split(_LIST_SEPARATOR)]
+                return tuple(self._text(part, where) for part in parts if part)
+            if not isinstance(value, list | tuple):
+                raise self.refuse(value, where)
+            return tuple(self._text(item, where) for item in value)
+        if self.kind == "path":
+            if isinstance(value, Path):
+                value = str(value)
+            path = Path(self._text(value, where))
+            try:
+                return path.expanduser()
+            except RuntimeError:  # `~user` for a user this host does not have
+                raise self.refuse(value, where) from None
+        return self._text(value, where)
+
+    def _text(self, value: Any, where: str) -> str:
+        if not isinstance(value, str):
+            raise self.refuse(value, where)
+        if self.choices:
+            if value not in self.choices:
+                raise self.refuse(value, where)
+            return value
+        assert self.rule is not None
+        if not self.rule.allows(value):
+            raise self.refuse(value, where)
+        return value
+
+    def _int(self, value: Any, where: str) -> int:
+        if isinstance(value, bool):
+            raise self.refuse(value, where)
+        if isinstance(value, str):
+            if not INT_TEXT.fullmatch(value):
+                raise self.refuse(value, where)
+            value = int(value)
+        if not isinstance(value, int) or not self.bounds[0] <= value <= self.bounds[1]:
+            raise self.refuse(value, where)
+        return value
+
+    def _bool(self, value: Any, where: str) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and len(value) <= 5:
+            text = value.strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+        raise self.refuse(value, where)
 
 
 _OPTION_KEY = "driverkit.option"
@@ -151,6 +205,8 @@ def option(
     choices: tuple[str, ...] = (),
     commands: frozenset[str] = PLAN_COMMANDS,
     env: str = "",
+    rule: TextRule | None = None,
+    bounds: tuple[int, int] = (0, 0),
 ) -> Any:
     """A BuildConfig field that is also a row of the option table.
 
@@ -165,6 +221,8 @@ def option(
         "choices": choices,
         "commands": commands,
         "env": env,
+        "rule": rule,
+        "bounds": bounds,
     }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata={_OPTION_KEY: row})
@@ -187,6 +245,7 @@ class BuildConfig:
         "Kernel release as `uname -r` prints it; repeat to build several.",
         default=(),
         commands=ALL_COMMANDS,
+        rule=KERNEL_RELEASE,
     )
     kernel_version: str = option(
         ("--kernel-version", "--kernelversion"),
@@ -195,6 +254,7 @@ class BuildConfig:
         "Kernel build number, or the whole `uname -v` text.",
         default="1",
         commands=ALL_COMMANDS,
+        rule=KERNEL_VERSION,
     )
     target: str | None = option(
         ("--target",),
@@ -202,6 +262,7 @@ class BuildConfig:
         "str",
         "Distro target; inferred from the release when omitted.",
         commands=ALL_COMMANDS,
+        rule=TARGET,
     )
     arch: str = option(
         ("--arch", "--architecture"),
@@ -218,6 +279,7 @@ class BuildConfig:
         "str",
         "Driver version to build; defaults to driver/VERSION.",
         default_factory=default_driver_version,
+        rule=DRIVER_VERSION,
     )
     driver_name: str = option(
         ("--driver-name", "--drivername"),
@@ -226,6 +288,7 @@ class BuildConfig:
         "Driver name used in artifact file names.",
         default="rtcap",
         commands=PLAN_COMMANDS | MATRIX,
+        rule=DRIVER_NAME,
     )
     gcc_version: str | None = option(
         ("--gcc-version", "--gccversion"),
@@ -233,6 +296,7 @@ class BuildConfig:
         "str",
         "Force a GCC version instead of the target's choice.",
         commands=ALL_COMMANDS,
+        rule=GCC_VERSION,
     )
     builder_image: str | None = option(
         ("--builder-image", "--builderimage"),
@@ -240,6 +304,7 @@ class BuildConfig:
         "str",
         "Force a builder image instead of the target's choice.",
         commands=ALL_COMMANDS,
+        rule=IMAGE_REFERENCE,
     )
     kernel_urls: tuple[str, ...] = option(
         ("--kernel-urls", "--kernelurls"),
@@ -247,6 +312,7 @@ class BuildConfig:
         "list",
         "Header package URLs to use instead of the target's candidates.",
         default=(),
+        rule=MIRROR_URL,
     )
     debian_mirror: str | None = option(
         ("--debian-mirror",),
@@ -255,6 +321,7 @@ class BuildConfig:
         "Debian archive root; read from the host's apt sources when omitted.",
         env="DRIVERKIT_DEBIAN_MIRROR",
         commands=ALL_COMMANDS | MATRIX,
+        rule=MIRROR_URL,
     )
     debian_security_mirror: str | None = option(
         ("--debian-security-mirror",),
@@ -263,6 +330,7 @@ class BuildConfig:
         "Debian security archive root; read from apt sources when omitted.",
         env="DRIVERKIT_DEBIAN_SECURITY_MIRROR",
         commands=ALL_COMMANDS | MATRIX,
+        rule=MIRROR_URL,
     )
     debian_keyring: str | None = option(
         ("--debian-keyring",),
@@ -272,6 +340,7 @@ class BuildConfig:
         "(':'-separated); default: the host's debian-archive-keyring.",
         env="DRIVERKIT_DEBIAN_KEYRING",
         commands=PLAN_COMMANDS | MATRIX,
+        rule=PATH,
     )
     base_from: str = option(
         ("--base-from",),
@@ -289,6 +358,7 @@ class BuildConfig:
         "Directory for artifacts (laid out <driver-version>/<arch>/).",
         default=Path("out"),
         commands=BUILDS,
+        rule=PATH,
     )
     output_module: Path | None = option(
         ("--output-module",),
@@ -296,6 +366,7 @@ class BuildConfig:
         "path",
         "Also copy the kernel module to this path (driverkit's output.module).",
         commands=BUILD_ONLY,
+        rule=PATH,
     )
     output_probe: Path | None = option(
         ("--output-probe",),
@@ -303,6 +374,7 @@ class BuildConfig:
         "path",
         "Also copy the per-kernel probe to this path (driverkit's output.probe).",
         commands=BUILD_ONLY,
+        rule=PATH,
     )
     processor: str = option(
         ("--processor",),
@@ -335,6 +407,7 @@ class BuildConfig:
         "path",
         "Kernel-crawler JSON listing kernels to build.",
         commands=frozenset({"build", "images"}) | MATRIX,
+        rule=PATH,
     )
     jobs: int = option(
         ("-j", "--jobs"),
@@ -343,6 +416,7 @@ class BuildConfig:
         "Kernels built in parallel.",
         default=1,
         commands=BUILDS,
+        bounds=(1, 256),
     )
     timeout: int = option(
         ("--timeout",),
@@ -351,6 +425,7 @@ class BuildConfig:
         "Seconds a single build may run before it is killed.",
         default=900,
         commands=BUILDS,
+        bounds=(1, 7 * 24 * 3600),
     )
     cache_dir: Path = option(
         ("--cache-dir",),
@@ -360,6 +435,7 @@ class BuildConfig:
         default_factory=default_cache_dir,
         env="DRIVERKIT_CACHE_DIR",
         commands=ALL_COMMANDS | MATRIX,
+        rule=PATH,
     )
     dry_run: bool = option(
         ("--dry-run", "--dryrun"),
@@ -385,6 +461,7 @@ class BuildConfig:
         "str",
         "Publish what was built to this repository (see --repo) with a signed index.",
         commands=BUILD_ONLY,
+        rule=REPOSITORY,
     )
     repo: str | None = option(
         ("--repo",),
@@ -393,6 +470,7 @@ class BuildConfig:
         "Artifact repository: a directory, file://, http(s):// (WebDAV) or s3://bucket/prefix.",
         env="DRIVERKIT_REPO",
         commands=MATRIX | frozenset({"publish"}),
+        rule=REPOSITORY,
     )
     publish_from: Path = option(
         ("--from",),
@@ -401,6 +479,7 @@ class BuildConfig:
         "Build output to publish (laid out <driver-version>/<arch>/).",
         default=Path("out"),
         commands=frozenset({"publish"}),
+        rule=PATH,
     )
     signing_key: Path | None = option(
         ("--signing-key",),
@@ -409,6 +488,7 @@ class BuildConfig:
         "Ed25519 private key (PEM) that signs the repository index (`driverkit keys generate`).",
         env="DRIVERKIT_SIGNING_KEY",
         commands=PUBLISHES,
+        rule=PATH,
     )
     public_key: str | None = option(
         ("--public-key",),
@@ -418,6 +498,7 @@ class BuildConfig:
         "default: that of --signing-key.",
         env="DRIVERKIT_REPO_PUBLIC_KEY",
         commands=MATRIX,
+        rule=PUBLIC_KEY,
     )
     force: bool = option(
         ("--force",),
@@ -434,6 +515,7 @@ class BuildConfig:
         "Driver versions the matrix covers (repeat); default: driver/VERSION.",
         default=(),
         commands=MATRIX,
+        rule=DRIVER_VERSION,
     )
     matrix_arches: tuple[str, ...] = option(
         ("--arch",),
@@ -451,6 +533,7 @@ class BuildConfig:
         "Cut the missing builds into this many CI jobs.",
         default=1,
         commands=frozenset({"matrix-plan"}),
+        bounds=(1, 256),
     )
     plan_dir: Path = option(
         ("--out",),
@@ -459,6 +542,7 @@ class BuildConfig:
         "Where `matrix plan` writes one driverkit config per kernel and matrix.json.",
         default=Path("plan"),
         commands=frozenset({"matrix-plan"}),
+        rule=PATH,
     )
     github_output: Path | None = option(
         ("--github-output",),
@@ -466,6 +550,7 @@ class BuildConfig:
         "path",
         "Append `matrix=<json>` and `empty=<bool>` to this file (GitHub's $GITHUB_OUTPUT).",
         commands=frozenset({"matrix-plan"}),
+        rule=PATH,
     )
     verify_command: str | None = option(
         ("--verify-command",),
@@ -475,6 +560,7 @@ class BuildConfig:
         "appended), e.g. `python3 -m ci.bootverify --artifacts`; it fails the run by exiting "
         "non-zero and records boot-verified kernels in bootverify.json.",
         commands=frozenset({"matrix-run"}),
+        rule=COMMAND,
     )
 
     # Resolved once per run, not spelled by users: the mirror roots (options over what
@@ -499,7 +585,14 @@ def _row(f: Field[Any]) -> Option:
         factory = f.default_factory
     else:
         factory = functools.partial(_same, f.default)
-    return Option(name=f.name, default_factory=factory, **row)
+    option = Option(name=f.name, default_factory=factory, **row)
+    # A row without an accepted form would let any text through to a script or a path.
+    if option.kind in ("str", "list", "path") and not (option.rule or option.choices):
+        raise TypeError(f"option {f.name}: a {option.kind} option needs a rule or choices")
+    low, high = option.bounds
+    if option.kind == "int" and not 0 < high >= low:
+        raise TypeError(f"option {f.name}: an int option needs bounds")
+    return option
 
 
 def _same(value: Any) -> Any:
@@ -523,7 +616,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
+        dotted = f"{prefix}{key}" if isinstance(key, str) else f"{prefix}{key!r}"
         # Nested mappings are driverkit sections (output: {module, probe}); only descend
         # where the table knows the section, so a typo'd section is reported as itself.
         if isinstance(value, Mapping) and any(k.startswith(dotted + ".") for k in BY_YAML_KEY):
@@ -534,7 +627,8 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def values_from_yaml(document: Any, source: str) -> dict[str, Any]:
-    """Option values from a driverkit config document; unknown keys fail."""
+    """Option values from a driverkit config document (read with text scalars, see
+    driverkit.config); unknown keys fail, and a key with no value (`key:`) is unset."""
     if document is None:
         return {}
     if not isinstance(document, Mapping):
@@ -543,7 +637,11 @@ def values_from_yaml(document: Any, source: str) -> dict[str, Any]:
     for key, raw in _flatten(document).items():
         option = BY_YAML_KEY.get(key)
         if option is None:
-            raise UsageError(f"{source}: unknown key {key!r}{did_you_mean(key, BY_YAML_KEY)}")
+            raise UsageError(
+                f"{source}: unknown key {shown(key)}{did_you_mean(key, BY_YAML_KEY)}"
+            )
+        if raw is None:
+            continue
         values[option.name] = option.convert(raw, f"{source}: {key}")
     return values
 
@@ -557,7 +655,11 @@ def values_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             continue
         option = BY_ENV.get(var)
         if option is None:
-            raise UsageError(f"environment: unknown variable {var}{did_you_mean(var, BY_ENV)}")
+            raise UsageError(
+                f"environment: unknown variable {shown(var)}{did_you_mean(var, BY_ENV)}"
+            )
+        if raw == "":
+            continue  # an empty variable is how shells and CI systems leave one unset
         values[option.name] = option.convert(raw, f"environment: {var}")
     return values
 

@@ -10,7 +10,18 @@ from dataclasses import dataclass
 
 from drivercore.kernelrelease import KernelRelease
 from drivercore.naming import DRIVER_NAME, ArtifactKernel, artifact_stem, core_probe_file
+from driverkit.errors import UsageError
 from driverkit.targets.base import BuilderSpec
+from driverkit.valuerules import (
+    DRIVER_NAME as DRIVER_NAME_RULE,
+)
+from driverkit.valuerules import (
+    DRIVER_VERSION,
+    GCC_VERSION,
+    IMAGE_REFERENCE,
+    TextRule,
+    shown,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,20 @@ class BuildPlan:
     builder_image_forced: bool = False
     # Where the builder's FROM image comes from, should the image have to be built.
     base_from: str = "registry"
+
+    def __post_init__(self) -> None:
+        # The option table checks what users give; a plan is also made by library callers
+        # and by replacing fields, and its values become file names, paths and image tags.
+        checks: tuple[tuple[str, str, TextRule], ...] = (
+            ("driver name", self.driver_name, DRIVER_NAME_RULE),
+            ("driver version", self.driver_version, DRIVER_VERSION),
+            ("gcc version", self.gcc, GCC_VERSION),
+            ("builder image", self.builder_image, IMAGE_REFERENCE),
+        )
+        for what, value, rule in checks:
+            if not rule.allows(value):
+                raise UsageError(f"build plan: {what} {shown(value)} is not accepted; "
+                                 f"use {rule.form}")
 
     def artifact_stem(self) -> str:
         return artifact_stem(self.driver_name, self.artifact)

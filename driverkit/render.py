@@ -1,13 +1,18 @@
 """Render the builder Dockerfile and the build script from `templates/`.
 
-Everything that reaches a shell goes through the `q` filter (shlex.quote) and the
-environment is StrictUndefined, so a missing or mistyped variable fails the render
-instead of silently producing an empty string in a script.
+Every value a template prints is one shell word: the `q` filter quotes it (shlex.quote)
+and refuses a value with a control or line-separator character, which quoting cannot make
+safe in a comment line or a Dockerfile instruction; `qwords` does the same for a list and
+`exec_form` writes a JSON exec-form array. The environment's `finalize` refuses anything
+printed without one of them, so a future template cannot print a raw value by mistake,
+and StrictUndefined fails a missing or mistyped variable instead of printing nothing.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 import jinja2
@@ -16,6 +21,7 @@ from driverkit.errors import UsageError
 from driverkit.plan import BuildPlan, core_probe_name
 from driverkit.targets.base import BuilderSpec
 from driverkit.targets.debian import builder_suites, suite_named
+from driverkit.valuerules import UNSAFE_CHARACTERS, shown
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -37,14 +43,62 @@ _DEBIAN_COMMON_PACKAGES = (
 )
 
 
+class QuotedText(str):
+    """Template output that went through a quoting filter; the only text `finalize` lets
+    through."""
+
+    __slots__ = ()
+
+
+class UnquotedValueError(RuntimeError):
+    """A template printed a value without a quoting filter: a bug in the template."""
+
+
+def _word(value: object) -> str:
+    text = str(value)
+    if UNSAFE_CHARACTERS.search(text) or not text:
+        # The option table refuses such values first; this is the renderer's own wall.
+        raise UsageError(
+            f"cannot render {shown(text)} into a script or Dockerfile: empty, or a control "
+            "or line-separator character"
+        )
+    return text
+
+
+def quote_word(value: object) -> QuotedText:
+    """One sh word, on one line."""
+    return QuotedText(shlex.quote(_word(value)))
+
+
+def quote_words(values: Iterable[object]) -> QuotedText:
+    """Space-separated sh words."""
+    return QuotedText(" ".join(shlex.quote(_word(value)) for value in values))
+
+
+def exec_form(values: Iterable[object]) -> QuotedText:
+    """A Dockerfile exec-form array (ENTRYPOINT, CMD): JSON strings, one line."""
+    return QuotedText(json.dumps([_word(value) for value in values]))
+
+
+def _only_quoted(value: object) -> object:
+    if isinstance(value, QuotedText):
+        return value
+    raise UnquotedValueError(
+        f"a template printed {shown(value)} without | q, | qwords or | exec_form"
+    )
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # output is shell and Dockerfile text, not HTML
         keep_trailing_newline=True,
+        finalize=_only_quoted,
     )
-    env.filters["q"] = lambda value: shlex.quote(str(value))
+    env.filters["q"] = quote_word
+    env.filters["qwords"] = quote_words
+    env.filters["exec_form"] = exec_form
     return env
 
 

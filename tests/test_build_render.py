@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ BOOKWORM = BuilderSpec("debian", "debian:bookworm", "bookworm", "12")
 MIRRORS = Mirrors(debian="http://mirror.invalid/debian")
 
 
-def _plan(release: str = "6.1.0-47-amd64", **changes: object) -> BuildPlan:
+def _plan(release: str = "6.1.0-47-amd64", **changes: Any) -> BuildPlan:
     cfg = load_config({})
     plan = resolve_plan(release, cfg, MIRRORS, target="debian")
     return dataclasses.replace(plan, **changes) if changes else plan
@@ -87,12 +88,21 @@ def test_build_script_sections_follow_the_plan_flags() -> None:
 
 
 def test_build_script_quotes_what_it_renders() -> None:
-    # Release validation already refuses metacharacters; quoting is the second wall.
+    # Release validation already refuses metacharacters; quoting is the second wall. A
+    # KernelRelease made by hand skips the parser, so only the template's quoting is left.
     plan = _plan()
-    odd = dataclasses.replace(plan, driver_name="rt cap$(id)")
-    script = render_build_script(odd)
-    assert "KMOD_NAME='rt cap$(id)_debian_" in script
-    assert "$(id)_debian" not in script.replace("'rt cap$(id)_debian", "")
+    odd_kernel = dataclasses.replace(plan.kernel, full_extra_version="-x $(id)")
+    script = render_build_script(dataclasses.replace(plan, kernel=odd_kernel))
+    assert "KERNEL_RELEASE='6.1.0-x $(id)'" in script
+    assert script.count("$(id)") == 1
+
+
+def test_the_plan_refuses_what_the_option_table_refuses() -> None:
+    # Library callers build and replace plans without the option table.
+    with pytest.raises(UsageError, match=r"build plan: driver name 'rt cap\$\(id\)'"):
+        _plan(driver_name="rt cap$(id)")
+    with pytest.raises(UsageError, match=r"build plan: driver version '/etc'"):
+        _plan(driver_version="/etc")
 
 
 def test_output_layout() -> None:

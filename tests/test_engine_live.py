@@ -49,11 +49,15 @@ class Engine:
     def __init__(self, *args: str | Path) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runtime.engine.cli", "run", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.alerts: queue.Queue[dict[str, object]] = queue.Queue()
         self.stderr: list[str] = []
+        # Lines of stdout that are not one JSON alert each: kept for the failure message
+        # (a reader thread that died on one would silently turn every later wait into a
+        # timeout).
+        self.bad_lines: list[str] = []
         self._running = threading.Event()
         threading.Thread(target=self._read_out, daemon=True).start()
         threading.Thread(target=self._read_err, daemon=True).start()
@@ -61,7 +65,10 @@ class Engine:
     def _read_out(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.alerts.put(json.loads(line))
+            try:
+                self.alerts.put(json.loads(line))
+            except ValueError as exc:
+                self.bad_lines.append(f"{exc}: {line[:300]!r}")
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
@@ -88,7 +95,8 @@ class Engine:
             if pred(alert):
                 return alert
             seen.append(alert.get("rule"))
-        raise AssertionError(f"no matching alert in {timeout}s; saw {seen[-20:]}\n"
+        bad = "".join(f"not an alert line: {line}\n" for line in self.bad_lines[-5:])
+        raise AssertionError(f"no matching alert in {timeout}s; saw {seen[-20:]}\n{bad}"
                              + "".join(self.stderr[-30:]))
 
     def stop(self, timeout: float = 30) -> int:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from runtime.engine.capture import CaptureHeader, CaptureWriter, ProcSnapshot
 from runtime.engine.sources import schema_identity
-from tests.fuzz_helpers import FUZZ, Outcome, python_module, run_bounded
+from tests.fuzz_helpers import FUZZ_CHILD, Outcome, python_module, run_bounded
 from tests.test_engine_replay import BOOT_OFFSET, WORLD
 
 STATS = (BOOT_OFFSET + 10**9, {0: {"n_evts": 100, "n_drops_buffer": 0}})
@@ -84,7 +84,7 @@ def clean(capture: bytes, tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     return outcome
 
 
-@FUZZ
+@FUZZ_CHILD
 @given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
 @example(position=_HEADER_SIZE - 1, bit=7)  # metadata length 0x80...: bounded, not read
 def test_any_flipped_bit_is_reported(capture: bytes, clean: Outcome, work: Path,
@@ -94,7 +94,7 @@ def test_any_flipped_bit_is_reported(capture: bytes, clean: Outcome, work: Path,
     assert_reported(replay(work, bytes(damaged)), clean)
 
 
-@FUZZ
+@FUZZ_CHILD
 @given(cut=st.integers(min_value=0))
 def test_cut_short_is_reported_or_a_clean_prefix(capture: bytes, clean: Outcome,
                                                  work: Path, cut: int) -> None:
@@ -109,7 +109,7 @@ def test_cut_short_is_reported_or_a_clean_prefix(capture: bytes, clean: Outcome,
         assert_reported(outcome, clean)
 
 
-@FUZZ
+@FUZZ_CHILD
 @given(field=st.integers(min_value=0, max_value=10), value=st.sampled_from(
     [0, 1, 7, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF, 256 * 1024 * 1024 + 1]))
 def test_rewritten_length_fields_are_bounded(capture: bytes, clean: Outcome, work: Path,
@@ -123,7 +123,7 @@ def test_rewritten_length_fields_are_bounded(capture: bytes, clean: Outcome, wor
     assert_reported(replay(work, bytes(damaged)), clean)
 
 
-@FUZZ
+@FUZZ_CHILD
 @given(first=st.integers(min_value=0), second=st.integers(min_value=0),
        junk=st.binary(max_size=64))
 def test_spliced_files_are_reported(  # noqa: PLR0917 - fixtures + drawn values
@@ -143,7 +143,7 @@ def test_spliced_files_are_reported(  # noqa: PLR0917 - fixtures + drawn values
     assert_reported(replay(work, spliced), clean)
 
 
-@FUZZ
+@FUZZ_CHILD
 @given(doc=st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz_helpers import FUZZ, FUZZ_EXAMPLES, Outcome, python_module, run_bounded
+from tests.fuzz_helpers import FUZZ, FUZZ_CHILD, FUZZ_EXAMPLES, Outcome, python_module, run_bounded
 from tests.test_engine_replay import WORLD, write_capture
 
 HOSTILE = [
@@ -90,7 +90,7 @@ def _yaml(doc: object) -> bytes:
     return yaml.safe_dump(doc, allow_unicode=True).encode("utf-8", "surrogateescape")
 
 
-@FUZZ
+@FUZZ_CHILD
 @given(doc=yaml_values)
 @example(doc={"duration": float("inf")})
 @example(doc={"buffer_bytes": 10**30})

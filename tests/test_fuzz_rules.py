@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from drivercore.errors import ExitCode
-from tests.fuzz_helpers import FUZZ, Outcome, python_module, run_bounded
+from tests.fuzz_helpers import FUZZ_CHILD, Outcome, python_module, run_bounded
 
 FALCO_RULES = (Path(__file__).parent / "fixtures" / "falco_rules" / "falco_rules.yaml")
 _CLEAN_CODES = {0, int(ExitCode.RULE_LOAD), int(ExitCode.USAGE)}
@@ -87,7 +87,7 @@ def _structured(draw: st.DrawFn) -> str:
 _VENDORED = FALCO_RULES.read_text(encoding="utf-8")
 
 
-@FUZZ
+@FUZZ_CHILD
 @given(st.one_of(
     _structured(),
     st.text(max_size=400),

@@ -35,7 +35,7 @@ def test_every_option_has_unique_flag_key_and_env() -> None:
 def test_driverkit_config_keys_are_understood() -> None:
     document = {
         "kernelrelease": "5.10.0-amzn2",
-        "kernelversion": 1,
+        "kernelversion": "1",
         "target": "amazonlinux2",
         "architecture": "amd64",
         "driverversion": "2.0.0",
@@ -67,10 +67,18 @@ def test_unknown_nested_key_is_reported_with_its_section() -> None:
 
 
 def test_wrong_types_name_the_key() -> None:
-    with pytest.raises(UsageError, match=r"cfg\.yaml: timeout: expected a whole number"):
+    with pytest.raises(
+        UsageError, match=r"cfg\.yaml: timeout: 'soon' is not accepted; use a whole number"
+    ):
         values_from_yaml({"timeout": "soon"}, "cfg.yaml")
-    with pytest.raises(UsageError, match=r"architecture: 'sparc' is not one of amd64, arm64"):
+    with pytest.raises(
+        UsageError, match=r"architecture: 'sparc' is not accepted; use one of amd64, arm64"
+    ):
         values_from_yaml({"architecture": "sparc"}, "cfg.yaml")
+    # A string option takes text only: a number or a list from a program is refused
+    # rather than turned into text some other way than the file wrote it.
+    with pytest.raises(UsageError, match=r"cfg\.yaml: drivername: 1 is not accepted"):
+        values_from_yaml({"drivername": 1}, "cfg.yaml")
 
 
 def test_env_vars_follow_the_table() -> None:

@@ -37,6 +37,7 @@ from drivercore.repoindex import (
     key_id,
     parse_public_key,
 )
+from driverkit.valuerules import PUBLIC_KEY, REPOSITORY, shown
 
 SITE_FILE = "index.html"
 # A .pub file is one line; reading more than this means it is the wrong file.
@@ -452,6 +453,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def site_command(repo: str, public_key: str, out_dir: Path) -> None:
     """Write a static compatibility page (index.html) for the repository REPO
     (a directory, file:// or http(s):// URL)."""
+    # Not options of the table (this command takes an argument), held to the same forms.
+    for spelled, value, rule in (("REPO", repo, REPOSITORY), ("--public-key", public_key,
+                                                               PUBLIC_KEY)):
+        if not rule.allows(value):
+            raise UsageError(f"{spelled}: {shown(value)} is not accepted; use {rule.form}")
     reader = RepoReader(repo, public_key_from_option(public_key))
     path, sections = write_site(reader, out_dir)
     click.echo(f"wrote {path} ({sections} driver version/arch sections)")

@@ -321,6 +321,13 @@ class Runner:
                 next_metrics = now + (interval or 0)
             if now >= deadline:
                 break
+        # Stopped early: what a reorder window still holds (runtime/engine/reorder.py)
+        # was read, so it is processed too.
+        for held in getattr(source, "drain_held", list)():
+            if held.events:
+                engine.process(held.events)
+            elif held.raw and decoder is not None:
+                engine.process_raw(held.raw, decoder)
         if metadata is not None:
             metadata.close()
         if self.live:

@@ -31,7 +31,9 @@ from runtime.engine.metrics import (
 )
 from runtime.engine.outputs import OutputQueue, build_sinks
 from runtime.engine.preflight import check_before_start
+from runtime.engine.reorder import DEFAULT_WINDOW_MS, OrderedSource, ReorderCounters
 from runtime.engine.rules import Priority, Ruleset, load_rules
+from runtime.engine.rules.append_output import apply_append_output
 from runtime.engine.sources import (
     EventSource,
     ReplaySource,
@@ -164,10 +166,11 @@ def _loaded(source: EventSource, info: DriverInfo | None, load_s: float) -> Driv
     return info
 
 
-def run_engine(cfg: EngineConfig) -> int:
-    """Build everything from a resolved config, run, and always print the drop summary."""
+def run_engine(cfg: EngineConfig, *, reorder_window_ms: float = DEFAULT_WINDOW_MS) -> int:
+    """Build everything from a resolved config, run, and always print the drop summary.
+    Events reach the rules in ts order across CPUs (runtime/engine/reorder.py)."""
     min_priority = _priority(cfg.priority)
-    ruleset = _load_ruleset(cfg.rules_files)
+    ruleset = apply_append_output(_load_ruleset(cfg.rules_files), cfg.append_output)
     for warning in ruleset.warnings:
         _log(f"rt-engine: warning: {warning}")
     _log(f"rt-engine: loaded {len(ruleset)} rules")
@@ -183,9 +186,11 @@ def run_engine(cfg: EngineConfig) -> int:
         webhook_url=cfg.webhook.url,
         webhook_timeout=cfg.webhook.timeout,
     )
-    outputs = OutputQueue(sinks, maxsize=cfg.outputs.queue_size)
-    counters = EngineCounters()
     live = cfg.replay is None
+    # A replay has no kernel ring to overflow: a slow reader slows it, losing no alert.
+    outputs = OutputQueue(sinks, maxsize=cfg.outputs.queue_size, block_when_full=not live)
+    counters = EngineCounters()
+    reorder = ReorderCounters(window_ms=reorder_window_ms)
     # Live only: a process first seen mid-run is looked up in /proc, and cgroup ids are
     # mapped to containers through the cgroup v2 mount. A replay must not consult this
     # host, whose processes and containers are not the recorded ones.
@@ -248,7 +253,7 @@ def run_engine(cfg: EngineConfig) -> int:
         metrics: Metrics | None = None
         if cfg.metrics.enabled or cfg.metrics.prometheus_port is not None:
             metrics = Metrics(counters, source.stats, lambda: outputs.counters.dropped_queue_full,
-                              driver=driver_info)
+                              driver=driver_info, reorder=reorder)
         if metrics is not None and cfg.metrics.prometheus_port is not None:
             prometheus = PrometheusEndpoint(
                 metrics, port=cfg.metrics.prometheus_port, addr=cfg.metrics.prometheus_addr
@@ -260,7 +265,7 @@ def run_engine(cfg: EngineConfig) -> int:
             metrics_stream = cfg.metrics.output_file.open("a", encoding="utf-8")
         stop = threading.Event()
         runner = Runner(
-            source,
+            OrderedSource(source, window_ms=reorder_window_ms, counters=reorder),
             engine,
             outputs,
             drops,
@@ -302,7 +307,11 @@ def run_engine(cfg: EngineConfig) -> int:
             _log(
                 f"rt-engine: events: {counters.events}, alerts: "
                 f"{sum(counters.matches.values())}, output queue drops: "
-                f"{outputs.counters.dropped_queue_full}"
+                f"{outputs.counters.dropped_queue_full}, out of ts order: "
+                f"{reorder.out_of_order} (by up to {reorder.out_of_order_max_ns / 1e6:g} ms;"
+                f" reorder window {reorder_window_ms:g} ms, "
+                f"held at most {reorder.held_peak}, released early when full: "
+                f"{reorder.forced_by_capacity})"
             )
             _log(drops.summary.text())
     return 0
@@ -359,6 +368,10 @@ def main() -> None:
               help="Print a metrics snapshot every S seconds (JSON lines on stderr).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+@click.option("--reorder-window-ms", type=click.FloatRange(min=0, max=10_000),
+              default=DEFAULT_WINDOW_MS, show_default=True,
+              help="Hold events up to MS of event time to process every CPU's events in"
+                   " timestamp order (0: hold nothing back; each read is still sorted).")
 def run(  # noqa: PLR0917 - one parameter per click option
     driver: str | None,
     probe: Path | None,
@@ -373,6 +386,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     duration: float | None,
     stats_interval: float | None,
     metrics_port: int | None,
+    reorder_window_ms: float,
 ) -> None:
     """Evaluate rules on live events (--driver) or a capture (--replay)."""
     try:
@@ -394,7 +408,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
         if cfg.replay is not None and (driver is not None or driver_file is not None):
             raise UsageError("--replay and --driver/--driver-file exclude each other; pass one")
         check_before_start(cfg)
-        code = run_engine(cfg)
+        code = run_engine(cfg, reorder_window_ms=reorder_window_ms)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)

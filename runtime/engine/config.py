@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,6 +67,25 @@ class OutputsConfig:
 
 
 @dataclass(frozen=True)
+class ExtraField:
+    """One `extra_fields` item: a field to extract, or a fixed `name: value` pair."""
+
+    name: str
+    value: str | None = None  # None: `name` is a field, extracted per alert
+
+
+@dataclass(frozen=True)
+class AppendOutput:
+    """One falco.yaml `append_output` entry; a rule gets it when every given match holds."""
+
+    source: str | None = None
+    tags: tuple[str, ...] = ()  # the rule must carry all of them
+    rule: str | None = None
+    extra_output: str = ""
+    extra_fields: tuple[ExtraField, ...] = ()
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     driver: str = "core"
     probe: Path | None = None
@@ -81,6 +102,7 @@ class EngineConfig:
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     syscall_event_drops: DropConfig = field(default_factory=DropConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    append_output: tuple[AppendOutput, ...] = ()
     loader: LoaderConfig = field(default_factory=lambda: _loader_section("loader", None))
 
 
@@ -232,6 +254,58 @@ def _outputs(where: str, raw: object) -> OutputsConfig:
     )
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(text: str) -> str:
+    # falco.yaml's `${HOME}` form; an unset variable expands to nothing, as in Falco.
+    return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), text)
+
+
+def _extra_field(where: str, raw: object) -> ExtraField:
+    if isinstance(raw, str):
+        return ExtraField(_str(where, raw))
+    if isinstance(raw, dict) and len(raw) == 1:
+        ((name, value),) = raw.items()
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise UsageError(f"{where}: {name!r}: expected a text or number value,"
+                             f" got {_short(value)}")
+        return ExtraField(_str(where, name), _expand_env(str(value)))
+    raise UsageError(f"{where}: expected a field name or one `name: value` pair,"
+                     f" got {_short(raw)}")
+
+
+def _append_output(where: str, raw: object) -> tuple[AppendOutput, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise UsageError(f"{where}: expected a list of entries (match, extra_output,"
+                         " extra_fields)")
+    entries: list[AppendOutput] = []
+    for index, item in enumerate(raw):
+        at = f"{where}[{index}]"
+        section = _section(at, item, ("match", "extra_output", "extra_fields"))
+        match = _section(f"{at}.match", section.get("match"), ("source", "tags", "rule"))
+        tags = match.get("tags", [])
+        if not isinstance(tags, list):
+            raise UsageError(f"{at}.match.tags: expected a list of tags, got {_short(tags)}")
+        fields = section.get("extra_fields", [])
+        if not isinstance(fields, list):
+            raise UsageError(f"{at}.extra_fields: expected a list, got {_short(fields)}")
+        extra_output = section.get("extra_output", "")
+        if not isinstance(extra_output, str):
+            raise UsageError(f"{at}.extra_output: expected text, got {_short(extra_output)}")
+        entries.append(AppendOutput(
+            source=_str(f"{at}.match.source", match["source"]) if "source" in match else None,
+            tags=tuple(_str(f"{at}.match.tags", tag) for tag in tags),
+            rule=_str(f"{at}.match.rule", match["rule"]) if "rule" in match else None,
+            extra_output=extra_output.strip(),
+            extra_fields=tuple(_extra_field(f"{at}.extra_fields[{i}]", f)
+                               for i, f in enumerate(fields)),
+        ))
+    return tuple(entries)
+
+
 def _rules_files(where: str, raw: object) -> tuple[Path, ...]:
     if raw is None:
         return ()
@@ -257,6 +331,7 @@ _TOP_LEVEL: dict[str, Callable[[str, object], object]] = {
     "webhook": _webhook,
     "syscall_event_drops": _drops,
     "metrics": _metrics,
+    "append_output": _append_output,
     "loader": _loader_section,
 }
 

@@ -14,12 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from runtime.engine.drops import total_stats
+
+if TYPE_CHECKING:
+    from runtime.engine.reorder import ReorderCounters
 
 
 def _status_kib(key: str) -> int:
@@ -96,9 +99,11 @@ class Metrics:
         driver_stats: Callable[[], Mapping[int, Mapping[str, int]]],
         outputs_dropped: Callable[[], int],
         driver: DriverInfo | None = None,
+        reorder: ReorderCounters | None = None,
     ) -> None:
         self.counters = counters
         self.driver = driver
+        self.reorder = reorder
         self._driver_stats = driver_stats
         self._outputs_dropped = outputs_dropped
         self._last_time = time.monotonic()
@@ -140,6 +145,14 @@ class Metrics:
                 "peak_rss_bytes": peak_rss_bytes(),
                 "cpu_pct": round(100 * (cpu - self._last_cpu) / elapsed, 1),
             }
+            if self.reorder is not None:
+                record["events_out_of_order"] = self.reorder.out_of_order
+                record["reorder"] = {
+                    "window_ms": self.reorder.window_ms,
+                    "held_peak": self.reorder.held_peak,
+                    "out_of_order_max_ns": self.reorder.out_of_order_max_ns,
+                    "forced_by_capacity": self.reorder.forced_by_capacity,
+                }
             if self.driver is not None:
                 record["driver_choice"] = self.driver.labels()
                 record["driver_load_s"] = self.driver.load_s
@@ -173,6 +186,14 @@ class _Collector:
         )
         dropped.add_metric([], m._outputs_dropped())
         yield dropped
+        if m.reorder is not None:
+            late = CounterMetricFamily(
+                "rtengine_events_out_of_order",
+                "Events processed after an event with a later timestamp (they arrived"
+                " later than the reorder window allowed)",
+            )
+            late.add_metric([], m.reorder.out_of_order)
+            yield late
         per_cpu = m._driver_stats()
         driver = CounterMetricFamily(
             "rtengine_driver", "Driver per-CPU counters", labels=["cpu", "counter"]

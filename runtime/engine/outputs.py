@@ -4,6 +4,8 @@ The event loop must never wait on a slow sink (a webhook that takes a second per
 otherwise turn into dropped syscalls in the kernel ring). Alerts therefore go through a
 bounded queue drained by one worker thread; when the queue is full the alert is dropped and
 counted, and the count is reported in metrics and at exit, so loss is visible, never silent.
+A replay has no kernel ring to overflow: there the queue is lossless (`block_when_full`),
+so a slow reader slows the replay down instead of losing alerts.
 """
 
 from __future__ import annotations
@@ -234,11 +236,18 @@ class OutputQueue:
     bench/bench_replay.py (pinned to one CPU), against ~2.5 µs this way.
     """
 
-    def __init__(self, sinks: Sequence[Sink], *, maxsize: int = 10000) -> None:
+    def __init__(self, sinks: Sequence[Sink], *, maxsize: int = 10000,
+                 block_when_full: bool = False) -> None:
+        """`block_when_full`: `submit` waits for room instead of dropping (replay), and
+        `close` waits for every queued alert."""
         if maxsize < 1:
             raise ValueError(f"output queue maxsize must be at least 1, got {maxsize}")
         self._sinks = list(sinks)
         self._maxsize = maxsize
+        self.block_when_full = block_when_full
+        # Set by the worker after it took alerts off a full queue while submit waits.
+        self._room = threading.Event()
+        self._submit_waiting = False
         # deque.append and popleft are atomic: the engine appends, only the worker pops.
         self._pending: deque[Alert] = deque()
         self._wake = threading.Event()
@@ -251,13 +260,16 @@ class OutputQueue:
         self._worker.start()
 
     def submit(self, alert: Alert) -> bool:
-        """Never blocks; returns False (and counts the drop) when the queue is full."""
+        """Never blocks unless `block_when_full`; otherwise returns False (and counts the
+        drop) when the queue is full."""
         counters = self.counters
         counters.submitted += 1
         pending = self._pending
         if len(pending) >= self._maxsize:
-            counters.dropped_queue_full += 1
-            return False
+            if not self.block_when_full:
+                counters.dropped_queue_full += 1
+                return False
+            self._wait_for_room()
         # Append first, then look at the idle flag (the worker sets it in the opposite
         # order; see _run). Clearing the flag here makes the rest of the burst skip
         # Event.set, which takes a lock.
@@ -266,6 +278,25 @@ class OutputQueue:
             self._worker_idle = False
             self._wake.set()
         return True
+
+    def _wait_for_room(self) -> None:
+        """Block until the worker has taken alerts off the full queue. The worker sets
+        `_room` after each alert it takes while `_submit_waiting`; the timeout covers a
+        set() that raced the clear() below, and a worker that has died (its sinks' errors
+        are counted, so it only ends on close) no longer holds the engine up."""
+        pending, room = self._pending, self._room
+        self._submit_waiting = True
+        try:
+            while len(pending) >= self._maxsize and self._worker.is_alive():
+                room.clear()
+                if len(pending) < self._maxsize:
+                    break
+                if self._worker_idle:
+                    self._worker_idle = False
+                    self._wake.set()
+                room.wait(0.05)
+        finally:
+            self._submit_waiting = False
 
     def _run(self) -> None:
         pending, wake = self._pending, self._wake
@@ -298,6 +329,8 @@ class OutputQueue:
         unflushed = 0
         while pending:
             alert = popleft()
+            if self._submit_waiting:
+                self._room.set()
             for sink in sinks:
                 try:
                     sink.emit(alert)
@@ -328,13 +361,15 @@ class OutputQueue:
             self._reported_errors.add(sink.name)
             print(f"rt-engine: output {sink.name} failed: {exc}", file=sys.stderr, flush=True)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Deliver what is queued (up to `timeout`), then close every sink. Alerts
-        submitted after close() are not delivered."""
-        deadline = time.monotonic() + timeout
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Deliver what is queued (up to `timeout`; with `block_when_full`, all of it),
+        then close every sink. Alerts submitted after close() are not delivered."""
         self._closing = True
         self._wake.set()
-        self._worker.join(max(0.0, deadline - time.monotonic()))
+        if self.block_when_full or timeout is None:
+            self._worker.join()
+        else:
+            self._worker.join(max(0.0, timeout))
         for sink in self._sinks:
             try:
                 sink.close()

@@ -105,6 +105,10 @@ class Ruleset:
         self._dispatch[evt_type] = fn
         return fn
 
+    def with_rules(self, rules: Sequence[CompiledRule]) -> Ruleset:
+        """The same warnings and macro expander over `rules` (e.g. with outputs changed)."""
+        return Ruleset(rules, self.warnings, self._expander)
+
     def filtered(self, min_priority: Priority) -> Ruleset:
         """The rules at `min_priority` or more severe (`--min-priority`), same fast paths."""
         kept = [r for r in self.rules if r.priority <= min_priority]
