@@ -19,6 +19,7 @@ from runtime.engine.fields import render_chmod_mode, render_value, resolve_field
 from runtime.engine.rules import load_rules
 from runtime.engine.state import SystemState
 from runtime.events import Event, SocketTuple
+from tests.test_engine_process_fields import _apply, _matches
 
 AF_INET = 2
 PID = 4242
@@ -34,19 +35,6 @@ def _ev(evt_type: str, res: int = 0, **params: object) -> Event:
 
 def _field(name: str, ev: Event, st: SystemState) -> object:
     return resolve_field(name).extract(ev, st)
-
-
-def _apply(st: SystemState, ev: Event) -> Event:
-    st.update(ev)
-    return ev
-
-
-def _matches(condition: str, ev: Event, st: SystemState) -> bool:
-    rules = [{"rule": "probe", "desc": "d", "condition": condition, "output": "o",
-              "priority": "NOTICE"}]
-    ruleset = load_rules([], extra_texts=[("probe.yaml", yaml.safe_dump(rules))])
-    (rule,) = ruleset.rules
-    return bool(rule.match(ev, st))
 
 
 def _udp_socket(st: SystemState, fd: int = 5) -> None:

@@ -219,6 +219,28 @@ def test_clone_inherits_process_facts_and_starts_its_own_clock() -> None:
     assert _field("proc.vpgid.name", child, st) == "curl"
 
 
+def test_a_clone_processed_after_the_childs_exec_keeps_the_childs_image() -> None:
+    """Issue #11: the parent's clone (one CPU) reached the engine after the child's execve
+    (another CPU), later than the reorder window allows. The child keeps its own image."""
+    st = SystemState()
+    _apply(st, _ev("execve", pid=400, comm="bash", exec_params=_exec_params(
+        filename="/bin/bash", argv=["bash"])))
+    _apply(st, _ev("execve", pid=500, ppid=400, comm="curl", ts=960 * SEC,
+                   exec_params=_exec_params()))
+    _apply(st, _ev("clone", res=500, pid=400, comm="bash", ts=950 * SEC, flags=0))
+    ev = _apply(st, _ev("openat", res=3, pid=500, ppid=400, comm="curl", ts=961 * SEC,
+                        dirfd=-100, name="/etc/hosts", flags=0, mode=0))
+    assert _field("proc.exepath", ev, st) == "/usr/bin/curl"
+    assert _field("proc.name", ev, st) == "curl"
+    assert _field("proc.pname", ev, st) == "bash"
+    assert _field("proc.pid.ts", ev, st) == 950 * SEC  # the clone still dates it
+    # A tid reused after its old thread's events (an ordinary clone) is the parent's copy.
+    _apply(st, _ev("clone", res=500, pid=400, comm="bash", ts=990 * SEC, flags=0))
+    ev = _apply(st, _ev("openat", res=3, pid=500, ppid=400, comm="bash", ts=991 * SEC,
+                        dirfd=-100, name="/etc/hosts", flags=0, mode=0))
+    assert _field("proc.exepath", ev, st) == "/bin/bash"
+
+
 def test_thread_clone_keeps_the_process_vpid() -> None:
     st = SystemState()
     _spawned(st, clone_ts=950 * SEC, exec_ts=960 * SEC)

@@ -284,25 +284,20 @@ static void put_user_argv(struct rtcap_rec *r, unsigned long uargv)
 }
 
 /*
- * After a successful exec the caller's pointers are gone with the old mm; the new
- * image's argv strings sit back to back between mm->arg_start and arg_end.
+ * Strings the new image's mm holds back to back between `start` and `end` (argv or the
+ * environment), NUL-terminated and capped at RTCAP_PT_ARGV_MAX. `empty_is_fault`: an
+ * empty argv means the mm could not be read, while an empty environment is legitimate.
  */
-static void put_mm_argv(struct rtcap_rec *r)
+static void put_mm_strings(struct rtcap_rec *r, u8 *dst, unsigned long start,
+			   unsigned long end, bool empty_is_fault)
 {
-	struct mm_struct *mm = current->mm;
-	u8 *dst = param_slot(r, RTCAP_PT_ARGV_MAX);
-	unsigned long start, len;
+	unsigned long len = end - start;
 
-	if (!dst)
-		return;
-	if (!mm) {
-		put_fault(r);
-		return;
-	}
-	start = READ_ONCE(mm->arg_start);
-	len = READ_ONCE(mm->arg_end) - start;
 	if (len == 0 || len > (1UL << 30)) {
-		put_fault(r);
+		if (empty_is_fault)
+			put_fault(r);
+		else
+			param_done(r, 0);
 		return;
 	}
 	if (len > RTCAP_PT_ARGV_MAX) {
@@ -315,6 +310,24 @@ static void put_mm_argv(struct rtcap_rec *r)
 	}
 	dst[len - 1] = '\0';
 	param_done(r, len);
+}
+
+/*
+ * After a successful exec the caller's pointers are gone with the old mm; the new
+ * image's argv strings sit back to back between mm->arg_start and arg_end.
+ */
+static void put_mm_argv(struct rtcap_rec *r)
+{
+	struct mm_struct *mm = current->mm;
+	u8 *dst = param_slot(r, RTCAP_PT_ARGV_MAX);
+
+	if (!dst)
+		return;
+	if (!mm) {
+		put_fault(r);
+		return;
+	}
+	put_mm_strings(r, dst, READ_ONCE(mm->arg_start), READ_ONCE(mm->arg_end), true);
 }
 
 /*
@@ -338,7 +351,6 @@ static void put_mm_env(struct rtcap_rec *r, long ret)
 {
 	struct mm_struct *mm = current->mm;
 	u8 *dst = param_slot(r, RTCAP_PT_ARGV_MAX);
-	unsigned long start, len;
 
 	if (!dst)
 		return;
@@ -350,22 +362,7 @@ static void put_mm_env(struct rtcap_rec *r, long ret)
 		put_fault(r);
 		return;
 	}
-	start = READ_ONCE(mm->env_start);
-	len = READ_ONCE(mm->env_end) - start;
-	if (len == 0 || len > (1UL << 30)) {
-		param_done(r, 0);
-		return;
-	}
-	if (len > RTCAP_PT_ARGV_MAX) {
-		len = RTCAP_PT_ARGV_MAX;
-		rec_hdr(r)->flags |= RTCAP_F_TRUNCATED;
-	}
-	if (copy_from_user_nofault(dst, (const void __user *)start, len)) {
-		put_fault(r);
-		return;
-	}
-	dst[len - 1] = '\0';
-	param_done(r, len);
+	put_mm_strings(r, dst, READ_ONCE(mm->env_start), READ_ONCE(mm->env_end), false);
 }
 
 /* What the exec'd image's file says, read once per event under RCU. */

@@ -249,7 +249,7 @@ class SystemState:
             ids: dict[str, object] = {}
             if param.__class__ is tuple:
                 param, ids["vpid"], ids["vtid"] = param
-            child = self._clone(th, res, as_int(param))
+            child = self._clone(th, res, as_int(param), self._last_ts)
             if res >= 0:
                 apply_clone_ids(th, child, self._last_ts, ids)
         elif kind == LITE_PROCEXIT:
@@ -293,6 +293,7 @@ class SystemState:
                     loginuid=parent.loginuid if parent else -1,
                 )
         th.ppid = ev.ppid
+        th.seen_ts = ev.ts
         self._insert_thread(th)
         return th
 
@@ -392,16 +393,29 @@ class SystemState:
     def _on_clone(self, ev: Event) -> None:
         parent = self._cur_thread
         assert parent is not None
-        child = self._clone(parent, ev.res, as_int(ev.params.get("flags")))
+        child = self._clone(parent, ev.res, as_int(ev.params.get("flags")), ev.ts)
         if ev.res >= 0:
             apply_clone_ids(parent, child, ev.ts, ev.params)
 
-    def _clone(self, parent: ThreadInfo, child_tid: int, flags: int) -> ThreadInfo | None:
+    def _clone(self, parent: ThreadInfo, child_tid: int, flags: int,
+               ts: int) -> ThreadInfo | None:
         """The new thread's row, or None for the child's own return (its thread was made
         by _thread_from_event) and for a failed clone."""
         if child_tid <= 0:
             return None
         is_thread = bool(flags & CLONE_THREAD)
+        existing = self.threads.get(child_tid)
+        if (existing is not None and existing.seen_ts > ts
+                and existing.pid == (parent.pid if is_thread else child_tid)):
+            # The child's own later events were processed first (a clone from another
+            # CPU later than the reorder window allowed): its row already holds what it
+            # did since, e.g. an execve's image. The parent's copy would undo that and
+            # give the child its parent's exe and command line, as libsinsp avoids too.
+            if not is_thread:
+                inherited = self.fds.get(parent.pid)
+                if inherited:
+                    self.fds[child_tid] = {**inherited, **self.fds.get(child_tid, {})}
+            return existing
         if is_thread:
             child = parent.copy_as(child_tid, parent.pid, parent.ppid)
         else:

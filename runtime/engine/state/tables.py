@@ -61,6 +61,10 @@ class ThreadInfo:
     env: tuple[str, ...] | None = None
     exe_file: ExeFile | None = None
     caps: Capabilities | None = None
+    # ts of the first event the thread itself made, when its row was made from that event
+    # (0: made by its parent's clone, copied, or read from /proc). A clone processed later
+    # than this is older than what the row already holds: see SystemState._clone.
+    seen_ts: int = 0
 
     @property
     def container_id(self) -> str:
@@ -92,4 +96,5 @@ class ThreadInfo:
         th.env = self.env
         th.exe_file = self.exe_file
         th.caps = self.caps
+        th.seen_ts = 0
         return th
