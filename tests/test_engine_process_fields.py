@@ -219,24 +219,30 @@ def test_clone_inherits_process_facts_and_starts_its_own_clock() -> None:
     assert _field("proc.vpgid.name", child, st) == "curl"
 
 
-def test_a_clone_processed_after_the_childs_exec_keeps_the_childs_image() -> None:
-    """Issue #11: the parent's clone (one CPU) reached the engine after the child's execve
-    (another CPU), later than the reorder window allows. The child keeps its own image."""
+@pytest.mark.parametrize(("evt_type", "clone_ts"), [
+    # Issue #11: the parent's clone (one CPU) reached the engine after the child's execve
+    # (another CPU), later than the reorder window allows.
+    ("clone", 950 * SEC),
+    # vfork: the parent returns only once the child has exec'd, so its exit comes after.
+    ("vfork", 961 * SEC),
+])
+def test_a_clone_returning_after_the_childs_exec_keeps_the_childs_image(
+        evt_type: str, clone_ts: int) -> None:
     st = SystemState()
     _apply(st, _ev("execve", pid=400, comm="bash", exec_params=_exec_params(
         filename="/bin/bash", argv=["bash"])))
     _apply(st, _ev("execve", pid=500, ppid=400, comm="curl", ts=960 * SEC,
                    exec_params=_exec_params()))
-    _apply(st, _ev("clone", res=500, pid=400, comm="bash", ts=950 * SEC, flags=0))
-    ev = _apply(st, _ev("openat", res=3, pid=500, ppid=400, comm="curl", ts=961 * SEC,
+    _apply(st, _ev(evt_type, res=500, pid=400, comm="bash", ts=clone_ts, flags=0))
+    ev = _apply(st, _ev("openat", res=3, pid=500, ppid=400, comm="curl", ts=962 * SEC,
                         dirfd=-100, name="/etc/hosts", flags=0, mode=0))
     assert _field("proc.exepath", ev, st) == "/usr/bin/curl"
     assert _field("proc.name", ev, st) == "curl"
     assert _field("proc.pname", ev, st) == "bash"
-    assert _field("proc.pid.ts", ev, st) == 950 * SEC  # the clone still dates it
-    # A tid reused after its old thread's events (an ordinary clone) is the parent's copy.
-    _apply(st, _ev("clone", res=500, pid=400, comm="bash", ts=990 * SEC, flags=0))
-    ev = _apply(st, _ev("openat", res=3, pid=500, ppid=400, comm="bash", ts=991 * SEC,
+    assert _field("proc.pid.ts", ev, st) == clone_ts  # the clone still dates it
+    # Long after, the same tid from the same parent is a new child: the parent's copy.
+    _apply(st, _ev("clone", res=500, pid=400, comm="bash", ts=1100 * SEC, flags=0))
+    ev = _apply(st, _ev("openat", res=3, pid=500, ppid=400, comm="bash", ts=1101 * SEC,
                         dirfd=-100, name="/etc/hosts", flags=0, mode=0))
     assert _field("proc.exepath", ev, st) == "/bin/bash"
 
@@ -353,9 +359,11 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _wait_for_exec(pid: int, comm: str) -> None:
-    # Popen returns after fork; the exec itself may still be in flight.
+    # Popen returns after fork; the exec itself may still be in flight. The kernel renames
+    # the task before the new image's argv and environment are in place: wait for both.
     for _ in range(500):
-        if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+        if (Path(f"/proc/{pid}/comm").read_text().strip() == comm
+                and Path(f"/proc/{pid}/cmdline").read_bytes()):
             return
         time.sleep(0.01)
     raise AssertionError(f"pid {pid} never became {comm}")

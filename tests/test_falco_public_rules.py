@@ -138,7 +138,9 @@ def test_write_below_etc(falco_engine: Engine, workdir: Path) -> None:
 
 def test_clear_log_activities(falco_engine: Engine, workdir: Path) -> None:
     log = Path("/var/log") / f"{workdir.name}.log"
-    log.write_text("a line an attacker wants gone\n")
+    # Created without O_TRUNC ("x"): only the child below truncates it.
+    with log.open("x") as created:
+        created.write("a line an attacker wants gone\n")
     try:
         subprocess.run([sys.executable, "-c",
                         f"open({str(log)!r}, 'w').close()"], check=True, timeout=10)

@@ -75,6 +75,12 @@ def _is_normal_abs(path: str) -> bool:
 EventHandler = Callable[["SystemState", Event], None]
 
 
+# How long before its parent's clone returns a child's row made from the child's own
+# events is taken as that child's (see SystemState._clone); older, it is a leftover of an
+# earlier thread with the same tid whose exit was lost.
+CHILD_FIRST_WINDOW_NS = 60 * 1_000_000_000
+
+
 class SystemState:
     """Process and fd tables kept from events; see the module docstring for the contract."""
 
@@ -405,12 +411,16 @@ class SystemState:
             return None
         is_thread = bool(flags & CLONE_THREAD)
         existing = self.threads.get(child_tid)
-        if (existing is not None and existing.seen_ts > ts
-                and existing.pid == (parent.pid if is_thread else child_tid)):
-            # The child's own later events were processed first (a clone from another
-            # CPU later than the reorder window allowed): its row already holds what it
-            # did since, e.g. an execve's image. The parent's copy would undo that and
-            # give the child its parent's exe and command line, as libsinsp avoids too.
+        if (existing is not None and existing.seen_ts
+                and ts - existing.seen_ts < CHILD_FIRST_WINDOW_NS
+                and existing.pid == (parent.pid if is_thread else child_tid)
+                and existing.ppid == (parent.ppid if is_thread else parent.pid)):
+            # The child's own events came first: always for vfork (the parent returns
+            # only once the child has exec'd or exited), and for any clone whose exit
+            # on one CPU reached the engine after the child's events on another. Its
+            # row already holds what it did since, e.g. an execve's image; the parent's
+            # copy would undo that and give the child its parent's exe and command
+            # line. libsinsp keeps such a child the same way.
             if not is_thread:
                 inherited = self.fds.get(parent.pid)
                 if inherited:
