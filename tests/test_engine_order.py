@@ -176,20 +176,26 @@ def rec(evt: str, pid: int, ret: int, comm: str, ts: int, cpu: int,  # noqa: PLR
                          comm=comm, cpu=cpu, params=params)
 
 
-def child_capture(path: Path) -> Path:
+def child_capture(path: Path, *, migrated: bool = False) -> Path:
     """Arrival order as a live run recorded it: the child's CPU hands its execve over
-    before the parent's CPU hands over the clone (stamped earlier)."""
-    frames = [
-        [rec("execve", PARENT, 0, "bash", 1 * MS, 0, filename="/bin/bash",
-             argv=["bash", "-l"], cwd="/root")],
-        [rec("clone", CHILD, 0, "bash", 3 * MS, 1, ppid=PARENT, flags=0x1200011),
-         rec("execve", CHILD, 0, "cat", 4 * MS, 1, ppid=PARENT, filename="/bin/cat",
-             argv=["cat", "/etc/shadow"], cwd="/root")],
-        [rec("clone", PARENT, CHILD, "bash", 2 * MS, 0, flags=0x1200011)],
-        [rec("openat", CHILD, 3, "cat", 5 * MS, 1, ppid=PARENT, dirfd=-100,
-             name="/etc/shadow", flags=0, mode=0),
-         rec("close", PARENT, 0, "bash", 6 * MS, 0, fd=9)],
-    ]
+    before the parent's CPU hands over the clone (stamped earlier). `migrated`: the
+    child then moves to the parent's CPU, which hands its open over before the child's
+    old CPU hands over the clone and execve."""
+    bash = rec("execve", PARENT, 0, "bash", 1 * MS, 0, filename="/bin/bash",
+               argv=["bash", "-l"], cwd="/root")
+    child_start = [
+        rec("clone", CHILD, 0, "bash", 3 * MS, 1, ppid=PARENT, flags=0x1200011),
+        rec("execve", CHILD, 0, "cat", 4 * MS, 1, ppid=PARENT, filename="/bin/cat",
+            argv=["cat", "/etc/shadow"], cwd="/root")]
+    fork = rec("clone", PARENT, CHILD, "bash", 2 * MS, 0, flags=0x1200011)
+    child_cpu = 0 if migrated else 1
+    tail = [rec("openat", CHILD, 3, "cat", 5 * MS, child_cpu, ppid=PARENT, dirfd=-100,
+                name="/etc/shadow", flags=0, mode=0),
+            rec("close", PARENT, 0, "bash", 6 * MS, 0, fd=9)]
+    if migrated:
+        frames = [[bash], [fork], tail, child_start]
+    else:
+        frames = [[bash], child_start, [fork], tail]
     api, schema_hash = schema_identity()
     writer = CaptureWriter(path, CaptureHeader(api, schema_hash, BOOT_OFFSET, {"test": True}))
     for frame in frames:
@@ -214,26 +220,47 @@ def rt_engine(*args: str | Path, timeout: float = 120) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.parametrize("window_ms", ["20", "0"])
-def test_replay_processes_in_ts_order(tmp_path: Path, window_ms: str) -> None:
-    capture = child_capture(tmp_path / "child.rtcap")
+def replay_alert(tmp_path: Path, capture: Path, window_ms: str) -> tuple[dict[str, str], str]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULE)
     done = rt_engine("run", "--replay", capture, "--rules", rules, "--json",
                      "--reorder-window-ms", window_ms)
     assert done.returncode == 0, done.stderr
     [alert] = [json.loads(line) for line in done.stdout.splitlines()]
-    fields = alert["output_fields"]
+    fields: dict[str, str] = alert["output_fields"]
+    return fields, done.stderr
+
+
+CAT = ("cat", "cat /etc/shadow", "bash")
+
+
+@pytest.mark.parametrize("window_ms", ["20", "0"])
+def test_replay_processes_in_ts_order(tmp_path: Path, window_ms: str) -> None:
+    capture = child_capture(tmp_path / "child.rtcap", migrated=True)
+    fields, stderr = replay_alert(tmp_path, capture, window_ms)
+    got = (fields["proc.exe"], fields["proc.cmdline"], fields["proc.pname"])
     if window_ms == "0":
-        # No window: each read is sorted, but frames keep their arrival order. The
-        # clone applied after the execve overwrote the child with its parent: the very
-        # failure the window exists for (and proof this test can tell them apart).
-        assert fields["proc.exe"] == "bash", alert
-        assert "out of ts order: 1" in done.stderr, done.stderr
+        # No window: each read is sorted, but frames keep their arrival order. The open
+        # is processed before the child's execve: the rule sees the parent's image in
+        # the child, the very failure the window exists for (and proof this test can
+        # tell them apart).
+        assert got == ("bash", "bash -l", "bash"), fields
+        assert "out of ts order: 2" in stderr, stderr
     else:
-        assert (fields["proc.exe"], fields["proc.cmdline"], fields["proc.pname"]) == (
-            "cat", "cat /etc/shadow", "bash"), alert
-        assert "out of ts order: 0" in done.stderr, done.stderr
+        assert got == CAT, fields
+        assert "out of ts order: 0" in stderr, stderr
+
+
+@pytest.mark.parametrize("window_ms", ["20", "0"])
+def test_a_clone_after_the_childs_execve_keeps_the_childs_image(tmp_path: Path,
+                                                                window_ms: str) -> None:
+    # The parent's clone exit processed after the child's execve (what a window of 0
+    # gives here) must not overwrite the child with its parent: the state keeps a row
+    # made from the child's own events (SystemState._clone), window or not.
+    capture = child_capture(tmp_path / "child.rtcap")
+    fields, stderr = replay_alert(tmp_path, capture, window_ms)
+    assert (fields["proc.exe"], fields["proc.cmdline"], fields["proc.pname"]) == CAT, fields
+    assert f"out of ts order: {1 if window_ms == '0' else 0}" in stderr, stderr
 
 
 def test_ordered_replay_frames_hold_every_record_in_ts_order(tmp_path: Path) -> None:

@@ -33,7 +33,9 @@ slices; frames that need reordering are rebuilt record by record.
 `OrderedSource` wraps any `EventSource` with a window: decoded batches (live drivers, a
 replay with a custom decoder) are ordered as Events; a replay's undecoded frames are
 ordered as raw records and handed on as rebuilt frames, so the engine's raw fast path
-(Engine.process_raw) stays as it is. Stats frames and recorded raw bytes pass through.
+(Engine.process_raw) stays as it is. A replayed stats frame first releases what its live
+run had processed when it was written (older than its wall time by the window); recorded
+raw bytes pass through.
 """
 
 from __future__ import annotations
@@ -317,6 +319,8 @@ class OrderedSource:
             return self._end()
         if batch.undecoded and batch.raw:
             return self._raw_batch(batch)
+        if batch.stats is not None and not batch.events:
+            return self._stats_batch(batch)
         window = self._events
         if batch.events:
             window.push(batch.events, event_heads(batch.events))
@@ -357,6 +361,16 @@ class OrderedSource:
         out = window.release()
         return Batch(events=[], raw=b"".join(rec for _, rec in out), undecoded=True,
                      stats=batch.stats)
+
+    def _stats_batch(self, batch: Batch) -> Batch:
+        """A replayed stats frame: its live run wrote it at `ts_ns` (wall clock), when
+        what had waited longer than the window had been processed. Releasing that first
+        lets the drop check (and an exit action) see the events the live run had seen."""
+        assert batch.stats is not None
+        now = batch.stats.ts_ns
+        events = self._events.release(now)
+        raw = b"".join(rec for _, rec in self._raw.release(now - self.inner.boot_offset_ns))
+        return Batch(events=events, raw=raw or None, undecoded=bool(raw), stats=batch.stats)
 
     def drain_held(self) -> list[Batch]:
         """Everything still held, in ts order: for a run that stops before its source
