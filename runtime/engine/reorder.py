@@ -54,7 +54,7 @@ from runtime.events import Event
 
 if TYPE_CHECKING:
     from runtime.driver import Decoder as DriverDecoder
-    from runtime.engine.capture import CaptureFormatError
+    from runtime.engine.capture import CaptureFormatError, StatsFrame
 
 # The probe hands over a quiet CPU's staged batch after at most 10 ms (+ the 1 ms batch
 # age); the lateness measured on a live capture before this window existed was at most
@@ -320,7 +320,7 @@ class OrderedSource:
         if batch.undecoded and batch.raw:
             return self._raw_batch(batch)
         if batch.stats is not None and not batch.events:
-            return self._stats_batch(batch)
+            return self._stats_batch(batch.stats)
         window = self._events
         if batch.events:
             window.push(batch.events, event_heads(batch.events))
@@ -362,15 +362,14 @@ class OrderedSource:
         return Batch(events=[], raw=b"".join(rec for _, rec in out), undecoded=True,
                      stats=batch.stats)
 
-    def _stats_batch(self, batch: Batch) -> Batch:
+    def _stats_batch(self, stats: StatsFrame) -> Batch:
         """A replayed stats frame: its live run wrote it at `ts_ns` (wall clock), when
         what had waited longer than the window had been processed. Releasing that first
         lets the drop check (and an exit action) see the events the live run had seen."""
-        assert batch.stats is not None
-        now = batch.stats.ts_ns
+        now = stats.ts_ns
         events = self._events.release(now)
         raw = b"".join(rec for _, rec in self._raw.release(now - self.inner.boot_offset_ns))
-        return Batch(events=events, raw=raw or None, undecoded=bool(raw), stats=batch.stats)
+        return Batch(events=events, raw=raw or None, undecoded=bool(raw), stats=stats)
 
     def drain_held(self) -> list[Batch]:
         """Everything still held, in ts order: for a run that stops before its source
