@@ -11,7 +11,7 @@ APT_PACKAGES=(
   build-essential clang llvm libbpf1 libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
   docker.io debootstrap debian-archive-keyring gpgv gnupg qemu-system-x86 busybox-static cpio kmod
   file util-linux dpkg zstd xz-utils ca-certificates curl python3-dev rpm rpm2cpio
-  nginx-light libnginx-mod-http-dav-ext chromium
+  nginx-light libnginx-mod-http-dav-ext chromium docker-registry
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -48,4 +48,9 @@ mapfile -t KERNELS <<<"$releases"
 # the bases come from debootstrap (`--base-from debootstrap`).
 log "docker: builder images"
 driverkit images build --base-from debootstrap --target debian "${KERNELS[@]/#/--kernel=}"
+# The farm image the Swarm tests load into their own daemon (bookworm's builder plus
+# driverkit), built here so the tests do not wait on its apt step.
+log "docker: farm image"
+driverkit images distribute --base-from debootstrap --target debian \
+  --kernel="$(python3 -m ci.kernels resolve 6.1 | cut -d' ' -f2)"
 log "setup done"

@@ -111,6 +111,12 @@ def _entry(raw: Any, where: str) -> CatalogEntry:
     )
 
 
+def entry_from_json(raw: Any, where: str) -> CatalogEntry:
+    """One kernel-crawler entry, checked as a catalog's are (for documents that carry
+    entries, such as the farm plan)."""
+    return _entry(raw, where)
+
+
 def _mirror_tokens(mirrors: Mirrors) -> list[tuple[str, str]]:
     # Longest root first: a security root may share a prefix with the main one.
     pairs = [("{debian_security}", mirrors.debian_security), ("{debian}", mirrors.debian)]

@@ -119,7 +119,7 @@ def targets() -> None:
 
 @cli.group()
 def images() -> None:
-    """Builder images: list, build, prune."""
+    """Builder images: list, build, prune; farm images: distribute."""
 
 
 @images.command("list")
@@ -169,6 +169,29 @@ def images_runtime(suite: str | None, **params: Any) -> None:
         )
     for role, tag in tags.items():
         click.echo(f"{role}\t{tag}")
+
+
+@images.command("distribute")
+@table_options("images-distribute")
+def images_distribute(**params: Any) -> None:
+    """Build the farm images these kernels need (their builders plus driverkit) and put
+    them on every node: loaded into each --to daemon, or pushed to --registry (neither:
+    built here only)."""
+    from driverkit.containers import docker_engine
+    from driverkit.farm.images import distribute, ensure_farm_images, push
+
+    cfg = config_from(params)
+    with docker_engine() as engine:
+        tags = ensure_farm_images(engine, plans_from_config(cfg), cfg.mirrors, cfg.cache_dir)
+        for tag in tags:
+            click.echo(f"farm image {tag}")
+        if cfg.registry:
+            for name in push(engine.client, tags, cfg.registry):
+                click.echo(f"pushed {name}")
+        for line in distribute(engine.client, tags, cfg.nodes):
+            click.echo(line)
+    if not cfg.nodes and not cfg.registry:
+        click.echo("built on this daemon only: pass --to DOCKER_HOST (per node) or --registry")
 
 
 @images.command("prune")

@@ -191,6 +191,12 @@ class DockerEngine:
         self._live: dict[str, DockerContainer] = {}
         self._lock = threading.Lock()
 
+    @property
+    def client(self) -> Any:
+        """The docker SDK client, for what this interface does not cover (image save and
+        load between daemons, pushes)."""
+        return self._client
+
     def ping(self) -> None:
         try:
             self._client.ping()

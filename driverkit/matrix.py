@@ -68,7 +68,8 @@ def plan_missing(
         if missing:
             jobs.append(MatrixJob(plan, missing))
         folder = (plan.driver_version, repo_arch(plan.arch))
-        if folder not in seen_folders:
+        # A folder's CO-RE probe is wanted where its kernels get probes at all.
+        if folder not in seen_folders and plan.build_probe:
             seen_folders.add(folder)
             if core_probe_file(plan.driver_name) not in listed:
                 core_missing.append("/".join(folder))

@@ -32,16 +32,19 @@ from driverkit.errors import ToolError, UsageError
 from driverkit.targets.base import Mirrors
 from driverkit.valuerules import (
     COMMAND,
+    DOCKER_HOST,
     DRIVER_NAME,
     DRIVER_VERSION,
     GCC_VERSION,
     IMAGE_REFERENCE,
     INT_TEXT,
+    K8S_NAME,
     KERNEL_RELEASE,
     KERNEL_VERSION,
     MIRROR_URL,
     PATH,
     PUBLIC_KEY,
+    REGISTRY,
     REPOSITORY,
     TARGET,
     TextRule,
@@ -54,9 +57,11 @@ ENV_PREFIX = "DRIVERKIT_"
 # everything that shapes a plan's builder applies to all three.
 BUILD_ONLY = frozenset({"build"})
 PLAN_COMMANDS = frozenset({"build", "resolve"})
-ALL_COMMANDS = frozenset({"build", "resolve", "images"})
+ALL_COMMANDS = frozenset({"build", "resolve", "images", "images-distribute"})
 # `matrix plan` resolves plans for a catalog; `matrix run` also builds and publishes them.
-MATRIX = frozenset({"matrix-plan", "matrix-run"})
+MATRIX = frozenset({"matrix-plan", "matrix-run", "matrix-k8s"})
+# The build farm: `matrix run --engine swarm` and the Kubernetes manifests of the same run.
+FARM = frozenset({"matrix-run", "matrix-k8s"})
 BUILDS = frozenset({"build", "matrix-run"})
 PUBLISHES = frozenset({"build", "publish", "matrix-run"})
 
@@ -406,7 +411,7 @@ class BuildConfig:
         "catalog",
         "path",
         "Kernel-crawler JSON listing kernels to build.",
-        commands=frozenset({"build", "images"}) | MATRIX,
+        commands=frozenset({"build", "images", "images-distribute"}) | MATRIX,
         rule=PATH,
     )
     jobs: int = option(
@@ -561,6 +566,82 @@ class BuildConfig:
         "non-zero and records boot-verified kernels in bootverify.json.",
         commands=frozenset({"matrix-run"}),
         rule=COMMAND,
+    )
+
+    engine: str = option(
+        ("--engine",),
+        "farm.engine",
+        "str",
+        "Where the missing builds run: `local` (this machine, --processor) or `swarm` "
+        "(one Docker Swarm job per builder image, through DOCKER_HOST's manager).",
+        default="local",
+        choices=("local", "swarm"),
+        commands=frozenset({"matrix-run"}),
+    )
+    kernels_per_task: int = option(
+        ("--kernels-per-task",),
+        "farm.kernelspertask",
+        "int",
+        "Kernels one farm task builds (a task is retried whole, its published kernels "
+        "skipped).",
+        default=1,
+        commands=FARM,
+        bounds=(1, 1000),
+    )
+    max_concurrent: int = option(
+        ("--max-concurrent",),
+        "farm.maxconcurrent",
+        "int",
+        "Farm tasks running at once per builder image (the job's parallelism).",
+        default=2,
+        commands=FARM,
+        bounds=(1, 1024),
+    )
+    retries: int = option(
+        ("--retries",),
+        "farm.retries",
+        "int",
+        "Times the engine restarts a failed farm task before it counts as failed.",
+        default=2,
+        commands=FARM,
+        bounds=(0, 20),
+    )
+    registry: str | None = option(
+        ("--registry",),
+        "farm.registry",
+        "str",
+        "Registry the farm images are pushed to and pulled from (host[:port][/path]); "
+        "without one, `driverkit images distribute --to` loads them into each node.",
+        env="DRIVERKIT_REGISTRY",
+        commands=FARM | frozenset({"images-distribute"}),
+        rule=REGISTRY,
+    )
+    nodes: tuple[str, ...] = option(
+        ("--to",),
+        "farm.nodes",
+        "list",
+        "Docker daemons to load the farm images into (repeat): unix:///path or tcp://host:port.",
+        default=(),
+        commands=frozenset({"images-distribute"}),
+        rule=DOCKER_HOST,
+    )
+    k8s_manifest: Path = option(
+        ("--manifest",),
+        "farm.manifest",
+        "path",
+        "Where `matrix k8s` writes the ConfigMap and Indexed Jobs (YAML, one document each).",
+        default=Path("farm-k8s.yaml"),
+        commands=frozenset({"matrix-k8s"}),
+        rule=PATH,
+    )
+    k8s_namespace: str = option(
+        ("--namespace",),
+        "farm.namespace",
+        "str",
+        "Kubernetes namespace of the farm's objects.",
+        default="driverkit",
+        commands=frozenset({"matrix-k8s"}),
+        rule=K8S_NAME,
     )
 
     # Resolved once per run, not spelled by users: the mirror roots (options over what

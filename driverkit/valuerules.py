@@ -178,6 +178,30 @@ PUBLIC_KEY = TextRule(
         else True
     ),
 )
+# Where farm images are pushed and pulled: host[:port] and an optional path, as the
+# first part of an image reference (Debian's docker-registry on 127.0.0.1:5000, ...).
+REGISTRY = TextRule(
+    "a registry host[:port] with an optional /path, e.g. 127.0.0.1:5000/driverkit "
+    "(letters, digits, . - and lower-case path parts; at most 200)",
+    200,
+    _ascii(
+        r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?"
+        r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    ),
+)
+# A Docker daemon to reach: a unix socket path or tcp://host:port (no credentials).
+DOCKER_HOST = TextRule(
+    "a Docker daemon as unix:///path/docker.sock or tcp://host:port (at most 1024)",
+    1024,
+    _ascii(r"unix:///[A-Za-z0-9._/-]+|tcp://[A-Za-z0-9.-]+:[0-9]{1,5}"),
+)
+# A Kubernetes object name (RFC 1123 label), as a namespace is.
+K8S_NAME = TextRule(
+    "a Kubernetes name: lower-case letters, digits and -, starting and ending with a "
+    "letter or digit (at most 63)",
+    63,
+    _ascii(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"),
+)
 COMMAND = TextRule(
     "a command line in sh word syntax, run without a shell (at most 4096 characters)",
     4096,

@@ -10,8 +10,9 @@ import shlex
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -25,6 +26,9 @@ from drivercore.repoindex import parse_public_key
 from driverkit.clikit import catalog_plan, config_from, table_options
 from driverkit.options import BuildConfig
 from driverkit.plan import BuildPlan
+
+if TYPE_CHECKING:
+    from driverkit.catalog import CatalogEntry
 
 log = logging.getLogger("driverkit.publish")
 # The verification command boots kernels under QEMU: generous, but bounded.
@@ -118,6 +122,11 @@ def matrix() -> None:
 
 
 def matrix_plans(cfg: BuildConfig) -> list[BuildPlan]:
+    return [plan for _, plan in matrix_entries(cfg)]
+
+
+def matrix_entries(cfg: BuildConfig) -> list[tuple[CatalogEntry, BuildPlan]]:
+    """Every catalog kernel x driver version x arch, with the entry its plan came from."""
     from driverkit.catalog import load_catalog
 
     if cfg.catalog is None:
@@ -127,12 +136,12 @@ def matrix_plans(cfg: BuildConfig) -> list[BuildPlan]:
         validate_driver_version(version)
     arches = cfg.matrix_arches or ("amd64",)
     entries = load_catalog(cfg.catalog, cfg.mirrors)
-    plans: list[BuildPlan] = []
+    pairs: list[tuple[CatalogEntry, BuildPlan]] = []
     for version in versions:
         for arch in arches:
             scoped = dataclasses.replace(cfg, driver_version=version, arch=arch)
-            plans.extend(catalog_plan(entry, scoped) for entry in entries)
-    return plans
+            pairs.extend((entry, catalog_plan(entry, scoped)) for entry in entries)
+    return pairs
 
 
 def _plan(cfg: BuildConfig, plans: Sequence[BuildPlan], backend: Any) -> Any:
@@ -166,52 +175,88 @@ def matrix_plan(**params: Any) -> None:
     click.echo(f"wrote {cfg.plan_dir / 'matrix.json'} ({len(result['include'])} shards)")
 
 
+@dataclass(frozen=True)
+class KernelFailure:
+    name: str  # the artifact stem (or the CO-RE probe's label) that did not build
+    errors: tuple[str, ...]  # its compiler's error lines, as the build summary kept them
+
+    def line(self) -> str:
+        return f"{self.name}: {self.errors[0] if self.errors else 'failed'}"
+
+
 @matrix.command("run")
 @table_options("matrix-run")
 def matrix_run(**params: Any) -> None:
     """Build what the repository lacks, verify it, publish it; nothing new: nothing done."""
+    cfg = config_from(params)
+    repo = _require_repo(cfg.repo, "--repo")
+    _signing_key(cfg)  # fail before building when it cannot sign
+    if cfg.engine == "swarm":
+        from driverkit.farm.run import run_on_swarm
+
+        if cfg.verify_command:
+            raise UsageError(
+                "--verify-command checks this machine's build output before publishing; "
+                "farm tasks publish from their nodes: run it with --engine local"
+            )
+
+        run_on_swarm(cfg, repo, matrix_entries(cfg))
+        return
+    failed, considered = build_missing(cfg, repo, [p for _, p in matrix_entries(cfg)])
+    if failed:
+        for failure in failed:
+            click.echo(f"failed: {failure.line()}", err=True)
+        raise ToolError(f"{len(failed)} of {considered} missing kernel builds failed")
+
+
+def build_missing(cfg: BuildConfig, repo: str, plans: Sequence[BuildPlan]
+                  ) -> tuple[list[KernelFailure], int]:
+    """Build, verify and publish what `repo` lacks of `plans`; returns the failures and how
+    many kernel builds were missing. `cfg.build_core` says whether the folders' CO-RE
+    probes are this run's to build (a farm gives that to one task per folder)."""
     from driverkit.build import run_builds
     from driverkit.matrix import summary_lines
     from driverkit.publish.backends import open_backend
 
     started = time.monotonic()
-    cfg = config_from(params)
-    repo = _require_repo(cfg.repo, "--repo")
-    _signing_key(cfg)  # fail before building when it cannot sign
-    plans = matrix_plans(cfg)
     with open_backend(repo) as backend:
         missing = _plan(cfg, plans, backend)
+    if not cfg.build_core:
+        missing = dataclasses.replace(missing, core_missing=())
     for line in summary_lines(missing):
         click.echo(line)
     if missing.empty:
         click.echo(f"nothing to build: {repo} has every artifact "
                    f"({time.monotonic() - started:.1f} s)")
-        return
-    failed: list[str] = []
+        return [], 0
+    failed: list[KernelFailure] = []
     kernel_jobs: dict[tuple[str, str], list[BuildPlan]] = {}
     for job in missing.jobs:
         kernel_jobs.setdefault((job.plan.driver_version, job.plan.arch), []).append(job.plan)
     first_plan = {(p.driver_version, p.arch): p for p in reversed(plans)}
     for folder, plan in sorted(first_plan.items()):
-        scoped = dataclasses.replace(cfg, driver_version=folder[0], arch=folder[1])
+        core_missing = f"{folder[0]}/{repo_arch(folder[1])}" in missing.core_missing
+        scoped = dataclasses.replace(cfg, driver_version=folder[0], arch=folder[1],
+                                     build_core=core_missing)
         if folder in kernel_jobs:
-            # The CO-RE probe of the folder comes along (skipped when built already).
+            # The CO-RE probe of the folder comes along when it is missing.
             summary = run_builds(kernel_jobs[folder], scoped)
-        elif f"{folder[0]}/{repo_arch(folder[1])}" in missing.core_missing:
+        elif core_missing:
             summary = run_builds([plan], scoped, kernels=False)
         else:
             continue
-        failed += [
-            f"{o.name}: {o.error.splitlines()[0] if o.error else 'failed'}"
-            for o in summary.failed
-        ]
+        failed += [_failure(o.name, o.error) for o in summary.failed]
     if cfg.verify_command:
         _verify(cfg.verify_command, cfg.output)
-    click.echo(publish_output(cfg, cfg.output, repo))
-    if failed:
-        for line in failed:
-            click.echo(f"failed: {line}", err=True)
-        raise ToolError(f"{len(failed)} of {len(missing.jobs)} missing kernel builds failed")
+    if any(cfg.output.glob("*/*/*.json")):
+        click.echo(publish_output(cfg, cfg.output, repo))
+    return failed, len(missing.jobs)
+
+
+def _failure(name: str, error: str) -> KernelFailure:
+    # A failed build's error is its headline, then the compiler's error lines indented.
+    lines = [line.strip() for line in error.splitlines()]
+    return KernelFailure(name, tuple(line for line in lines[1:] if line) or tuple(lines[:1]))
 
 
 def _verify(command: str, output: Path) -> None:
@@ -235,8 +280,10 @@ def repo() -> None:
 
 
 def register(cli: click.Group) -> None:
+    from driverkit.farm.task import matrix_task
     from driverkit.publish.site import site_command
 
     repo.add_command(site_command, "site")
+    matrix.add_command(matrix_task, "task")
     for command in (publish, keys, matrix, repo):
         cli.add_command(command)
