@@ -429,7 +429,7 @@ class BuildConfig:
         "int",
         "Seconds a single build may run before it is killed.",
         default=900,
-        commands=BUILDS,
+        commands=BUILDS | frozenset({"matrix-k8s"}),
         bounds=(1, 7 * 24 * 3600),
     )
     cache_dir: Path = option(

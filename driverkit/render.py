@@ -80,11 +80,17 @@ def exec_form(values: Iterable[object]) -> QuotedText:
     return QuotedText(json.dumps([_word(value) for value in values]))
 
 
+def yaml_value(value: object) -> QuotedText:
+    """A YAML value on one line: JSON (a string, number, bool, list or object), which YAML
+    reads as the same value whatever characters it holds."""
+    return QuotedText(json.dumps(value, sort_keys=True))
+
+
 def _only_quoted(value: object) -> object:
     if isinstance(value, QuotedText):
         return value
     raise UnquotedValueError(
-        f"a template printed {shown(value)} without | q, | qwords or | exec_form"
+        f"a template printed {shown(value)} without | q, | qwords, | exec_form or | yaml"
     )
 
 
@@ -99,6 +105,7 @@ def _environment() -> jinja2.Environment:
     env.filters["q"] = quote_word
     env.filters["qwords"] = quote_words
     env.filters["exec_form"] = exec_form
+    env.filters["yaml"] = yaml_value
     return env
 
 

@@ -108,6 +108,14 @@ def farm_report(
     return FarmReport(built, tuple(failed), tuple(shard_lines))
 
 
+def require_shared_repo(repo: str) -> None:
+    if not repo.startswith(("http://", "https://", "s3://")):
+        raise UsageError(
+            f"--repo {repo}: farm tasks publish from their own nodes, which cannot write "
+            "this machine's directories; use a WebDAV (http[s]://) or S3 (s3://) repository"
+        )
+
+
 def _key_bytes(cfg: BuildConfig) -> bytes:
     assert cfg.signing_key is not None
     try:
@@ -127,11 +135,7 @@ def run_on_swarm(cfg: BuildConfig, repo: str,
     from driverkit.publish.backends import open_backend
     from driverkit.publish.cli import _plan, _public_key
 
-    if not repo.startswith(("http://", "https://", "s3://")):
-        raise UsageError(
-            f"--repo {repo}: farm tasks publish from their own nodes, which cannot write "
-            "this machine's directories; use a WebDAV (http[s]://) or S3 (s3://) repository"
-        )
+    require_shared_repo(repo)
     started = time.monotonic()
     plans = [plan for _, plan in entries]
     with open_backend(repo) as backend:

@@ -280,10 +280,12 @@ def repo() -> None:
 
 
 def register(cli: click.Group) -> None:
+    from driverkit.farm.k8s_cli import matrix_k8s
     from driverkit.farm.task import matrix_task
     from driverkit.publish.site import site_command
 
     repo.add_command(site_command, "site")
     matrix.add_command(matrix_task, "task")
+    matrix.add_command(matrix_k8s, "k8s")
     for command in (publish, keys, matrix, repo):
         cli.add_command(command)
