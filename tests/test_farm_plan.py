@@ -182,3 +182,13 @@ def test_swarm_runs_refuse_a_repository_other_nodes_cannot_reach(tmp_path: Path)
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "farm tasks publish from their own nodes" in line and "WebDAV" in line
+
+
+def test_progress_says_how_the_shards_stand() -> None:
+    from driverkit.farm.run import progress_line
+
+    states = [ShardState(0, "complete", 1, 0, ""), ShardState(1, "complete", 2, 0, ""),
+              ShardState(2, "running", 1, None, ""), ShardState(3, "pending", 0, None, ""),
+              ShardState(4, "failed", 3, 1, "task: non-zero exit (1)")]
+    assert progress_line(states) == (
+        "2 complete, 1 running, 1 waiting, 1 failed of 5 shards (2 retried)")

@@ -143,6 +143,7 @@ def test_swarm_builds_what_is_missing_and_names_the_broken_kernel_once(
     assert first.returncode == 1, out
     assert "4 shards in 1 swarm job " in first.stdout, out
     assert "built and published 3 of 4 missing kernels" in first.stdout, out
+    assert "] 3 complete, 1 failed of 4 shards (1 retried)" in first.stdout, out  # progress
     failed = [line for line in first.stderr.splitlines() if line.startswith("failed: ")]
     assert len(failed) == 1 and "6.1.999-1" in failed[0], out
     assert "gcc-16: not found" in first.stderr, out  # the compiler error line itself

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +116,26 @@ def require_shared_repo(repo: str) -> None:
         )
 
 
+def progress_line(states: Sequence[ShardState]) -> str:
+    """One line of how the shards stand: a long run shows it is moving, and where."""
+    counts: dict[str, int] = {}
+    retried = sum(1 for s in states if s.attempts > 1)
+    for state in states:
+        key = state.state if state.state in ("complete", "running", "failed") else "waiting"
+        counts[key] = counts.get(key, 0) + 1
+    parts = [f"{counts[k]} {k}" for k in ("complete", "running", "waiting", "failed")
+             if counts.get(k)]
+    return f"{', '.join(parts)} of {len(states)} shards" + (
+        f" ({retried} retried)" if retried else "")
+
+
+def _progress(started: float) -> Callable[[Sequence[ShardState]], None]:
+    def show(states: Sequence[ShardState]) -> None:
+        click.echo(f"[{time.monotonic() - started:6.1f} s] {progress_line(states)}")
+
+    return show
+
+
 def _key_bytes(cfg: BuildConfig) -> bytes:
     assert cfg.signing_key is not None
     try:
@@ -162,7 +182,7 @@ def run_on_swarm(cfg: BuildConfig, repo: str,
         if cfg.registry is None:
             engine.require_images([g.image for g in plan.groups()])
         with engine.submit(plan, spec) as run:
-            states = run.wait()
+            states = run.wait(_progress(started))
             failures = run.failures()
     with open_backend(repo) as backend:
         after = _plan(cfg, plans, backend)

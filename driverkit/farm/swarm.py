@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -61,8 +61,11 @@ class Failure:
     errors: tuple[str, ...]
 
 
+Progress = Callable[[Sequence["ShardState"]], None]
+
+
 class FarmRun(Protocol):
-    def wait(self) -> list[ShardState]: ...
+    def wait(self, progress: Progress | None = None) -> list[ShardState]: ...
 
     def failures(self) -> list[Failure]: ...
 
@@ -113,12 +116,18 @@ class SwarmRun:
                 ))
         return states, done
 
-    def wait(self) -> list[ShardState]:
+    def wait(self, progress: Progress | None = None) -> list[ShardState]:
         """Poll until every shard completed or used up its attempts; ToolError past the
-        deadline (the services are removed on leaving `submit` either way)."""
+        deadline (the services are removed on leaving `submit` either way). `progress`
+        hears the states whenever one of them changed."""
         deadline = time.monotonic() + self._spec.deadline_s
+        seen: list[tuple[str, int]] = []
         while True:
             states, done = self._states()
+            now = [(s.state, s.attempts) for s in states]
+            if progress is not None and now != seen:
+                progress(states)
+                seen = now
             if done:
                 return states
             if time.monotonic() > deadline:
