@@ -205,3 +205,21 @@ def test_quoted_items_of_real_lists_match_events(tmp_path: Path) -> None:
                     args=["-c", "uname -p 2> /dev/null"])) == ["spawn"]
     assert fired(ev("execve", 502, "sh", ppid=300, filename="/bin/sh", exe="sh",
                     args=["-c", "id"])) == []
+
+
+def test_network_checks_remember_both_ends_of_a_connection() -> None:
+    """fd.net gives [client, server]: answers are remembered per pair, and a pair that
+    differs in either end is asked again."""
+    import ipaddress
+
+    from runtime.engine.rules.compiler import _network_matcher
+
+    in_private = _network_matcher([ipaddress.ip_network("10.0.0.0/8"),
+                                   ipaddress.ip_network("192.168.0.0/16")])
+    for _ in range(2):  # the second round answers from what it remembered
+        assert in_private(["8.8.8.8", "10.1.2.3"]) is True
+        assert in_private(["8.8.8.8", "1.1.1.1"]) is False
+        assert in_private(["192.168.1.1", "1.1.1.1"]) is True
+        assert in_private("10.9.9.9") is True
+        assert in_private(None) is False
+        assert in_private([["10.0.0.1"]]) is False  # unhashable inside: asked every time

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import posixpath
 import time
 from collections.abc import Callable
@@ -146,8 +147,11 @@ def render_chmod_mode(mode: int) -> str:
     return "|".join(names) if names else (f"0{mode:o}" if mode else "0")
 
 
+@functools.lru_cache(maxsize=1024)
 def render_open_flags(flags: int) -> str:
-    """Falco's rendering: the access mode first, then each set flag, `|`-joined."""
+    """Falco's rendering: the access mode first, then each set flag, `|`-joined.
+    Remembered per value: a process opens with a handful of flag sets, and rules that
+    test `evt.arg.flags contains O_TRUNC` ask for every open."""
     access = flags & O_ACCMODE
     names = ["O_RDWR" if access == O_RDWR else "O_WRONLY" if access == O_WRONLY else "O_RDONLY"]
     for bit, name in _OPEN_FLAG_BITS:

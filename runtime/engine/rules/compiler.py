@@ -148,14 +148,17 @@ def _network_matcher(literals: Sequence[object]) -> Callable[[object], bool]:
     known: dict[object, bool] = {}
 
     def in_nets(values: object) -> bool:
-        if values.__class__ is not str:
+        # fd.net and friends give both ends as a list: remembered as a tuple of texts.
+        key = tuple(values) if values.__class__ is list else values
+        try:
+            found = known.get(key)
+        except TypeError:  # an unhashable value: asked every time
             return _in_networks(values, nets)
-        found = known.get(values)
         if found is None:
             found = _in_networks(values, nets)
             if len(known) >= _ADDR_CACHE_MAX:
                 known.clear()
-            known[values] = found
+            known[key] = found
         return found
 
     return in_nets
