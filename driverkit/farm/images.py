@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -224,7 +224,7 @@ def _client(base_url: str) -> Any:
 
 
 def distribute(source: Any, tags: Sequence[str], nodes: Sequence[str],
-               log_line: Any = log.info) -> list[str]:
+               log_line: Callable[[str], None] = log.info) -> list[str]:
     """Load each image into each node's daemon (streamed `save` -> `load`); a node that
     already has the same image id is skipped. `source` is a docker SDK client."""
     done: list[str] = []
@@ -250,8 +250,8 @@ def distribute(source: Any, tags: Sequence[str], nodes: Sequence[str],
     return done
 
 
-def push(source: Any, tags: Sequence[str], registry: str, log_line: Any = log.info
-         ) -> list[str]:
+def push(source: Any, tags: Sequence[str], registry: str,
+         log_line: Callable[[str], None] = log.info) -> list[str]:
     """Tag each image under `registry` and push it; returns the registry names."""
     pushed = []
     for tag in tags:

@@ -21,15 +21,15 @@ def matrix_k8s(**params: Any) -> None:
     from driverkit.farm.run import require_shared_repo, task_options
     from driverkit.matrix import summary_lines
     from driverkit.publish.backends import open_backend
-    from driverkit.publish.cli import _plan, _public_key, _require_repo, matrix_entries
+    from driverkit.publish.cli import matrix_entries, missing_builds, public_key_of, require_repo
 
     cfg = config_from(params)
-    repo = _require_repo(cfg.repo, "--repo")
+    repo = require_repo(cfg.repo, "--repo")
     require_shared_repo(repo)
     entries = matrix_entries(cfg)
     plans = [plan for _, plan in entries]
     with open_backend(repo) as backend:
-        missing = _plan(cfg, plans, backend)
+        missing = missing_builds(cfg, plans, backend)
     for line in summary_lines(missing):
         click.echo(line)
     if missing.empty:
@@ -38,7 +38,7 @@ def matrix_k8s(**params: Any) -> None:
     plan = farm_plan(
         missing, {plan: entry for entry, plan in entries},
         lambda p: farm_image_ref(p, cfg.registry),
-        task_options(cfg, repoindex.public_key_text(_public_key(cfg))), cfg.kernels_per_task,
+        task_options(cfg, repoindex.public_key_text(public_key_of(cfg))), cfg.kernels_per_task,
     )
     text = k8s_manifest(
         plan, namespace=cfg.k8s_namespace, max_concurrent=cfg.max_concurrent,

@@ -153,13 +153,13 @@ def run_on_swarm(cfg: BuildConfig, repo: str,
     from driverkit.farm.swarm import RunSpec, SwarmEngine
     from driverkit.matrix import summary_lines
     from driverkit.publish.backends import open_backend
-    from driverkit.publish.cli import _plan, _public_key
+    from driverkit.publish.cli import missing_builds, public_key_of
 
     require_shared_repo(repo)
     started = time.monotonic()
     plans = [plan for _, plan in entries]
     with open_backend(repo) as backend:
-        before = _plan(cfg, plans, backend)
+        before = missing_builds(cfg, plans, backend)
     for line in summary_lines(before):
         click.echo(line)
     if before.empty:
@@ -169,7 +169,7 @@ def run_on_swarm(cfg: BuildConfig, repo: str,
     entry_of: Mapping[BuildPlan, CatalogEntry] = {plan: entry for entry, plan in entries}
     plan = farm_plan(
         before, entry_of, lambda p: farm_image_ref(p, cfg.registry),
-        task_options(cfg, repoindex.public_key_text(_public_key(cfg))), cfg.kernels_per_task,
+        task_options(cfg, repoindex.public_key_text(public_key_of(cfg))), cfg.kernels_per_task,
     )
     spec = RunSpec(cfg.cache_dir, _key_bytes(cfg), cfg.max_concurrent, cfg.retries,
                    deadline_s(cfg, len(plan.shards)))
@@ -185,7 +185,7 @@ def run_on_swarm(cfg: BuildConfig, repo: str,
             states = run.wait(_progress(started))
             failures = run.failures()
     with open_backend(repo) as backend:
-        after = _plan(cfg, plans, backend)
+        after = missing_builds(cfg, plans, backend)
     report = farm_report(plan, before, after, states, failures)
     for line in report.shards:
         click.echo(line)

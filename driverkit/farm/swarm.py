@@ -218,10 +218,6 @@ class SwarmEngine:
                 "--registry"
             )
 
-    def nodes(self) -> int:
-        return len(self._client.nodes.list(filters={"role": "worker"})) + len(
-            self._client.nodes.list(filters={"role": "manager"}))
-
     @contextlib.contextmanager
     def submit(self, plan: FarmPlan, spec: RunSpec) -> Iterator[SwarmRun]:
         from docker.types import (

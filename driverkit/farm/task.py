@@ -12,6 +12,7 @@ error lines) before the task exits non-zero, so the coordinator can name it once
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -77,8 +78,6 @@ def run_task(plan_path: Path, signing_key: Path, cache_dir: Path, index: int) ->
     with tempfile.TemporaryDirectory(prefix="dk-task-") as tmp:
         work = Path(tmp)
         cfg = load_config(_values(plan.options, shard, work, signing_key, cache_dir))
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, build_core=shard.core, show_progress=False)
         assert cfg.repo is not None  # a plan always names its repository
         failed, considered = build_missing(cfg, cfg.repo, matrix_plans(cfg))

@@ -29,6 +29,8 @@ from driverkit.plan import BuildPlan
 
 if TYPE_CHECKING:
     from driverkit.catalog import CatalogEntry
+    from driverkit.matrix import MatrixPlan
+    from driverkit.publish.backend import Backend
 
 log = logging.getLogger("driverkit.publish")
 # The verification command boots kernels under QEMU: generous, but bounded.
@@ -40,7 +42,7 @@ VERIFY_TIMEOUT_S = 3 * 3600
 def publish(**params: Any) -> None:
     """Publish built artifacts (--from) to a repository (--repo) with a signed index."""
     cfg = config_from(params)
-    click.echo(publish_output(cfg, cfg.publish_from, _require_repo(cfg.repo, "--repo")))
+    click.echo(publish_output(cfg, cfg.publish_from, require_repo(cfg.repo, "--repo")))
 
 
 def publish_output(cfg: BuildConfig, source: Path, repo: str) -> str:
@@ -56,7 +58,7 @@ def publish_output(cfg: BuildConfig, source: Path, repo: str) -> str:
     return f"{summary.line()} in {repo}"
 
 
-def _require_repo(repo: str | None, flag: str) -> str:
+def require_repo(repo: str | None, flag: str) -> str:
     if not repo:
         raise UsageError(
             f"{flag} is required: a directory, file://, http(s):// (WebDAV) or s3://bucket/prefix"
@@ -75,7 +77,7 @@ def _signing_key(cfg: BuildConfig) -> Ed25519PrivateKey:
     return load_signing_key(cfg.signing_key)
 
 
-def _public_key(cfg: BuildConfig) -> Ed25519PublicKey:
+def public_key_of(cfg: BuildConfig) -> Ed25519PublicKey:
     if cfg.public_key:
         text = cfg.public_key
         if not text.startswith("ed25519:"):
@@ -144,11 +146,13 @@ def matrix_entries(cfg: BuildConfig) -> list[tuple[CatalogEntry, BuildPlan]]:
     return pairs
 
 
-def _plan(cfg: BuildConfig, plans: Sequence[BuildPlan], backend: Any) -> Any:
+def missing_builds(cfg: BuildConfig, plans: Sequence[BuildPlan], backend: Backend
+                   ) -> MatrixPlan:
+    """What the repository's verified indexes lack of `plans`."""
     from driverkit.matrix import plan_missing
     from driverkit.publish.publisher import listed_files
 
-    public = _public_key(cfg)
+    public = public_key_of(cfg)
     folders = {(p.driver_version, repo_arch(p.arch)) for p in plans}
     listed = {folder: listed_files(backend, public, *folder) for folder in sorted(folders)}
     return plan_missing(plans, lambda version, arch: listed[(version, arch)])
@@ -163,8 +167,8 @@ def matrix_plan(**params: Any) -> None:
 
     cfg = config_from(params)
     plans = matrix_plans(cfg)
-    with open_backend(_require_repo(cfg.repo, "--repo")) as backend:
-        missing = _plan(cfg, plans, backend)
+    with open_backend(require_repo(cfg.repo, "--repo")) as backend:
+        missing = missing_builds(cfg, plans, backend)
     result = write_plan(cfg.plan_dir, missing, cfg.shards)
     if cfg.github_output is not None:
         with cfg.github_output.open("a") as out:
@@ -189,7 +193,7 @@ class KernelFailure:
 def matrix_run(**params: Any) -> None:
     """Build what the repository lacks, verify it, publish it; nothing new: nothing done."""
     cfg = config_from(params)
-    repo = _require_repo(cfg.repo, "--repo")
+    repo = require_repo(cfg.repo, "--repo")
     _signing_key(cfg)  # fail before building when it cannot sign
     if cfg.engine == "swarm":
         from driverkit.farm.run import run_on_swarm
@@ -220,7 +224,7 @@ def build_missing(cfg: BuildConfig, repo: str, plans: Sequence[BuildPlan]
 
     started = time.monotonic()
     with open_backend(repo) as backend:
-        missing = _plan(cfg, plans, backend)
+        missing = missing_builds(cfg, plans, backend)
     if not cfg.build_core:
         missing = dataclasses.replace(missing, core_missing=())
     for line in summary_lines(missing):
