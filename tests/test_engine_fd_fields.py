@@ -199,16 +199,58 @@ def test_ip_of_a_file_is_not_available() -> None:
     assert not _matches("fd.port in (443)", ev, st)
 
 
-def test_ip_names_are_unresolved_without_a_dns_table() -> None:
+def _connect_to(st: SystemState, server: str, fd: int = 7) -> Event:
+    _tcp_socket(st, fd)
+    return _apply(st, _ev("connect", res=0, fd=fd,
+                          tuple=SocketTuple(AF_INET, "10.0.0.2", 40000, server, 443)))
+
+
+def test_ip_names_come_from_the_names_rules_compare_against() -> None:
+    """Real: this host's resolver (/etc/hosts names `localhost` 127.0.0.1). As libsinsp's
+    DNS manager, the table holds only names some condition compares fd.*ip.name with."""
+    from runtime.engine.dns import DNS
+
     st = SystemState()
-    _tcp_socket(st)
     ev = _connect(st, 0)
     for end in ("sip", "cip", "lip", "rip"):
         value = _field(f"fd.{end}.name", ev, st)
-        assert value is None
-        assert render_value(value) == "<NA>"
+        assert value is None and render_value(value) == "<NA>"
     assert not _matches('fd.sip.name = "kubernetes.default.svc.cluster.local"', ev, st)
     assert not _matches("fd.sip.name in (pool.minexmr.com)", ev, st)
+    DNS.watch(["localhost"])
+    DNS.refresh()  # what `rt-engine run` does once its rules are loaded
+    local = _connect_to(st, "127.0.0.1")
+    assert _matches("fd.sip.name = localhost", local, st)
+    assert _matches("fd.rip.name in (no-such-name.invalid, localhost)", local, st)
+    assert not _matches("fd.cip.name = localhost", local, st)  # the client is 10.0.0.2
+    assert not _matches("fd.sip.name = localhost", ev, st)  # 10.1.2.3 is not localhost
+    assert _field("fd.sip.name", local, st) == ["localhost"]
+
+
+def test_an_ip_name_renders_in_outputs_and_an_unanswered_name_is_bounded() -> None:
+    import time
+
+    from runtime.engine.dns import DNS, RESOLVE_TIMEOUT_S, DnsTable
+
+    rules = [{"rule": "to localhost", "desc": "d", "priority": "NOTICE",
+              "condition": "evt.type = connect and fd.sip.name = localhost",
+              "output": "peer=%fd.sip.name other=%fd.cip.name"}]
+    ruleset = load_rules([], extra_texts=[("dns.yaml", yaml.safe_dump(rules))])
+    DNS.refresh()
+    st = SystemState()
+    ev = _connect_to(st, "127.0.0.1")
+    (rule,) = ruleset.rules
+    assert rule.match(ev, st)
+    assert rule.format_output(ev, st)[0] == "peer=localhost other=<NA>"
+    table = DnsTable()
+    table.watch(["no-such-name.invalid", "not a name", 42, "localhost"])
+    assert table.watched == 2  # only DNS names are watched
+    started = time.monotonic()
+    assert table.names_of("127.0.0.1") is None  # the event path never waits
+    assert time.monotonic() - started < 0.1
+    table.refresh()
+    assert time.monotonic() - started < RESOLVE_TIMEOUT_S + 1
+    assert table.names_of("127.0.0.1") == ["localhost"]
 
 
 # ---- evt.buffer ---------------------------------------------------------------------------

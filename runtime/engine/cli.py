@@ -174,6 +174,13 @@ def run_engine(cfg: EngineConfig, *, reorder_window_ms: float = DEFAULT_WINDOW_M
     for warning in ruleset.warnings:
         _log(f"rt-engine: warning: {warning}")
     _log(f"rt-engine: loaded {len(ruleset)} rules")
+    from runtime.engine.dns import DNS
+
+    if DNS.watched:
+        # fd.*ip.name: the names the rules compare against, resolved before any event.
+        DNS.refresh()
+        DNS.start_refresher()
+        _log(f"rt-engine: resolved {DNS.watched} names for fd.*ip.name")
     slow_decoder = compiled_decoder_status()
     if slow_decoder is not None:
         # Still correct, only slower (about 0.7x in bench_replay): say so once.

@@ -60,6 +60,9 @@ class BoundField:
     needs: frozenset[str] = frozenset()
     # Helpers the inline expression calls, by name, for the generated code's namespace.
     helpers: tuple[tuple[str, object], ...] = ()
+    # Told the literals a condition compares this field against, as it is compiled (the
+    # fd.*ip.name fields resolve those names: see runtime.engine.dns).
+    on_literals: Callable[[list[object]], None] | None = None
 
 
 Builder = Callable[[str | None], BoundField]

@@ -12,17 +12,17 @@ Semantics follow libsinsp's fd filter checks:
                    libsinsp does), "" for fds not opened by path
   fd.ip / fd.port  either end: `=`/`in` hold when one end matches, `!=` (fd.ip) when
                    neither does
-  fd.*ip.name      the domain name of that end's address. libsinsp answers from its DNS
-                   table, filled only by names that rules compare against and that it
-                   resolved; an address with no name there extracts NULL. We keep no DNS
-                   table, so these are always NULL (`<NA>` in outputs, comparisons false),
-                   which is what Falco returns for every address it has not resolved.
+  fd.*ip.name      the domain names of that end's address, from a DNS table that holds
+                   only the names rules compare against, resolved (runtime.engine.dns, as
+                   libsinsp's DNS manager); an address none of them resolved to extracts
+                   NULL (`<NA>` in outputs, comparisons false), as in Falco.
   evt.buffer       the `data` param of read/write/send/recv events (bytes): `bcontains`
                    compares hex bytes, `contains` text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, SupportsIndex, cast
 
 from runtime.engine.fields import (
@@ -85,9 +85,28 @@ def fd_ports(ev: Event, st: SystemState) -> object:
     return [port for port in (info.cport, info.sport) if port is not None]
 
 
-def _unresolved_name(ev: Event, st: SystemState) -> object:
-    # No DNS table: every address is one Falco has not resolved (see the module doc).
-    return None
+def _define_resolved_name(name: str, desc: str, address_field: Callable[[str, str | None],
+                                                                        BoundField]) -> None:
+    """A list of the watched names the end's address resolved from: `=`/`in` hold when
+    one of them matches (an address two rule names share matches both), outputs join them."""
+    from runtime.engine.dns import DNS
+
+    def build(text: str, arg: str | None) -> BoundField:
+        if arg is not None:
+            raise UnknownFieldError(f"field '{name}' takes no argument")
+        address = address_field(text, None).extract
+
+        def extract(ev: Event, st: SystemState) -> object:
+            return DNS.names_of(address(ev, st))  # None: `<NA>` in outputs
+
+        def names(ev: Event, st: SystemState) -> object:
+            return DNS.names_of(address(ev, st)) or ()  # conditions test each name
+
+        helper = f"_dns_{name.split('.')[1]}"
+        return BoundField(text, FieldType.STRING, extract, inline=f"{helper}(ev, st)",
+                          is_list=True, helpers=((helper, names),), on_literals=DNS.watch)
+
+    FIELDS[name] = FieldDef(name, FieldType.STRING, desc, ArgKind.NONE, build)
 
 
 class Buffer(bytes):
@@ -150,8 +169,8 @@ _define("fd.nameraw", FieldType.STRING, "the path as the open was given it, unno
 _define("fd.ip", FieldType.IPNET, "either end's IP address", fd_ips)
 _define_list("fd.port", FieldType.INT, "either end's port", fd_ports)
 for _end in ("sip", "cip", "lip", "rip"):
-    _define(f"fd.{_end}.name", FieldType.STRING,
-            f"domain name of fd.{_end} (needs a DNS table: always <NA> here)", _unresolved_name)
+    _define_resolved_name(f"fd.{_end}.name", f"domain name of fd.{_end} (from the names rules "
+                          "compare it against, resolved)", FIELDS[f"fd.{_end}"].build)
 _define("evt.buffer", FieldType.STRING, "the data param of I/O events (bytes)", _buffer)
 
 __all__ = ["Buffer", "fd_ips", "fd_ports"]

@@ -538,18 +538,21 @@ class _CodeGen:
     def literal_set(self, chk: Check, bf: BoundField) -> list[object]:
         right = chk.right
         if isinstance(right, Value):
-            return [self.literal(chk, bf, right)]
-        if isinstance(right, (ListValue, ListRef)):
-            try:
-                items = self.expander.list_items(right)
-            except CompileError:
-                raise
-            return [self.literal(chk, bf, v) for v in items]
-        raise CompileError(f"operator '{chk.op}' needs a value", chk.op_pos)
+            found = [self.literal(chk, bf, right)]
+        elif isinstance(right, (ListValue, ListRef)):
+            found = [self.literal(chk, bf, v) for v in self.expander.list_items(right)]
+        else:
+            raise CompileError(f"operator '{chk.op}' needs a value", chk.op_pos)
+        if bf.on_literals is not None:
+            bf.on_literals(found)
+        return found
 
     def single(self, chk: Check, bf: BoundField) -> object:
         if isinstance(chk.right, Value):
-            return self.literal(chk, bf, chk.right)
+            found = self.literal(chk, bf, chk.right)
+            if bf.on_literals is not None:
+                bf.on_literals([found])
+            return found
         raise CompileError(f"operator '{chk.op}' takes one value, not a list", chk.op_pos)
 
     def predicate(self, chk: Check, bf: BoundField, op: str, x: str, *, nullable: bool) -> str:
