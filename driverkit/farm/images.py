@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -75,16 +74,6 @@ LOADERS: Final[Mapping[str, tuple[str, str]]] = {
     "amd64": ("x86_64-linux-gnu", "ld-linux-x86-64.so.2"),
     "arm64": ("aarch64-linux-gnu", "ld-linux-aarch64.so.1"),
 }
-
-
-@dataclass(frozen=True)
-class FarmImage:
-    builder_image: str
-    arch: str
-
-    @property
-    def tag(self) -> str:
-        return farm_image_tag(self.builder_image, self.arch)
 
 
 def _app_files() -> dict[str, Path]:

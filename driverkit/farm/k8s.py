@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from drivercore.errors import UsageError
-from driverkit.farm.plan import FarmPlan
+from driverkit.farm.plan import FarmPlan, waves_deadline_s
 from driverkit.farm.task import KEY_PATH, PLAN_PATH
 from driverkit.render import _environment
 from driverkit.valuerules import K8S_NAME, PATH
@@ -50,13 +50,6 @@ def run_id(plan: FarmPlan) -> str:
     return hashlib.sha256(plan.to_bytes()).hexdigest()[:10]
 
 
-def job_deadline_s(count: int, parallelism: int, timeout_s: int, kernels_per_task: int,
-                   retries: int) -> int:
-    """Every wave of pods may use each build's timeout on each attempt."""
-    waves = -(-count // parallelism)
-    return waves * timeout_s * (kernels_per_task + 1) * (retries + 1) + DEADLINE_SLACK_S
-
-
 def k8s_manifest(
     plan: FarmPlan,
     *,
@@ -81,7 +74,9 @@ def k8s_manifest(
         parallelism = min(max_concurrent, group.count)
         jobs.append(JobSpec(
             f"{APP_LABEL}-{rid}-{n}", group.image, str(group.offset), group.count, parallelism,
-            job_deadline_s(group.count, parallelism, timeout_s, kernels_per_task, retries),
+            waves_deadline_s(group.count, parallelism, timeout_s=timeout_s,
+                             kernels_per_task=kernels_per_task, retries=retries,
+                             slack_s=DEADLINE_SLACK_S),
         ))
     return (
         _environment()

@@ -232,6 +232,15 @@ def _text(value: Any, rule: TextRule, where: str) -> str:
     return value
 
 
+def waves_deadline_s(shards: int, parallelism: int, *, timeout_s: int, kernels_per_task: int,
+                     retries: int, slack_s: int) -> int:
+    """A bound on a run of `shards` tasks, `parallelism` at once: every wave may use each
+    build's timeout (and one for the CO-RE probe) on each attempt, plus `slack_s` for image
+    pulls and scheduling."""
+    waves = -(-shards // parallelism)
+    return waves * timeout_s * (kernels_per_task + 1) * (retries + 1) + slack_s
+
+
 def shard_summary(shards: Iterable[FarmShard]) -> list[str]:
     return [f"  shard {s.index} ({s.folder}, {s.image}): {', '.join(s.names()) or '-'}"
             for s in shards]

@@ -8,9 +8,8 @@ logs only add each failing kernel's compiler error lines.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ import click
 
 from drivercore import repoindex
 from driverkit.errors import ToolError, UsageError
-from driverkit.farm.plan import FarmPlan, farm_plan, shard_summary
+from driverkit.farm.plan import FarmPlan, farm_plan, shard_summary, waves_deadline_s
 
 if TYPE_CHECKING:
     from driverkit.catalog import CatalogEntry
@@ -47,11 +46,30 @@ def task_options(cfg: BuildConfig, public_key: str) -> dict[str, Any]:
     }
 
 
-def deadline_s(cfg: BuildConfig, shards: int) -> float:
-    """Every wave of `max_concurrent` tasks may use each build's timeout on each attempt."""
-    waves = math.ceil(shards / cfg.max_concurrent)
-    return float(cfg.timeout * (cfg.kernels_per_task + 1) * (cfg.retries + 1) * waves
-                 + DEADLINE_SLACK_S)
+def plan_farm(cfg: BuildConfig, repo: str,
+              entries: Sequence[tuple[CatalogEntry, BuildPlan]]
+              ) -> tuple[MatrixPlan, FarmPlan | None]:
+    """What `repo` lacks of the catalog (its summary lines printed) and the farm plan of
+    it, None when nothing is missing: the first step of a Swarm run and of `matrix k8s`."""
+    from driverkit.farm.images import farm_image_ref
+    from driverkit.matrix import summary_lines
+    from driverkit.publish.backends import open_backend
+    from driverkit.publish.cli import missing_builds, public_key_of
+
+    require_shared_repo(repo)
+    plans = [plan for _, plan in entries]
+    with open_backend(repo) as backend:
+        missing = missing_builds(cfg, plans, backend)
+    for line in summary_lines(missing):
+        click.echo(line)
+    if missing.empty:
+        return missing, None
+    plan = farm_plan(
+        missing, {plan: entry for entry, plan in entries},
+        lambda p: farm_image_ref(p, cfg.registry),
+        task_options(cfg, repoindex.public_key_text(public_key_of(cfg))), cfg.kernels_per_task,
+    )
+    return missing, plan
 
 
 @dataclass(frozen=True)
@@ -149,30 +167,22 @@ def _key_bytes(cfg: BuildConfig) -> bytes:
 
 def run_on_swarm(cfg: BuildConfig, repo: str,
                  entries: Sequence[tuple[CatalogEntry, BuildPlan]]) -> None:
-    from driverkit.farm.images import farm_image_ref
     from driverkit.farm.swarm import RunSpec, SwarmEngine
-    from driverkit.matrix import summary_lines
     from driverkit.publish.backends import open_backend
-    from driverkit.publish.cli import missing_builds, public_key_of
+    from driverkit.publish.cli import missing_builds
 
-    require_shared_repo(repo)
     started = time.monotonic()
-    plans = [plan for _, plan in entries]
-    with open_backend(repo) as backend:
-        before = missing_builds(cfg, plans, backend)
-    for line in summary_lines(before):
-        click.echo(line)
-    if before.empty:
+    before, plan = plan_farm(cfg, repo, entries)
+    if plan is None:
         click.echo(f"nothing to build: {repo} has every artifact "
                    f"({time.monotonic() - started:.1f} s)")
         return
-    entry_of: Mapping[BuildPlan, CatalogEntry] = {plan: entry for entry, plan in entries}
-    plan = farm_plan(
-        before, entry_of, lambda p: farm_image_ref(p, cfg.registry),
-        task_options(cfg, repoindex.public_key_text(public_key_of(cfg))), cfg.kernels_per_task,
-    )
+    # Jobs run side by side, but the bound takes their shards as one queue: generous.
+    deadline = waves_deadline_s(len(plan.shards), cfg.max_concurrent, timeout_s=cfg.timeout,
+                                kernels_per_task=cfg.kernels_per_task, retries=cfg.retries,
+                                slack_s=DEADLINE_SLACK_S)
     spec = RunSpec(cfg.cache_dir, _key_bytes(cfg), cfg.max_concurrent, cfg.retries,
-                   deadline_s(cfg, len(plan.shards)))
+                   float(deadline))
     jobs = len(plan.groups())
     click.echo(f"{len(plan.shards)} shards in {jobs} swarm job{'s' if jobs != 1 else ''} "
                f"(at most {cfg.max_concurrent} tasks at once per job, {cfg.retries} retries)")
@@ -185,7 +195,7 @@ def run_on_swarm(cfg: BuildConfig, repo: str,
             states = run.wait(_progress(started))
             failures = run.failures()
     with open_backend(repo) as backend:
-        after = missing_builds(cfg, plans, backend)
+        after = missing_builds(cfg, [p for _, p in entries], backend)
     report = farm_report(plan, before, after, states, failures)
     for line in report.shards:
         click.echo(line)
