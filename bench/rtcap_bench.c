@@ -2,8 +2,9 @@
 /*
  * Helper of bench_syscall_overhead.py (compiled by it with cc -O2).
  *
- *   rtcap_bench loop getppid|openclose ITERATIONS CPU
- *       tight syscall loop pinned to CPU; prints the mean ns per iteration
+ *   rtcap_bench loop getppid|openclose|exec ITERATIONS CPU
+ *       tight syscall loop pinned to CPU; prints the mean ns per iteration. `exec`
+ *       forks, execs $RTCAP_BENCH_EXE (default /bin/true) and waits for it
  *   rtcap_bench consume RING_FD RING_BYTES CPU
  *       drains a BPF ring buffer (inherited fd) until SIGTERM, pinned to CPU; prints
  *       the number of rtcap records it consumed. Plain mmap + epoll, like libbpf's consumer
@@ -21,6 +22,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,6 +76,28 @@ static int loop(const char *mode, long n)
 
 			if (fd >= 0)
 				close(fd);
+		}
+		t1 = now_ns();
+	} else if (!strcmp(mode, "exec")) {
+		const char *exe = getenv("RTCAP_BENCH_EXE");
+		char *const argv[] = { "true", NULL };
+		char *const envp[] = { NULL };
+
+		if (!exe)
+			exe = "/bin/true";
+		t0 = now_ns();
+		for (i = 0; i < n; i++) {
+			pid_t pid = fork();
+			int status;
+
+			if (pid == 0) {
+				execve(exe, argv, envp);
+				_exit(127);
+			}
+			if (pid < 0 || waitpid(pid, &status, 0) != pid || status != 0) {
+				fprintf(stderr, "exec of %s failed\n", exe);
+				return 1;
+			}
 		}
 		t1 = now_ns();
 	} else {

@@ -81,7 +81,8 @@ exe = os.path.realpath("/proc/self/exe")
 st = os.stat("/proc/self/exe")
 json.dump({"status": status, "pid": os.getpid(), "pgrp": os.getpgrp(), "sid": os.getsid(0),
            "tty_nr": int(stat[4]), "loginuid": int(open("/proc/self/loginuid").read()),
-           "exe": exe, "ino": st.st_ino, "ctime": st.st_ctime_ns, "mtime": st.st_mtime_ns},
+           "exe": exe, "exe_link": os.readlink("/proc/self/exe"), "ino": st.st_ino,
+           "ctime": st.st_ctime_ns, "mtime": st.st_mtime_ns},
           open(sys.argv[1], "w"))
 """
 
@@ -121,6 +122,9 @@ def test_execve_exit_carries_env_caps_ids_and_exe_inode(probe: Path, tmp_path: P
     assert p["tty"] == rep["tty_nr"]  # /proc/<pid>/stat encodes tty_nr as Falco does
     assert p["loginuid"] == rep["loginuid"]
 
+    # the kernel's own path of the exe, /proc/<pid>/exe (d_path of mm->exe_file)
+    assert p["trusted_exepath"] == rep["exe_link"] == rep["exe"]
+
     flags = as_int(p["flags"])
     assert not flags & EXE_FROM_MEMFD
     # root holds CAP_DAC_OVERRIDE: every file is writable to it
@@ -142,7 +146,7 @@ def test_failed_execve_has_empty_exe_params(probe: Path, tmp_path: Path) -> None
     fails = [e for e in events if e.pid == pid and e.type == "execve" and e.res != 0]
     assert len(fails) == 1 and fails[0].res == -rep["errno"]
     p = fails[0].params
-    assert p["env"] is None and p["flags"] == 0
+    assert p["env"] is None and p["flags"] == 0 and p["trusted_exepath"] is None
     assert (p["exe_ino"], p["exe_ino_ctime"], p["exe_ino_mtime"]) == (0, 0, 0)
     assert p["vpid"] == pid  # the caller's, still true after a failure
 
@@ -168,9 +172,85 @@ def test_exec_from_memfd_is_flagged(probe: Path, tmp_path: Path) -> None:
     p = execs[0].params
     assert as_int(p["flags"]) & EXE_FROM_MEMFD
     assert p["exe_ino"] == rep["ino"]
+    assert p["trusted_exepath"] == rep["exe_link"] == "/memfd:rtcap-memfd-test (deleted)"
     if execs[0].type == "execveat":
         assert as_int(p["at_flags"]) & 0x1000  # AT_EMPTY_PATH
         assert p["dirfd"] == memfds[0].res
+
+
+def _exepath_field(events: list[Event], ev: Event) -> object:
+    """proc.exepath of `ev` once the engine's state has seen `events` up to it."""
+    from runtime.engine.fields import resolve_field
+    from runtime.engine.state import SystemState
+
+    st = SystemState()
+    for e in events:
+        st.update(e)
+        if e is ev:
+            return resolve_field("proc.exepath", None).extract(ev, st)
+    raise AssertionError("event not in the list")
+
+
+def test_exepath_is_the_exe_file_as_d_path_prints_it(probe: Path, tmp_path: Path) -> None:
+    """trusted_exepath (and so proc.exepath) is the file the kernel runs, as d_path() and
+    /proc/<pid>/exe print it: a memfd is "/memfd:<name> (deleted)", a symlink is its
+    target, an unlinked file gets " (deleted)", a file on another mount has its full
+    path, and in a chroot the path starts at the chroot. Each child execs with a marker
+    as its last argument, which `true` ignores."""
+    require(Path("/bin/busybox").exists(), "needs a static busybox (busybox-static)")
+    true = os.path.realpath("/bin/true")
+    link = tmp_path / "true-link"
+    link.symlink_to(true)
+    work = Path(os.path.realpath(tmp_path))
+    root = work / "jail"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
+    shm = Path("/dev/shm") / f"rt-test-exe-{os.getpid()}"
+    report = tmp_path / "report.json"
+    code = f"""
+        import json, os, shutil
+        def run(marker, exe, argv0="true", chroot=None):
+            pid = os.fork()
+            if pid == 0:
+                if chroot:
+                    os.chroot(chroot)
+                    os.chdir("/")
+                os.execve(exe, [argv0, marker], {{}})
+            os.waitpid(pid, 0)
+        memfd = os.memfd_create("rt-test-memfd", 0)
+        os.write(memfd, open({true!r}, "rb").read())
+        run("m-memfd", memfd)
+        run("m-link", {str(link)!r})
+        shutil.copy2({true!r}, {str(work / "deltrue")!r})
+        gone = os.open({str(work / "deltrue")!r}, os.O_RDONLY)
+        os.unlink({str(work / "deltrue")!r})
+        run("m-deleted", gone)
+        shutil.copy2({true!r}, {str(shm)!r})
+        run("m-shm", {str(shm)!r})
+        os.unlink({str(shm)!r})
+        run("m-chroot", "/bin/busybox", chroot={str(root)!r})
+        json.dump({{}}, open({str(report)!r}, "w"))
+    """
+    try:
+        pid, events, _rep = capture(probe, {"execve", "execveat", "clone", "clone3", "fork"},
+                                    code, report)
+    finally:
+        shm.unlink(missing_ok=True)
+    want = {
+        "m-memfd": "/memfd:rt-test-memfd (deleted)",
+        "m-link": true,
+        "m-deleted": f"{work}/deltrue (deleted)",
+        "m-shm": str(shm),
+        "m-chroot": "/bin/busybox",
+    }
+    got: dict[str, tuple[object, object]] = {}
+    execs = [e for e in events if e.type in ("execve", "execveat") and e.res == 0]
+    for ev in execs:
+        marker = last_arg(ev)
+        if isinstance(marker, str) and marker in want and ev.ppid == pid:
+            got[marker] = (ev.params["trusted_exepath"], _exepath_field(events, ev))
+    assert got == {k: (v, v) for k, v in want.items()}, [
+        (e.pid, e.ppid, e.params.get("filename"), e.params.get("trusted_exepath")) for e in execs]
 
 
 PAYLOAD = b"cafebabe" + bytes(range(32, 127)) + b"-tail-beyond-the-snaplen"

@@ -171,6 +171,35 @@ def test_execveat_old_layout_flags_are_not_exe_flags() -> None:
     assert _field("proc.is_exe_writable", new, st) is False
 
 
+def test_exepath_is_the_drivers_exe_file_path_when_captured() -> None:
+    """proc.exepath is the path of the file the kernel runs (trusted_exepath, as libsinsp
+    takes it): a memfd's "/memfd:<name> (deleted)", a symlink's target; the path exec was
+    given only when the driver did not capture it (a capture of an earlier revision, or a
+    read that failed), resolved against the cwd or the dirfd as before."""
+    st = SystemState()
+    memfd_exec = _exec_params(filename="/dev/fd/3", flags=EXE_FROM_MEMFD,
+                              trusted_exepath="/memfd:rt-test-memfd (deleted)")
+    memfd = _apply(st, _ev("execveat", pid=600, dirfd=3, at_flags=0x1000,
+                           exec_params=memfd_exec))
+    assert _field("proc.exepath", memfd, st) == "/memfd:rt-test-memfd (deleted)"
+    assert _field("proc.is_exe_from_memfd", memfd, st) is True
+    assert _field("evt.arg.trusted_exepath", memfd, st) == "/memfd:rt-test-memfd (deleted)"
+    link = _apply(st, _ev("execve", pid=601, exec_params=_exec_params(
+        filename="/usr/bin/python3", argv=["python3"], trusted_exepath="/usr/bin/python3.11")))
+    assert _field("proc.exepath", link, st) == "/usr/bin/python3.11"
+    assert _field("evt.arg.filename", link, st) == "/usr/bin/python3"
+    child = _apply(st, _ev("openat", res=3, pid=601, dirfd=-100, name="/etc/hosts", flags=0,
+                           mode=0))
+    assert _field("proc.exepath", child, st) == "/usr/bin/python3.11"
+    # Not captured: the empty param of a failed read, or no param at all.
+    for absent in ({"trusted_exepath": None}, {"trusted_exepath": ""}, {}):
+        ev = _apply(st, _ev("execve", pid=602, exec_params={
+            **_exec_params(filename="bin/tool", argv=["tool"], cwd="/opt/app"), **absent}))
+        if not absent:
+            ev.params.pop("trusted_exepath", None)
+        assert _field("proc.exepath", ev, st) == "/opt/app/bin/tool"
+
+
 def test_driver_records_decode_into_the_fields() -> None:
     """The driver's own record layout, through the real decoder: the params arrive under
     the names (and in the shapes) the state reads."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -408,6 +409,73 @@ def test_capture_of_another_schema_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk").write_bytes(b"not a capture at all")
     result = rt_engine("run", "--replay", tmp_path / "junk")
     assert result.returncode != 0 and "bad magic" in result.stderr
+
+
+def _earlier_revision_record(record: bytes, keep: int) -> bytes:
+    """A record as a driver of an earlier schema revision wrote it: its first `keep`
+    params only (the revision lacked the rest), header count and length to match."""
+    from runtime.driver import _schema
+    from runtime.driver.schema import HDR
+
+    fields = list(HDR.unpack_from(record))
+    names = list(_schema.HDR_FIELDS)
+    nparams = fields[names.index("nparams")]
+    lens = struct.unpack_from(f"={nparams}H", record, HDR.size)
+    at = HDR.size + 2 * nparams
+    body = struct.pack(f"={keep}H", *lens[:keep]) + record[at : at + sum(lens[:keep])]
+    fields[names.index("nparams")] = keep
+    fields[names.index("len")] = HDR.size + len(body)
+    out = HDR.pack(*fields) + body
+    return out + bytes(-len(out) % 8)
+
+
+EXEPATH_RULE = """
+- rule: exec_path
+  desc: proc.exepath of every exec
+  condition: evt.type in (execve, execveat) and evt.rawres = 0
+  output: "%proc.exepath %evt.arg.filename"
+  priority: NOTICE
+"""
+
+
+def test_capture_of_the_revision_before_trusted_exepath_replays(tmp_path: Path) -> None:
+    """A capture recorded before the drivers sent the exe file's path (schema
+    0x6ac4a0ed0c144bbe: execve/execveat without trusted_exepath) still replays, and
+    proc.exepath falls back to the path exec was given, against the cwd; a capture of
+    this revision shows the driver's path (a memfd's, a symlink's target) instead."""
+    from runtime.driver import _schema
+    from runtime.driver.schema import EVENT_IDS, SPECS
+
+    def execs(trusted: bool) -> list[bytes]:
+        recs = [
+            rec("execve", 300, 0, "true", filename="bin/true", argv=["true"], cwd="/usr",
+                trusted_exepath="/usr/bin/true" if trusted else None),
+            rec("execveat", 301, 0, "3", dirfd=3, filename="/dev/fd/3", argv=["x"],
+                cwd="/root", at_flags=0x1000,
+                trusted_exepath="/memfd:rt-test-memfd (deleted)" if trusted else None),
+        ]
+        if trusted:
+            return recs
+        return [_earlier_revision_record(r, SPECS[EVENT_IDS[e]].min_params)
+                for r, e in zip(recs, ("execve", "execveat"), strict=True)]
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(EXEPATH_RULE)
+    old_hash = 0x6AC4A0ED0C144BBE
+    assert old_hash in _schema.EARLIER_SCHEMA_HASHES
+    seen = {}
+    for trusted, schema_hash in ((False, old_hash), (True, schema_identity()[1])):
+        path = tmp_path / f"capture-{trusted}.rtcap"
+        writer = CaptureWriter(path, CaptureHeader(1, schema_hash, BOOT_OFFSET, {}))
+        writer.write_events(b"".join(execs(trusted)))
+        writer.close()
+        result = rt_engine("run", "--replay", path, "--rules", rules, "--json")
+        assert result.returncode == 0, result.stderr
+        seen[trusted] = {json.loads(line)["output_fields"]["proc.exepath"]
+                         for line in result.stdout.splitlines()}
+    # Before: the given path (the fd's /dev/fd/N alias for the memfd). Now: the file's.
+    assert seen[False] == {"/usr/bin/true", "/dev/fd/3"}
+    assert seen[True] == {"/usr/bin/true", "/memfd:rt-test-memfd (deleted)"}
 
 
 def test_damaged_frame_is_one_clear_error(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ for that kernel's exact `uname -v`, warning-free by the build's manifest; then v
 boots the kernel and inside it (tests/guest/kmod_check.py): it is the kernel built for, a
 module built for another kernel is refused with the error surfacing, ours loads, a
 filtered capture of a known workload (exec, open, loopback connect) reads back exactly
-those events with the right pids and args, stats account for every event, rmmod
+those events with the right pids and args, execs from a memfd, through a symlink, of an
+unlinked file and in a chroot carry the exe path d_path() prints (proc.exepath
+"/memfd:<name> (deleted)" for the memfd), stats account for every event, rmmod
 succeeds and dmesg holds no oops/BUG/WARNING/trace.
 
 The per-kernel and CO-RE eBPF probes are loaded in the same guests and checked with the
@@ -59,12 +61,13 @@ def _prerequisites() -> None:
 
 MODULE_CHECKS = ("uname_v_is_the_built_one", "foreign_module_refused", "insmod",
                  "start_refused_before_handshake", "handshake", "event_execve",
-                 "event_openat", "event_connect", "event_udp", "event_common_fields",
+                 "event_exepath", "event_openat", "event_connect", "event_udp",
+                 "event_common_fields",
                  "stats_account_for_events", "event_clone", "event_exit_at_enter",
                  "event_procexit", "event_mkdir", "event_rmdir", "drops_counted_not_silent",
                  "rmmod", "device_gone", "dmesg_clean")  # fmt: skip
-PROBE_CHECKS = ("loaded", "event_execve", "event_openat", "event_connect", "event_udp",
-                "stats_account_for_events")  # fmt: skip
+PROBE_CHECKS = ("loaded", "event_execve", "event_exepath", "event_openat", "event_connect",
+                "event_udp", "stats_account_for_events")  # fmt: skip
 
 # One build and one boot per kernel serve the module and the probe tests (a TCG boot is
 # slow; a build that driverkit skips still costs a docker ping and manifest hashing).

@@ -7,11 +7,13 @@ give the same numbers. Round trips through encode/decode cover every event type.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,6 +307,96 @@ def test_stream_alignment_and_errors() -> None:
     struct.pack_into("=H", bad, _schema.HDR_OFFSETS["type"], 250)
     with pytest.raises(DecodeError, match="unknown event type"):
         Decoder("x86_64", 0).decode(bytes(bad))
+
+
+def _schema_gen() -> Any:
+    """driver/schema/gen.py as a module (it is a script, not a package member)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rtcap_schema_gen",
+                                                  REPO / "driver" / "schema" / "gen.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_earlier_revisions_are_this_schema_without_their_optional_params() -> None:
+    """Each listed earlier revision is rebuilt from events.yaml (its params and sources
+    dropped) and hashes to the listed value, so its records are exactly this revision's
+    records cut short; gen.py refuses a list that does not hold."""
+    gen = _schema_gen()
+    data = gen.load()
+    revs = data["earlier_revisions"]
+    assert [r["hash"] for r in revs] == list(_schema.EARLIER_SCHEMA_HASHES)
+    assert 0x6AC4A0ED0C144BBE in _schema.EARLIER_SCHEMA_HASHES  # before trusted_exepath
+    for i, rev in enumerate(revs):
+        old = gen.earlier_schema(data, i)
+        assert gen.schema_hash(old) == rev["hash"]
+        assert not set(rev["lacks"]) & set(old["sources"])
+    for ev in _schema.EVENTS:
+        if ev["name"] in ("execve", "execveat"):
+            assert ev["params"][-1] == ("trusted_exepath", "path")
+            assert ev["min_params"] == len(ev["params"]) - 1
+        else:
+            assert ev["min_params"] == len(ev["params"])
+
+    wrong = {**data, "earlier_revisions": [{"hash": revs[0]["hash"] ^ 1, "lacks": ["exe_path"]}]}
+    with pytest.raises(gen.SchemaError, match="hashes to"):
+        gen.validate(wrong)
+    moved = copy.deepcopy(data)
+    execve = next(e for e in moved["events"] if e["name"] == "execve")
+    execve["params"].insert(0, execve["params"].pop())
+    with pytest.raises(gen.SchemaError, match="optional params must come after"):
+        gen.validate(moved)
+    required = copy.deepcopy(data)
+    for ev in required["events"]:
+        for prm in ev["params"]:
+            prm.pop("optional", None)
+    with pytest.raises(gen.SchemaError, match="must all be optional"):
+        gen.validate(required)
+
+
+def _cut_params(record: bytes, keep: int) -> bytes:
+    """The record as a producer of an earlier revision wrote it: only its first `keep`
+    params (length table and data), the header's nparams and len to match."""
+    fields = list(HDR.unpack_from(record))
+    nparams = fields[_schema.HDR_FIELDS.index("nparams")]
+    lens = struct.unpack_from(f"={nparams}H", record, HDR.size)
+    data_at = HDR.size + 2 * nparams
+    body = struct.pack(f"={keep}H", *lens[:keep]) + record[data_at : data_at + sum(lens[:keep])]
+    fields[_schema.HDR_FIELDS.index("nparams")] = keep
+    fields[_schema.HDR_FIELDS.index("len")] = HDR.size + len(body)
+    return HDR.pack(*fields) + body
+
+
+@pytest.mark.parametrize("event", ["execve", "execveat"])
+@pytest.mark.usefixtures("decoder_path")
+def test_earlier_revision_records_decode_without_their_optional_params(event: str) -> None:
+    """A record of the revision before trusted_exepath (a capture recorded then) decodes
+    with the param absent, alone and amid current records, on every decoder path; a
+    record shorter than any revision wrote is still refused."""
+    spec = SPECS[EVENT_IDS[event]]
+    encoded, expected = [], {}
+    for i, (name, ptype) in enumerate(zip(spec.names, spec.types, strict=True)):
+        raw, value = _sample_param(ptype, i)
+        encoded.append(raw)
+        expected[name] = value
+    nr = SYSCALLS["x86_64"][event]
+    current = encode_record(event, encoded, ret=0, syscall_nr=nr, pid=10, tid=10, comm="x")
+    old = _cut_params(current, spec.min_params)
+    assert spec.min_params == len(spec.names) - 1
+    decoder = Decoder("x86_64", epoch_offset_ns=0)
+    for ev in (decoder.decode(old), *decode_events(frame_records([current, old, current]),
+                                                   arch="x86_64", epoch_offset_ns=0)[1:2]):
+        assert ev.type == event and ev.pid == 10
+        assert ev.params["trusted_exepath"] is None
+        assert ev.params["filename"] == expected["filename"]
+        assert ev.params["loginuid"] == expected["loginuid"]
+    new = decoder.decode(current)
+    assert new.params["trusted_exepath"] == expected["trusted_exepath"]
+    with pytest.raises(DecodeError, match=f"expected {spec.min_params} to {len(spec.names)}"):
+        decoder.decode(_cut_params(current, spec.min_params - 1))
 
 
 def test_syscall_tables_cover_schema() -> None:

@@ -74,14 +74,17 @@ struct {
 #define SCRATCH_SIZE 65536
 #define SCRATCH_HALF 32768
 #define OFF(x) ((x) & (SCRATCH_HALF - 1))
-#define CWD_MAX_DEPTH 40
+#define PATH_MAX_DEPTH 40
+#define DELETED_LEN 10 /* " (deleted)" */
 struct rtcap_scratch {
 	char buf[SCRATCH_SIZE];
-	__u64 names[64]; /* cwd walk: dentry name per level, leaf first; 0 = mount hop */
+	__u64 names[64]; /* path walk: dentry name per level, leaf first */
 	__u32 off;
 	__u32 flags;
 	__u32 depth;
 	__u32 used;
+	__u32 deleted;
+	__u32 pad;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -123,7 +126,7 @@ struct {
 _Static_assert(__builtin_offsetof(struct rtcap_stage, buf) == 64, "stage header");
 _Static_assert(RTCAP_EVT_GENERIC_MAX_SIZE + 8 <= STAGE_SLOT, "fixed records fit a slot");
 _Static_assert(RTCAP_PT_PATH_MAX <= SCRATCH_SIZE - SCRATCH_HALF, "scratch tail");
-_Static_assert(CWD_MAX_DEPTH <= 64, "names[] too small");
+_Static_assert(PATH_MAX_DEPTH <= 64, "names[] too small");
 
 #define ARGV_MAX_ARGS 64
 #define NAME_CAP 256
@@ -568,34 +571,44 @@ static __rtcap_inline __u64 msg_name(__u64 umsg)
 }
 
 /*
- * The working directory: walk dentries up to the root, hopping to the parent mount at
- * each mount root; names are collected leaf first, then written root first.
+ * A path as d_path() prints it for this task: walk dentries up to the task's root
+ * directory (or, for a file outside it, the root mount of its namespace), hopping to
+ * the parent mount at each mount root; names are collected leaf first, then written
+ * root first. As d_path() does, an unlinked file (unhashed, not its own parent) gets
+ * " (deleted)" appended, and a file that never had a place in any directory (made by
+ * alloc_file_pseudo(): a memfd, whose dentry is its own parent below its mount's root)
+ * is "/<name> (deleted)", which is what simple_dname() prints for it.
  * Counters that index memory go through map memory (volatile) on purpose: the verifier
  * then sees one unknown-but-bounded value per loop iteration instead of following
  * every count the walk could have reached, which would exceed its complexity limits.
  */
-static __rtcap_inline void put_cwd(struct rtcap_wr *w, struct rtcap_ctx *c)
+static __rtcap_inline void put_dpath(struct rtcap_wr *w, struct fs_struct *fs,
+				     struct dentry *d, struct vfsmount *vm)
 {
 	struct rtcap_scratch *s = w->s;
-	struct fs_struct *fs = rd(TASK(c)->fs);
-	struct dentry *d, *root, *parent;
-	struct vfsmount *vm;
+	struct dentry *root_d = 0, *parent;
+	struct vfsmount *root_vm = 0;
 	struct rtcap_mount *m, *pm;
 	__u32 base = cur(w), used, n, k;
 
-	if (!s || !fs) {
-		put_empty(w, 0);
+	if (!s || !d || !vm) {
+		put_empty(w, 1);
 		return;
 	}
-	d = rd(fs->pwd.dentry);
-	vm = rd(fs->pwd.mnt);
+	if (fs) {
+		root_d = rd(fs->root.dentry);
+		root_vm = rd(fs->root.mnt);
+	}
 	m = rtcap_container_of(vm, struct rtcap_mount, mnt);
 	s->depth = 0;
-	for (k = 0; k < CWD_MAX_DEPTH; k++) {
-		root = rd(vm->mnt_root);
-		if (d == root) {
+	parent = rd(d->d_parent);
+	s->deleted = parent && parent != d && !rd(d->d_hash.pprev);
+	for (k = 0; k < PATH_MAX_DEPTH; k++) {
+		if (d == root_d && vm == root_vm)
+			break;
+		if (d == rd(vm->mnt_root)) {
 			pm = rd(m->mnt_parent);
-			if (pm == m)
+			if (!pm || pm == m)
 				break;
 			d = rd(m->mnt_mountpoint);
 			m = pm;
@@ -603,24 +616,34 @@ static __rtcap_inline void put_cwd(struct rtcap_wr *w, struct rtcap_ctx *c)
 			continue;
 		}
 		parent = rd(d->d_parent);
-		if (!parent || parent == d)
+		if (!parent)
 			break;
 		n = *(volatile __u32 *)&s->depth;
+		if (parent == d) {
+			/* escaped the tree: only a pseudo file's own dentry names anything */
+			if (k == 0) {
+				s->names[0] = (__u64)rd_ptr(d->d_name.name);
+				s->depth = 1;
+				s->deleted = 1;
+			}
+			break;
+		}
 		s->names[n & 63] = (__u64)rd_ptr(d->d_name.name);
 		s->depth = (n + 1) & 63;
 		d = parent;
 	}
-	if (k == CWD_MAX_DEPTH)
+	if (k == PATH_MAX_DEPTH)
 		flag(w, RTCAP_F_TRUNCATED);
 	s->used = 0;
-	for (k = 0; k < CWD_MAX_DEPTH; k++) {
+	for (k = 0; k < PATH_MAX_DEPTH; k++) {
 		long r;
 
 		n = *(volatile __u32 *)&s->depth;
 		if (k >= n)
 			break;
 		used = *(volatile __u32 *)&s->used & (RTCAP_PT_PATH_MAX - 1);
-		if (used >= RTCAP_PT_PATH_MAX - NAME_CAP - 2) {
+		/* room for this name and the " (deleted)" that may follow */
+		if (used >= RTCAP_PT_PATH_MAX - NAME_CAP - 2 - DELETED_LEN) {
 			flag(w, RTCAP_F_TRUNCATED);
 			break;
 		}
@@ -636,8 +659,48 @@ static __rtcap_inline void put_cwd(struct rtcap_wr *w, struct rtcap_ctx *c)
 		w->b[OFF(base)] = '/';
 		used = 1;
 	}
+	if (*(volatile __u32 *)&s->deleted) {
+		/* byte by byte: a string constant could become a .rodata load */
+		w->b[OFF(base + used)] = ' ';
+		w->b[OFF(base + used + 1)] = '(';
+		w->b[OFF(base + used + 2)] = 'd';
+		w->b[OFF(base + used + 3)] = 'e';
+		w->b[OFF(base + used + 4)] = 'l';
+		w->b[OFF(base + used + 5)] = 'e';
+		w->b[OFF(base + used + 6)] = 't';
+		w->b[OFF(base + used + 7)] = 'e';
+		w->b[OFF(base + used + 8)] = 'd';
+		w->b[OFF(base + used + 9)] = ')';
+		used += DELETED_LEN;
+	}
 	w->b[OFF(base + used)] = 0;
 	set_len(w, (used + 1) & (2 * RTCAP_PT_PATH_MAX - 1));
+}
+
+/* The working directory. */
+static __rtcap_inline void put_cwd(struct rtcap_wr *w, struct rtcap_ctx *c)
+{
+	struct fs_struct *fs = rd(TASK(c)->fs);
+
+	if (!fs) {
+		put_empty(w, 0);
+		return;
+	}
+	put_dpath(w, fs, rd(fs->pwd.dentry), rd(fs->pwd.mnt));
+}
+
+/* The file the new image runs from (mm->exe_file), as /proc/<pid>/exe shows it. */
+static __rtcap_inline void put_exe_path(struct rtcap_wr *w, struct rtcap_ctx *c)
+{
+	struct file *f = exec_file(c);
+
+	if (!f) {
+		put_empty(w, 0);
+		return;
+	}
+	/* f_path is const in 7.x: read the pointers as rd_ptr() does */
+	put_dpath(w, rd(TASK(c)->fs), (struct dentry *)rd_ptr(f->f_path.dentry),
+		  (struct vfsmount *)rd_ptr(f->f_path.mnt));
 }
 
 static __rtcap_inline struct sock *sock_of_fd(struct task_struct *task, __s64 fd)
@@ -787,6 +850,9 @@ static __rtcap_inline void put_param(struct rtcap_wr *w, struct rtcap_ctx *c, in
 		break;
 	case RTCAP_SRC_CWD:
 		put_cwd(w, c);
+		break;
+	case RTCAP_SRC_EXE_PATH:
+		put_exe_path(w, c);
 		break;
 	case RTCAP_SRC_SOCK_FD_ARG:
 		if (c->ret == 0 || c->ret == -RTCAP_EINPROGRESS)

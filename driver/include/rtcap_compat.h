@@ -122,6 +122,9 @@ static __rtcap_inline __u64 rtcap_inode_time_ns(struct inode *ino, int mtime)
 #include <linux/fs_struct.h>
 #include <linux/seqlock.h>
 #include <linux/sched.h>
+#include <linux/mm_types.h>
+#include <linux/fs.h>
+#include <linux/rcupdate.h>
 
 /*
  * sched_process_exit gained a `bool group_dead` argument in 6.16. A probe's prototype
@@ -144,6 +147,29 @@ static __rtcap_inline __u64 rtcap_inode_time_ns(struct inode *ino, int mtime)
 #else
 #define RTCAP_FS_SEQ(fs) (&(fs)->seq.seqcount.sequence)
 #endif
+
+/*
+ * A counted reference to mm->exe_file, or NULL: what get_mm_exe_file() does, which 5.10
+ * exports to modules and the 6.x kernels no longer do. get_file_rcu() takes the file
+ * (a macro over f_count) up to 6.6, and since 6.7 the address of the RCU pointer,
+ * retrying while it changes. The caller drops the reference with fput(), which may be
+ * called in atomic context (and is never the last one here: the mm holds its own).
+ */
+static inline struct file *rtcap_get_mm_exe_file(struct mm_struct *mm)
+{
+	struct file *f;
+
+	rcu_read_lock();
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	f = get_file_rcu(&mm->exe_file);
+#else
+	f = rcu_dereference(mm->exe_file);
+	if (f && !get_file_rcu(f))
+		f = NULL;
+#endif
+	rcu_read_unlock();
+	return f;
+}
 
 /* Snapshot current's cwd without taking fs->lock; false if a writer was active. */
 static inline bool rtcap_snapshot_pwd(struct fs_struct *fs, struct path *out)

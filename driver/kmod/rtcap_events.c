@@ -462,6 +462,35 @@ static u32 rtcap_task_loginuid(void)
 #endif
 }
 
+/*
+ * The path of the new image's file (mm->exe_file) as /proc/<pid>/exe shows it: d_path()
+ * resolves it from this task's root, appends " (deleted)" to an unlinked file and names
+ * a memfd "/memfd:<name> (deleted)". The file is referenced while d_path() reads it.
+ */
+static void put_exe_path(struct rtcap_rec *r, long ret)
+{
+	struct mm_struct *mm = current->mm;
+	struct file *f;
+	char *p = NULL;
+
+	if (!param_slot(r, RTCAP_PT_PATH_MAX))
+		return;
+	if (ret != 0) {
+		param_done(r, 0);
+		return;
+	}
+	f = mm ? rtcap_get_mm_exe_file(mm) : NULL;
+	if (f) {
+		p = d_path(&f->f_path, r->cpu->pathbuf, PATH_MAX);
+		fput(f);
+	}
+	if (IS_ERR_OR_NULL(p)) {
+		put_fault(r);
+		return;
+	}
+	put_kernel_str(r, p, RTCAP_PT_PATH_MAX);
+}
+
 /* The exit params every exec event appends after its own (see events.yaml). */
 static void put_exec_task_facts(struct rtcap_rec *r, long ret)
 {
@@ -483,6 +512,7 @@ static void put_exec_task_facts(struct rtcap_rec *r, long ret)
 	put_u32(r, task_session_vnr(current));
 	put_u32(r, rtcap_task_tty());
 	put_u32(r, rtcap_task_loginuid());
+	put_exe_path(r, ret);
 }
 
 /* The first bytes a transfer moved through user buffer `ubuf`: at most `snap`. */

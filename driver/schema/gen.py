@@ -13,6 +13,7 @@ fails CI instead of shipping a module and a decoder that disagree.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -97,8 +98,61 @@ def validate(data: dict[str, Any]) -> None:
                 raise SchemaError(f"{where}: src {src} needs sub: 0..5 (the sockaddr argument)")
             if src in SNAPLEN_SOURCES and p.get("sub") != data["snaplen"]:
                 raise SchemaError(f"{where}: src {src} needs sub: {data['snaplen']} (snaplen)")
+        flags = [bool(p.get("optional")) for p in ev["params"]]
+        if flags != sorted(flags):
+            raise SchemaError(f"event {name}: optional params must come after all others")
     if not 0 < data["snaplen"] <= types["bytes"]["max"]:
         raise SchemaError(f"snaplen {data['snaplen']} must be within bytes' max")
+    validate_earlier(data)
+
+
+def validate_earlier(data: dict[str, Any]) -> None:
+    """Each earlier revision lacks known sources whose params are all optional, and is
+    exactly this schema without them: rebuilt here, its hash must be the one listed."""
+    optional_srcs = {p.get("src", "arg") for ev in data["events"] for p in ev["params"]
+                     if p.get("optional")}
+    for i, rev in enumerate(data.get("earlier_revisions", [])):
+        lacks = set(rev["lacks"])
+        if not lacks or not lacks <= set(data["sources"]):
+            raise SchemaError(f"earlier revision {rev['hash']:#x}: lacks must name sources")
+        required = {p.get("src", "arg") for ev in data["events"] for p in ev["params"]
+                    if not p.get("optional")}
+        if lacks & required or not lacks <= optional_srcs:
+            raise SchemaError(f"earlier revision {rev['hash']:#x}: the params of "
+                              f"{sorted(lacks)} must all be optional")
+        got = schema_hash(earlier_schema(data, i))
+        if got != rev["hash"]:
+            raise SchemaError(f"earlier revision {rev['hash']:#x}: this schema without "
+                              f"{sorted(lacks)} hashes to {got:#x}")
+
+
+def earlier_schema(data: dict[str, Any], index: int) -> dict[str, Any]:
+    """The schema of earlier revision `index` as it was written, rebuilt from this one:
+    without the params and sources it lacks, with the revisions older than it (listed
+    before it) minus those sources, and `optional` only on params some of those lack."""
+    revs = data["earlier_revisions"]
+    lacks = set(revs[index]["lacks"])
+    old = copy.deepcopy(data)
+    older = [{"hash": r["hash"], "lacks": [s for s in r["lacks"] if s not in lacks]}
+             for r in revs[:index]]
+    still_optional = {s for r in older for s in r["lacks"]}
+    if older:
+        old["earlier_revisions"] = older
+    else:
+        del old["earlier_revisions"]
+    for src in lacks:
+        del old["sources"][src]
+    for ev in old["events"]:
+        ev["params"] = [p for p in ev["params"] if p.get("src", "arg") not in lacks]
+        for p in ev["params"]:
+            if p.get("src", "arg") not in still_optional:
+                p.pop("optional", None)
+    return old
+
+
+def min_params(ev: dict[str, Any]) -> int:
+    """Params every revision's record of this event carries (the non-optional ones)."""
+    return sum(1 for p in ev["params"] if not p.get("optional"))
 
 
 def header_layout(data: dict[str, Any]) -> list[tuple[str, str, int, int]]:
@@ -361,6 +415,7 @@ def render_py(data: dict[str, Any]) -> str:
     )
     sizes = struct_sizes(data)
     io = data["ioctl"]
+    earlier = [f"0x{r['hash']:016x}" for r in data.get("earlier_revisions", [])]
     events = [
         {
             "name": ev["name"],
@@ -369,6 +424,7 @@ def render_py(data: dict[str, Any]) -> str:
             "syscalls": ev.get("syscalls"),
             "at_enter": ev.get("at") == "enter",
             "params": [(p["name"], p["type"]) for p in ev["params"]],
+            "min_params": min_params(ev),
             "sources": [
                 (p.get("src", "arg"), p.get("arg", 0), p.get("sub", 0)) for p in ev["params"]
             ],
@@ -386,6 +442,8 @@ def render_py(data: dict[str, Any]) -> str:
         "",
         f"API_VERSION: Final = {data['api_version']}",
         f"SCHEMA_HASH: Final = 0x{schema_hash(data):016x}",
+        "# Earlier revisions whose records this one decodes (captures of them replay).",
+        f"EARLIER_SCHEMA_HASHES: Final = {py_tuple(earlier)}",
         f"MAX_SYSCALLS: Final = {data['max_syscalls']}",
         f"SNAPLEN: Final = {data['snaplen']}",
         f"HDR_FORMAT: Final = {hdr_fmt!r}",
@@ -404,6 +462,10 @@ def render_py(data: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def py_tuple(items: list[str]) -> str:
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -48,6 +48,9 @@ _fastdecode: Final = _load_compiled_decoder()
 HDR: Final = struct.Struct(_schema.HDR_FORMAT)
 HDR_SIZE: Final = _schema.HDR_SIZE
 SCHEMA_HASH: Final = _schema.SCHEMA_HASH
+# Schema revisions whose records decode here: this one and the earlier ones it lists
+# (their records lack some optional params at the end of an event; see events.yaml).
+READABLE_SCHEMA_HASHES: Final = frozenset((SCHEMA_HASH, *_schema.EARLIER_SCHEMA_HASHES))
 F_TRUNCATED: Final = _schema.HEADER_FLAGS["TRUNCATED"]
 F_PARAM_FAULT: Final = _schema.HEADER_FLAGS["PARAM_FAULT"]
 _U16: Final = struct.Struct("=H")
@@ -214,6 +217,9 @@ class _EventSpec:
     fixed_lens: tuple[int, ...]
     lens: struct.Struct
     post: Callable[[dict[str, object]], None] | None
+    # Params every record carries; an earlier schema revision's record may end after
+    # any count from here up to all of them (the rest are optional, read as absent).
+    min_params: int
 
 
 def _post_exec(params: dict[str, object]) -> None:
@@ -259,6 +265,7 @@ def _build_specs() -> dict[int, _EventSpec]:
             else (),
             lens=struct.Struct("=" + "H" * n),
             post=posts.get(ev["name"]),
+            min_params=ev["min_params"],
         )
     return specs
 
@@ -631,22 +638,44 @@ class Decoder:
             return fallback
         return self.names_by_nr.get(nr) or f"syscall_{nr}"
 
-    def _make(self, spec: _EventSpec) -> _RecordDecoder:
-        n = len(spec.names)
+    def _make(self, spec: _EventSpec, count: int | None = None) -> _RecordDecoder:
+        """The general decoder of one event type's records, or (`count`) of an earlier
+        schema revision's records of it, which end after that many params: the params
+        they lack are read as absent (None), as from a driver that could not capture
+        them, so the engine takes its fallbacks."""
+        names = spec.names
+        lacking: tuple[str, ...] = ()
+        earlier: dict[int, _RecordDecoder] = {}
+        if count is None:  # records of earlier revisions, by their param count
+            for shorter in range(spec.min_params, len(names)):
+                earlier[shorter] = self._make(spec, shorter)
+        else:
+            names, lacking = names[:count], names[count:]
+        n = len(names)
+        expected = f"{spec.min_params} to {n}" if earlier else str(n)
         head = struct.Struct(HDR.format + "H" * n)
-        full = struct.Struct(head.format + spec.fixed.format[1 + n :]) if spec.fixed else None
+        full = (struct.Struct(head.format + spec.fixed.format[1 + n :])
+                if spec.fixed and not lacking else None)
         fixed_lens = spec.fixed_lens
-        names, ret_name, post = spec.names, spec.ret, spec.post
+        ret_name, post = spec.ret, spec.post
+        nparams_at = _schema.HDR_OFFSETS["nparams"]
         is_generic = spec.id == GENERIC_ID
         epoch = self._epoch_offset_ns
         comms = self._comms
         syscall_name = self._syscall_name
         ev_name = spec.name
         nhdr = len(_schema.HDR_FIELDS)
-        convs = tuple(_converter(t) for t in spec.types)
+        convs = tuple(_converter(t) for t in spec.types[:n])
         head_size = head.size
 
         def decode(buf: bytes | bytearray | memoryview, off: int) -> Event:
+            if earlier:
+                try:
+                    older = earlier.get(_U16.unpack_from(buf, off + nparams_at)[0])
+                except struct.error as e:
+                    raise DecodeError(f"record at {off}: truncated") from e
+                if older is not None:
+                    return older(buf, off)
             v: tuple[Any, ...] | None = None
             try:
                 if full is not None and len(buf) - off >= full.size:
@@ -662,7 +691,7 @@ class Decoder:
             if nparams != n or length > len(buf) - off:
                 raise DecodeError(
                     f"record at {off}: {ev_name} has {nparams} params and {length} bytes, "
-                    f"expected {n} params within {len(buf) - off} bytes"
+                    f"expected {expected} params within {len(buf) - off} bytes"
                 )
             raw_args: tuple[int, ...] = ()
             params: dict[str, object]
@@ -684,6 +713,8 @@ class Decoder:
                 if is_generic:
                     raw_args = tuple(x if isinstance(x, int) else 0 for x in params.values())
                     params = {}
+            for name in lacking:
+                params[name] = None
             if post is not None:
                 post(params)
             params[ret_name] = ret

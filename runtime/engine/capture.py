@@ -26,7 +26,9 @@ The boot offset converts the driver's CLOCK_BOOTTIME timestamps to wall time (th
 source's `runtime.driver.schema.boot_to_epoch_ns()`, taken once at start); it is stored
 because a replay on another host (or after a reboot) cannot recompute it. The schema hash is
 checked on open: a capture of another schema revision would decode into garbage, so it is
-refused with a message that says so.
+refused with a message that says so, unless it is an earlier revision the decoder still
+reads (its records lack only optional params this one appended: driver/schema/events.yaml
+`earlier_revisions`; the engine then falls back as for a driver that did not capture them).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -283,8 +285,12 @@ def _checked_stats(doc: object) -> StatsFrame:
 
 
 class CaptureReader:
-    def __init__(self, path: Path, *, expect_schema_hash: int | None = None) -> None:
+    def __init__(self, path: Path, *, expect_schema_hash: int | None = None,
+                 earlier_schema_hashes: Collection[int] = ()) -> None:
+        """`expect_schema_hash`: the decoder's schema (None: any); a capture of another
+        one is refused unless it is one of the `earlier_schema_hashes` the decoder reads."""
         self.path = path
+        self._earlier = frozenset(earlier_schema_hashes)
         try:
             self._fh: BinaryIO = path.open("rb")
             self._size = os.fstat(self._fh.fileno()).st_size
@@ -330,10 +336,13 @@ class CaptureReader:
         (crc,) = _CRC.unpack(self._read_exact(_CRC.size, "header checksum"))
         if zlib.crc32(raw + meta) != crc:
             raise self._fail("header checksum mismatch; the file is damaged, re-record it")
-        if expect_schema_hash is not None and schema_hash != expect_schema_hash:
+        if (expect_schema_hash is not None and schema_hash != expect_schema_hash
+                and schema_hash not in self._earlier):
+            also = "".join(f", {h:#018x}" for h in sorted(self._earlier))
             raise self._fail(
                 f"recorded with driver schema {schema_hash:#018x}, this decoder"
-                f" is {expect_schema_hash:#018x}; replay it with the rt-engine that recorded it"
+                f" reads {expect_schema_hash:#018x}{also}; replay it with the rt-engine"
+                " that recorded it"
             )
         try:
             metadata = json.loads(meta)

@@ -66,6 +66,13 @@ def schema_identity() -> tuple[int, int]:
     return int(_schema.API_VERSION), int(_schema.SCHEMA_HASH)
 
 
+def earlier_schema_hashes() -> tuple[int, ...]:
+    """Earlier schema revisions whose captures this build's decoder still replays."""
+    from runtime.driver import _schema
+
+    return tuple(int(h) for h in _schema.EARLIER_SCHEMA_HASHES)
+
+
 def syscalls_for_event_types(event_types: frozenset[str]) -> frozenset[str]:
     """The names the driver filter takes for these event types (`exit` -> exit, exit_group).
 
@@ -106,7 +113,8 @@ class ReplaySource:
         """`decoder` replaces the driver's decoder; `compiled` picks the driver decoder's
         batch path (None: the compiled one when built; see runtime.driver.schema)."""
         _, schema_hash = schema_identity()
-        self._reader = CaptureReader(path, expect_schema_hash=schema_hash)
+        self._reader = CaptureReader(path, expect_schema_hash=schema_hash,
+                                     earlier_schema_hashes=earlier_schema_hashes())
         self.header: CaptureHeader = self._reader.header
         self.boot_offset_ns = self.header.boot_offset_ns
         self._driver_decoder: DriverDecoder | None = None

@@ -11,6 +11,7 @@ evicted first, so a long run cannot grow without limit.
 from __future__ import annotations
 
 import posixpath
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -52,6 +53,8 @@ REQUIRED_SYSCALLS: frozenset[str] = frozenset({
     "chdir", "fchdir",
 })
 
+# A record's header starts with its CLOCK_BOOTTIME stamp (driver/schema/events.yaml).
+_BOOT_TS = struct.Struct("=Q")
 AT_FDCWD = -100
 EINPROGRESS = 115
 CLONE_THREAD = 0x00010000
@@ -109,9 +112,14 @@ class SystemState:
         # when a process changes cgroup (see CgroupPaths).
         self._cgroup_paths = CgroupPaths(Path(cgroup_root)) if cgroup_root else None
         self._pending_threads: list[int] = []
-        # The latest full event's time: a lite clone (no Event, no timestamp) dates its
-        # child by it, off by the time since that event.
+        # The latest full event's time: a lite clone (no Event) made without its frame
+        # (see `lite_frame`) dates its child by it, off by the time since that event.
         self._last_ts = 0
+        # The frame lite records point into, and its boot -> epoch offset: a lite clone
+        # reads its own timestamp there, so the child's start is the clone's time, as
+        # the full Event's update would date it.
+        self._lite_raw = b""
+        self._lite_epoch_ns = 0
         # Live mode only: the container runtime's metadata, set and started by the runner.
         self.container_metadata: ContainerMetadata | None = None
         # The last event that changed the name of its fd (Falco's fd.name_changed).
@@ -226,6 +234,12 @@ class SystemState:
         if handler is not None:
             handler(self, ev)
 
+    def lite_frame(self, raw: bytes, epoch_offset_ns: int) -> None:
+        """The frame (and its decoder's epoch offset) the next `update_lite` records
+        come from; b"" when done with it."""
+        self._lite_raw = raw
+        self._lite_epoch_ns = epoch_offset_ns
+
     def update_lite(self, rec: tuple[int, int, int, int, int, int, int, int, object]) -> bool:
         """`update` without an Event, for the event types `lite_kind` accepts, from the
         record's fields: (kind, record offset, tid, pid, ppid, uid, gid, res, params): the
@@ -234,7 +248,7 @@ class SystemState:
         not redo, when the thread is unknown: creating it needs the Event."""
         if self._pending_threads:
             self._flush_removals()
-        kind, _off, tid, pid, ppid, uid, gid, res, param = rec
+        kind, off, tid, pid, ppid, uid, gid, res, param = rec
         th = self.threads.get(tid)
         if th is None:
             return False
@@ -255,9 +269,12 @@ class SystemState:
             ids: dict[str, object] = {}
             if param.__class__ is tuple:
                 param, ids["vpid"], ids["vtid"] = param
-            child = self._clone(th, res, as_int(param), self._last_ts)
+            ts = self._last_ts
+            if self._lite_raw:
+                ts = _BOOT_TS.unpack_from(self._lite_raw, off)[0] + self._lite_epoch_ns
+            child = self._clone(th, res, as_int(param), ts)
             if res >= 0:
-                apply_clone_ids(th, child, self._last_ts, ids)
+                apply_clone_ids(th, child, ts, ids)
         elif kind == LITE_PROCEXIT:
             self._pending_threads.append(tid)
         elif kind == LITE_SOCKET and res >= 0:
@@ -368,17 +385,25 @@ class SystemState:
         args = params.get("args")
         if isinstance(args, (list, tuple)):
             th.args = tuple(map(str, args))
+        # exec keeps the working directory: the cwd param is the one a relative
+        # filename was resolved against
+        cwd = params.get("cwd")
+        if isinstance(cwd, str) and cwd:
+            th.cwd = cwd
         exe = params.get("exe")
         filename = params.get("filename")
-        if isinstance(filename, str) and filename:
+        trusted = params.get("trusted_exepath")
+        if isinstance(trusted, str) and trusted:
+            # The driver's path of the file the kernel runs (mm->exe_file): symlinks
+            # resolved, "/memfd:<name> (deleted)" for a memfd, as libsinsp takes it.
+            th.exepath = trusted
+        elif isinstance(filename, str) and filename:
+            # Not captured (an earlier driver's capture): the path exec was given.
             th.exepath = self._abs_path(ev, filename, params.get("dirfd", AT_FDCWD))
         if isinstance(exe, str) and exe:
             th.exe = exe
         elif isinstance(filename, str) and filename:
             th.exe = filename
-        cwd = params.get("cwd")
-        if isinstance(cwd, str) and cwd:
-            th.cwd = cwd
         th.comm = ev.comm
         cgroup = params.get("cgroups") or params.get("cgroup")
         if isinstance(cgroup, str):
