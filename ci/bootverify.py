@@ -34,16 +34,19 @@ manifests, which the publisher reads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ci.kernels import TEST_KERNELS, KernelImage, cache_root, fetch, kernel_version, locked, resolve
 from driverkit.errors import BuildFailedError, DownloadError, UsageError
@@ -170,6 +173,38 @@ def vng_command(image: KernelImage, guest_cmd: str, shared: Path, *, cpus: int =
     ]  # fmt: skip
 
 
+# A kernel that panics this early never reboots (panic= is not parsed yet): QEMU would sit
+# until the timeout.
+_PANICS = (b"PANIC: early exception", b"Kernel panic - not syncing")
+PANIC_GRACE_S = 10.0
+
+
+def _run_guest(cmd: list[str], log: IO[str], console: Path, timeout_s: int) -> int:
+    """Run vng (and the QEMU it starts, in one process group) until it exits, the timeout
+    passes, or the console shows a kernel panic; returns its exit code, -1 when killed."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    panicked_at: float | None = None
+    while True:
+        try:
+            return proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if panicked_at is None and any(p in console.read_bytes()[-65536:] for p in _PANICS):
+            panicked_at = now
+        reason = (f"killed after {timeout_s}s" if now > deadline else
+                  "killed: the kernel panicked" if panicked_at is not None
+                  and now - panicked_at > PANIC_GRACE_S else "")  # fmt: skip
+        if reason:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            log.write(f"\nbootverify: {reason}\n")
+            return -1
+
+
 def boot(image: KernelImage, guest_cmd: str, shared: Path, *,
          timeout_s: int = BOOT_TIMEOUT_S) -> BootResult:  # fmt: skip
     """Boot `image` with the host's userspace, run `guest_cmd`, return the guest's verdict.
@@ -184,13 +219,7 @@ def boot(image: KernelImage, guest_cmd: str, shared: Path, *,
     with locked(cache_root() / ".qemu.lock"):
         started = time.monotonic()
         with console.open("w") as log:
-            try:
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                      timeout=timeout_s, check=False, cwd=REPO_ROOT)  # fmt: skip
-                rc = proc.returncode
-            except subprocess.TimeoutExpired:
-                rc = -1
-                log.write(f"\nbootverify: killed after {timeout_s}s\n")
+            rc = _run_guest(cmd, log, console, timeout_s)
         wall = time.monotonic() - started
     verdict: dict[str, Any] | None = None
     if verdict_path.exists():
@@ -242,30 +271,26 @@ def built_drivers(root: Path) -> dict[str, BuiltDriver]:
     return kernels
 
 
-def verify_kmod(image: KernelImage, built: BuiltDriver, foreign_ko: Path | None, *,
-                with_probes: bool = True, label: str = "") -> BootResult:
-    """The whole driver proof on one kernel (see tests/guest/kmod_check.py) for what
-    driverkit built: `foreign_ko` (a module built for another kernel) must be refused,
-    the module must load and capture, and with `with_probes` the per-kernel and CO-RE
-    eBPF probes load and capture in the same boot."""
+def _stage(built: BuiltDriver, folder: Path, foreign_ko: Path | None, with_probes: bool,
+           force_load: bool = False) -> tuple[list[str], list[dict[str, Any]]]:  # fmt: skip
+    """Copy one build's artifacts into `folder` (shared with the guest) and return the
+    guest's kmod_check command for them, plus checks the host already failed (a probe the
+    build did not produce: a failed check, not a reason to skip the module's proof)."""
     if built.kmod is None:
-        raise BuildFailedError(f"{image.release}: the build output has no kernel module")
-    # Each proof gets its own folder: its console log stays apart.
-    shared = cache_root() / "bootverify" / (image.release + (f"-{label}" if label else ""))
-    shared.mkdir(parents=True, exist_ok=True)
-    # The guest sees the host's filesystem read-only except `shared`: stage files there.
-    staged = shared / "rtcap.ko"
+        raise BuildFailedError(f"{built.release}: the build output has no kernel module")
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = folder / "rtcap.ko"
     shutil.copy2(built.kmod, staged)
     guest = [sys.executable, "-m", "tests.guest.kmod_check", "--ko", str(staged),
-             "--out", str(shared / "result.json")]  # fmt: skip
-    if built.kernel_version.startswith("#"):
+             "--out", str(folder / "result.json")]  # fmt: skip
+    if built.kernel_version.startswith("#") and built.target == "debian":
         guest += ["--uname-v", built.kernel_version]
+    if force_load:
+        guest.append("--force-load")
     if foreign_ko is not None:
-        foreign_staged = shared / "foreign-rtcap.ko"
+        foreign_staged = folder / "foreign-rtcap.ko"
         shutil.copy2(foreign_ko, foreign_staged)
         guest += ["--foreign-ko", str(foreign_staged)]
-    # A missing probe is a failed probe check, not a reason to skip the module's proof
-    # in this boot.
     host_checks: list[dict[str, Any]] = []
     if with_probes:
         for name, flag, obj in (("kernel", "--probe", built.probe),
@@ -274,14 +299,73 @@ def verify_kmod(image: KernelImage, built: BuiltDriver, foreign_ko: Path | None,
                 host_checks.append({"name": f"probe_{name}_built", "ok": False,
                                     "detail": f"the build output has no {name} probe"})  # fmt: skip
                 continue
-            target = shared / obj.name
+            target = folder / obj.name
             shutil.copy2(obj, target)
             guest += [flag, str(target)]
-    result = boot(image, shlex.join(guest), shared)
+    return guest, host_checks
+
+
+def _with_host_checks(result: BootResult, host_checks: list[dict[str, Any]]) -> BootResult:
     if result.verdict is not None and host_checks:
         result.verdict["checks"].extend(host_checks)
         result.verdict["ok"] = False
     return result
+
+
+def verify_kmod(image: KernelImage, built: BuiltDriver, foreign_ko: Path | None, *,
+                with_probes: bool = True, label: str = "") -> BootResult:
+    """The whole driver proof on one kernel (see tests/guest/kmod_check.py) for what
+    driverkit built: `foreign_ko` (a module built for another kernel) must be refused,
+    the module must load and capture, and with `with_probes` the per-kernel and CO-RE
+    eBPF probes load and capture in the same boot."""
+    # Each proof gets its own folder: its console log stays apart.
+    shared = cache_root() / "bootverify" / (image.release + (f"-{label}" if label else ""))
+    guest, host_checks = _stage(built, shared, foreign_ko, with_probes)
+    return _with_host_checks(boot(image, shlex.join(guest), shared), host_checks)
+
+
+# Runs in the guest after the per-build checks: the boot's own verdict is that every one
+# wrote a passing verdict (each build's checks stay in its folder).
+_MERGE_VERDICTS = (
+    "import json,sys,pathlib as p;d=p.Path(sys.argv[1]);"
+    "v=[json.loads((d/n/'result.json').read_text()) if (d/n/'result.json').exists() else {}"
+    " for n in sys.argv[2:]];"
+    "(d/'result.json').write_text(json.dumps({'ok':all(x.get('ok') for x in v),'checks':[]}))"
+)
+
+
+def verify_kmods(image: KernelImage, builds: dict[str, BuiltDriver], *,
+                 with_probes: bool = True, label: str = "",
+                 force_load: Collection[str] = ()) -> dict[str, BootResult]:  # fmt: skip
+    """The proof of `verify_kmod` for several builds made for ONE booted kernel (e.g. one
+    per distro target whose headers came from it), in one boot: a TCG boot costs more
+    than a module's checks. Each build's result comes back under its key; the builds
+    named in `force_load` are loaded with `insmod -f` (a source build without CRCs)."""
+    shared = cache_root() / "bootverify" / (image.release + (f"-{label}" if label else "-many"))
+    shutil.rmtree(shared, ignore_errors=True)
+    commands: list[str] = []
+    host_checks: dict[str, list[dict[str, Any]]] = {}
+    for name, built in builds.items():
+        guest, host_checks[name] = _stage(built, shared / name, None, with_probes,
+                                          name in force_load)  # fmt: skip
+        commands.append(shlex.join(guest))
+    merge = shlex.join([sys.executable, "-c", _MERGE_VERDICTS, str(shared), *builds])
+    # virtme-ng hands the guest command over on the kernel command line, which holds 2 KiB
+    # (a longer one panics the kernel at boot): the commands go in a script.
+    script = shared / "run.sh"
+    script.write_text("\n".join([*commands, merge]) + "\n")
+    whole = boot(image, shlex.join(["/bin/sh", str(script)]), shared)
+    results: dict[str, BootResult] = {}
+    for name in builds:
+        verdict_path = shared / name / "result.json"
+        verdict = json.loads(verdict_path.read_text()) if verdict_path.is_file() else None
+        timings = dict(whole.timings)
+        if verdict:
+            timings.update({k: round(float(v), 2) for k, v in verdict.get("timings", {}).items()})
+        one = BootResult(image.release, whole.returncode, whole.wall_s, whole.console_log,
+                         verdict, timings)  # fmt: skip
+        results[name] = _with_host_checks(one, host_checks[name])
+    return results
 
 
 # Beside the manifests, for the publisher (driverkit.publish.publisher.BOOT_RESULTS_FILE):

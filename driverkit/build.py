@@ -55,6 +55,7 @@ from driverkit.cache import DownloadCache
 from driverkit.debarchive import DebianArchive
 from driverkit.errors import ArtifactValidationError, ToolError
 from driverkit.headers import HeaderResolver, ResolvedHeaders
+from driverkit.netroutes import repository_session
 from driverkit.options import BuildConfig
 from driverkit.plan import BuildPlan, core_probe_name
 from driverkit.processors.base import BuildJob, Processor, warning_lines
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 
 # The CO-RE probe does not depend on a kernel; one fixed builder keeps its input hash
 # independent of which kernels a run happens to include.
-CORE_BUILDER = BuilderSpec("debian", "debian:bookworm", "bookworm", "12")
+CORE_BUILDER = BuilderSpec("debian:bookworm", "bookworm", "12")
 
 
 @dataclass
@@ -77,6 +78,7 @@ class KernelOutcome:
     duration_s: float = 0.0
     artifacts: dict[str, Path] = field(default_factory=dict)
     label: str = ""
+    cause: ToolError | None = None  # the typed error of a failed build (its exit code)
 
     @property
     def name(self) -> str:
@@ -116,9 +118,10 @@ class _Context:
     def __init__(self, cfg: BuildConfig, processor: Processor):
         self.cfg = cfg
         self.processor = processor
-        cache = DownloadCache(cfg.cache_dir)
+        session = repository_session(cfg.mirrors)
+        cache = DownloadCache(cfg.cache_dir, session)
         archive = DebianArchive(cfg.mirrors, cache) if cfg.mirrors.debian else None
-        self.headers = HeaderResolver(cache, archive)
+        self.headers = HeaderResolver(cache, archive, session)
         self.driver_hash = hash_tree(cfg.driver_dir)
         self.cancelled = threading.Event()
 
@@ -193,6 +196,7 @@ def _build(plan: BuildPlan, ctx: _Context, *, kind: str) -> KernelOutcome:
     t0 = time.monotonic()
     headers: ResolvedHeaders | None = None
     if kind == "kernel":
+        plan.require_kernel_config()  # before any download
         headers = ctx.headers.resolve(plan)
         log.debug("%s: headers in %s", label, headers.kernel_dir)
     timings["headers_s"] = round(time.monotonic() - t0, 3)
@@ -243,8 +247,9 @@ def _safe_build(plan: BuildPlan, ctx: _Context, kind: str) -> KernelOutcome:
     except ToolError as exc:
         label = core_probe_name(plan.driver_name) if kind == "core" else plan.artifact_stem()
         return KernelOutcome(
-            plan, "failed", error=str(exc), duration_s=time.monotonic() - started, label=label
-        )
+            plan, "failed", error=str(exc), duration_s=time.monotonic() - started,
+            label=label, cause=exc,
+        )  # fmt: skip
 
 
 def core_plan(plan: BuildPlan) -> BuildPlan:

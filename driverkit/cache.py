@@ -88,10 +88,11 @@ class DownloadCache:
         With no published sha256 (non-Debian targets) the content is hashed on arrival
         and a small URL->sha index remembers it, so the second call is still a hit.
         """
-        if sha256 is None:
-            sha256 = self._indexed_sha(url)
-        if sha256 is not None:
-            hit = self.blob_path(sha256)
+        # What this URL served last time is only a hint: a file republished under the
+        # same name is taken as it now is; a published sha256 must match.
+        known = sha256 if sha256 is not None else self._indexed_sha(url)
+        if known is not None:
+            hit = self.blob_path(known)
             if hit.is_file() and (size is None or hit.stat().st_size == size):
                 return hit
         return self._download(url, sha256, size)

@@ -72,6 +72,11 @@ def build(**params: Any) -> None:
         # What did build is published even when other kernels failed.
         click.echo(publish_output(cfg, cfg.output, cfg.publish_to))
     if summary.failed:
+        only = summary.failed[0]
+        if len(plans) == 1 and len(summary.failed) == 1 and only.cause is not None:
+            # One kernel asked for: its own error, and that error's exit code (headers
+            # not found, build failed...), is the answer.
+            raise only.cause
         raise ToolError(f"{len(summary.failed)} of {len(plans)} kernel builds failed")
 
 
@@ -98,23 +103,42 @@ def _copy_driverkit_outputs(
 
 
 @cli.command()
-def targets() -> None:
-    """List the supported targets."""
+@click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
+def targets(as_json: bool) -> None:
+    """List the supported targets: headers, builders per kernel series, what builds with
+    the gcc it wants today, and the end-to-end build test covering it."""
+    from driverkit.targets import all_targets
+    from driverkit.targets.coverage import target_row
+
+    rows = [target_row(target) for target in all_targets()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from driverkit.targets import all_targets
-
-    table = Table("target", "family", "format", "gcc rule", "header source")
-    for target in all_targets():
-        table.add_row(
-            target.name,
-            target.family,
-            target.package_format,
-            target.gcc_rule(),
-            target.header_source,
+    table = Table(show_lines=True, expand=True)
+    table.add_column("target", no_wrap=True)
+    table.add_column("format", no_wrap=True)
+    table.add_column("header source", ratio=7, overflow="fold")
+    table.add_column("builder: suite gcc (kernel series)", ratio=10)
+    table.add_column("builds today", width=7)
+    table.add_column("end-to-end test", ratio=5, overflow="fold")
+    for row in rows:
+        test = row["e2e_test"]
+        cells = (
+            row["target"],
+            row["header_format"],
+            row["header_source"],
+            "\n".join(row["builder"]),
+            row["builds_today"],
+            test.rsplit("::", 1)[-1] if test else "-",
         )
-    Console(width=200).print(table)
+        table.add_row(*(Text(cell) for cell in cells))  # as written: no rich markup
+    # The terminal's width (160 when not a terminal): the table wraps rather than running
+    # past the edge.
+    Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
 
 
 @cli.group()
@@ -142,9 +166,7 @@ def images_build(**params: Any) -> None:
     cfg = config_from(params)
     # One image per tag, as the plans carry it: the same resolution as `build`.
     by_image = {plan.builder_image: plan for plan in plans_from_config(cfg)}
-    ordered = sorted(
-        by_image.values(), key=lambda p: (p.builder.header_format, p.builder.distro_release, p.gcc)
-    )
+    ordered = sorted(by_image.values(), key=lambda p: (p.builder.distro_release, p.gcc))
     with docker_engine() as engine:
         for plan in ordered:
             click.echo(ensure_plan_image(engine, plan, cfg.mirrors, cfg.cache_dir))

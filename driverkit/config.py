@@ -8,7 +8,9 @@ mirror roots; nothing here reaches the network or a container engine.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +31,7 @@ from driverkit.options import (
 )
 from driverkit.plan import BuildPlan
 from driverkit.targets import get_target, infer_target
-from driverkit.targets.base import Mirrors, Target
+from driverkit.targets.base import HeaderFormat, Mirrors, Target
 
 __all__ = [
     "BuildConfig",
@@ -87,6 +89,26 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return values_from_yaml(document, source)
 
 
+MAX_KERNEL_CONFIG_BYTES = 3 << 20  # a distro .config is ~250 KB; base64 stays under 4 MiB
+
+
+def read_kernel_config(path: Path) -> str:
+    """A kernel .config file, base64-encoded as driverkit's kernelconfigdata carries it;
+    UsageError (one line) when it is not one."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_KERNEL_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"--kernel-config {path}: cannot read it ({exc.strerror})") from exc
+    if len(data) > MAX_KERNEL_CONFIG_BYTES:
+        raise UsageError(f"--kernel-config {path}: larger than {MAX_KERNEL_CONFIG_BYTES} "
+                         "bytes, not a kernel .config")
+    if b"\nCONFIG_" not in b"\n" + data:
+        raise UsageError(f"--kernel-config {path}: no CONFIG_ lines; pass the kernel's "
+                         ".config (e.g. /boot/config-<release>)")
+    return base64.b64encode(data).decode()
+
+
 def load_config(
     cli_values: Mapping[str, Any],
     config_path: Path | None = None,
@@ -112,6 +134,14 @@ def load_config(
         merged[name] = option.convert(value, f"option {option.flags[0]}")
     merged["kernels"] = tuple(merged.get("kernels") or ())
     merged["kernel_urls"] = tuple(merged.get("kernel_urls") or ())
+    merged["repo_mirrors"] = tuple(merged.get("repo_mirrors") or ())
+    if merged.get("kernel_config") is not None:
+        # Read once, here: the plan carries the content, so the build script (and the
+        # skip check's hash) see exactly what was read.
+        if merged.get("kernel_config_data"):
+            raise UsageError("--kernel-config and kernelconfigdata both name the kernel's "
+                             ".config: give one")
+        merged["kernel_config_data"] = read_kernel_config(merged["kernel_config"])
     if not merged.get("driver_version"):
         merged["driver_version"] = default_driver_version()
     # The default comes from driver/VERSION, a file: held to the same form as the option,
@@ -124,6 +154,7 @@ def load_config(
         merged["debian_security_mirror"],
         merged["debian_keyring"],
         discovered_mirrors,
+        tuple(merged.get("repo_mirrors") or ()),
     )
     return BuildConfig(**merged, mirrors=mirrors)
 
@@ -153,9 +184,8 @@ def resolve_plan(
     raw_version = kernel_version or cfg.kernel_version
     parse_kernel_version(raw_version)  # validates; targets keep the raw text for fix-ups
     chosen = choose_target(kr, target or cfg.target)
-    builder = chosen.builder(kr)
-    if cfg.gcc_version:
-        builder = dataclasses.replace(builder, gcc=cfg.gcc_version)
+    builder = chosen.builder(kr, forced_gcc=cfg.gcc_version)
+    gcc_note = chosen.gcc_note(kr, builder)
     headers = (
         kernel_urls
         or cfg.kernel_urls
@@ -178,7 +208,14 @@ def resolve_plan(
         driver_version=cfg.driver_version,
         build_kmod=cfg.build_kmod,
         build_probe=cfg.build_probe,
+        gcc_note=gcc_note,
+        from_sources=chosen.header_format is HeaderFormat.VANILLA,
+        kernel_config=(cfg.kernel_config_data or "")
+        if chosen.header_format is HeaderFormat.VANILLA
+        else "",
     )
+    if gcc_note:  # once the plan stands: a kernel refused later gets only its error
+        log.warning("%s: %s", kernel, gcc_note)
     log.debug(
         "%s: target %s, gcc %s, builder image %s (%s)",
         kernel,
@@ -201,6 +238,14 @@ def plan_to_json(plan: BuildPlan) -> dict[str, Any]:
         "artifact_kernel_release": plan.artifact.kernel_release,
         "artifact_kernel_version": plan.artifact.kernel_version,
         "gcc": plan.gcc,
+        "wanted_gcc": plan.wanted_gcc,
+        "gcc_note": plan.gcc_note,
+        "from_sources": plan.from_sources,
+        "kernel_config_sha256": (
+            hashlib.sha256(base64.b64decode(plan.kernel_config)).hexdigest()
+            if plan.kernel_config
+            else ""
+        ),
         "builder": dataclasses.asdict(plan.builder),
         "builder_image": plan.builder_image,
         "headers": list(plan.headers),

@@ -9,8 +9,9 @@ Builder images are Debian suites because the Debian archive is the one mirror ev
 host can reach; each suite ships a set of GCC majors (the `gccs` of the suite table,
 driverkit.targets.debian.DEBIAN_SUITES), and a GCC is served by the oldest suite that ships
 it, as driverkit's "any" builder images do. A builder's gcc is always one its suite can
-install: when the wanted GCC exists nowhere, the nearest older one is used, as driverkit
-does with its images.
+install: when the wanted GCC exists nowhere, the nearest older one stands in, as driverkit
+does with its images, and the plan says so (`BuilderSpec.substituted`). One image serves
+every target that needs its (suite, gcc): headers are unpacked on the host, never in it.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def default_gcc(kr: KernelRelease) -> str:
 
 
 def gcc_major(gcc: str) -> str:
-    """`4.8.5` -> `4.8`, `10.2` -> `10`: the granularity Debian packages GCC at."""
-    parts = gcc.split(".")
+    """`4.8.5` -> `4.8`, `10.2` -> `10` (`012` -> `12`): the granularity Debian packages
+    GCC at."""
+    parts = [part.lstrip("0") or "0" if part.isdigit() else part for part in gcc.split(".")]
     if parts[0] == "4" and len(parts) > 1:
         return f"4.{parts[1]}"
     return parts[0]
@@ -78,6 +80,23 @@ def installable_gcc(wanted: str) -> tuple[str, str]:
     pick = not_newer[-1] if not_newer else shipped[0]
     codename = next(candidate.codename for candidate in suites if pick in candidate.gccs)
     return codename, pick
+
+
+def shipped_gccs() -> tuple[tuple[str, str], ...]:
+    """(gcc major, the suite whose builder installs it) for every gcc some builder suite
+    ships, oldest gcc first: the answers `installable_gcc` can give."""
+    from driverkit.targets.debian import builder_suites
+
+    majors = sorted({g for suite in builder_suites() for g in suite.gccs}, key=_version_key)
+    return tuple((major, installable_gcc(major)[0]) for major in majors)
+
+
+def shipped_gccs_text() -> str:
+    """`7, 8 (buster), 9, 10 (bullseye), ...`: each gcc by the suite that builds with it."""
+    by_suite: dict[str, list[str]] = {}
+    for major, suite in shipped_gccs():
+        by_suite.setdefault(suite, []).append(major)
+    return ", ".join(f"{', '.join(majors)} ({suite})" for suite, majors in by_suite.items())
 
 
 def debian_suite_for_gcc(gcc: str) -> str:

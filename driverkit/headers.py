@@ -25,14 +25,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+
 from driverkit.cache import DownloadCache, decompress_by_suffix
 from driverkit.debarchive import DebianArchive
 from driverkit.errors import DownloadError, HeadersNotFoundError
+from driverkit.netroutes import repository_session
 from driverkit.plan import BuildPlan
 from driverkit.targets import get_target
 from driverkit.targets.base import HeaderLookup, Mirrors
 
-_EXTRACT_FORMAT = 5  # bump when the extraction layout or fix-ups change
+_EXTRACT_FORMAT = 7  # bump when the extraction layout or fix-ups change
 
 
 @dataclass(frozen=True)
@@ -166,16 +169,31 @@ def _kernel_dir(root: Path, release: str) -> Path:
         return exact
     for candidate in (
         root / "lib" / "modules" / release / "build",
-        root / "usr" / "src" / "kernels" / release,
+        root / "usr" / "lib" / "modules" / release / "build",  # Arch, since usrmerge
+        root / "usr" / "src" / "kernels" / release,  # rpm kernel-devel
     ):
         if candidate.is_dir():
             return candidate
     dirs = [p for p in (root / "usr" / "src").glob("linux-headers-*") if (p / ".config").exists()]
     if len(dirs) == 1:
         return dirs[0]
+    sources = _source_trees(root)
+    if len(sources) == 1:
+        # kernel.org sources: the build script configures and prepares them out of tree.
+        return sources[0]
     raise HeadersNotFoundError(
         f"headers for {release} extracted to {root} but no kernel dir with .config found"
     )
+
+
+def _source_trees(root: Path) -> list[Path]:
+    """Top-level kernel source trees (a kernel.org tarball's `linux-6.1.158/`)."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        entry for entry in root.iterdir()
+        if entry.is_dir() and (entry / "Kconfig").is_file() and (entry / "Makefile").is_file()
+    )  # fmt: skip
 
 
 def _from_debian_archive(plan: BuildPlan) -> bool:
@@ -184,9 +202,17 @@ def _from_debian_archive(plan: BuildPlan) -> bool:
 
 
 class HeaderResolver:
-    def __init__(self, cache: DownloadCache, archive: DebianArchive | None = None):
+    def __init__(
+        self,
+        cache: DownloadCache,
+        archive: DebianArchive | None = None,
+        session: requests.Session | None = None,
+    ):
         self.cache = cache
         self.archive = archive
+        # Repository metadata goes through the same (possibly --repo-mirror routed)
+        # session as the packages.
+        self.session = session or requests.Session()
 
     def packages_for(self, plan: BuildPlan) -> tuple[tuple[HeaderPackage, ...], tuple[str, ...]]:
         """Exact packages to download, and every URL considered."""
@@ -208,20 +234,24 @@ class HeaderResolver:
                 ) from exc
             pkgs = tuple(HeaderPackage(p.url, p.sha256, p.size) for p in found.packages)
             return pkgs, tuple(p.url for p in pkgs)
-        # Without an index, every candidate that exists is taken: some targets need
-        # several packages (Ubuntu's flavour + common headers), and alternatives for one
-        # package collapse to one blob in the content-addressed cache.
-        existing: dict[str, HeaderPackage] = {}
-        for url in plan.headers:
-            tried.append(url)
-            if self.cache.is_cached(url) or self.cache.exists(url):
-                path = self.cache.fetch(url)
-                existing.setdefault(path.name, HeaderPackage(url, path.name, path.stat().st_size))
-        if existing:
-            return tuple(existing.values()), tuple(tried)
-        raise HeadersNotFoundError(
-            f"no headers for {release} ({plan.target}): tried {', '.join(tried) or 'no URLs'}"
-        )
+        if _from_debian_archive(plan):
+            raise HeadersNotFoundError(
+                f"no Debian mirror to find {release}'s headers in: "
+                "set DRIVERKIT_DEBIAN_MIRROR or --debian-mirror"
+            )
+        # Every other target's candidates go through its own strategy (mirror.list ->
+        # repodata for Amazon, repodata search for the EL family, flavor + common for
+        # Ubuntu...), which names the exact packages, with the sha256 and size their
+        # repository publishes where it publishes them.
+        from driverkit.repometa import find_header_urls
+
+        located = find_header_urls(plan, self.session, cache_dir=self.cache.root)
+        fetched: list[HeaderPackage] = []
+        for package in located:
+            path = self.cache.fetch(package.url, package.sha256 or None, package.size or None)
+            fetched.append(HeaderPackage(package.url, path.name, path.stat().st_size))
+        considered = (*plan.headers, *(p.url for p in located if p.url not in plan.headers))
+        return tuple(fetched), considered
 
     def resolve(self, plan: BuildPlan) -> ResolvedHeaders:
         pkgs, tried = self.packages_for(plan)
@@ -270,8 +300,11 @@ def _assemble_tree(pkg_dirs: Sequence[Path], tree: Path) -> None:
 
     `usr/src/<name>/` are real directories so relative links inside them (`scripts ->
     ../../lib/linux-kbuild-6.1/scripts`) resolve within this tree, where the other
-    packages are; their entries link to the package dirs. Makefiles naming
-    `/usr/src/...` get a rewritten copy pointing at this tree.
+    packages are; their entries link to the package dirs. A directory holding a relative
+    link that leaves it (Ubuntu's flavor package links `include/linux ->
+    ../../linux-headers-<ver>/include/linux`, at any depth) is made real too, down to
+    those links, so they also resolve in this tree rather than in one package's dir.
+    Makefiles naming `/usr/src/...` get a rewritten copy pointing at this tree.
     """
 
     def fill(tmp: Path) -> None:
@@ -288,10 +321,42 @@ def _assemble_tree(pkg_dirs: Sequence[Path], tree: Path) -> None:
                         continue
                     target.mkdir(exist_ok=True)
                     for item in sorted(entry.iterdir()):
-                        _link_like(item, target / item.name)
+                        _mirror(item, target / item.name)
+            for source in _source_trees(pkg):
+                _link_like(source, tmp / source.name)
         _rewrite_absolute_paths(tmp, tree)
 
     _atomic_dir(tree, fill)
+
+
+def _mirror(entry: Path, target: Path) -> None:
+    """Link `entry` at `target`; a directory with links leaving it becomes a real one whose
+    entries are mirrored the same way."""
+    if entry.is_symlink() or not entry.is_dir() or not _has_leaving_links(entry):
+        _link_like(entry, target)
+        return
+    if target.is_symlink():
+        return  # an earlier package already provides it
+    target.mkdir(exist_ok=True)
+    for item in sorted(entry.iterdir()):
+        _mirror(item, target / item.name)
+
+
+def _has_leaving_links(directory: Path) -> bool:
+    """Whether a relative symlink below `directory` points outside it."""
+    top = os.path.normpath(directory)
+    for root, dirs, files in os.walk(directory):  # never follows links
+        for name in (*dirs, *files):
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                continue
+            dest = os.readlink(path)
+            if os.path.isabs(dest):
+                continue  # rewritten or ignored like any absolute path in a package
+            resolved = os.path.normpath(os.path.join(root, dest))
+            if resolved != top and not resolved.startswith(top + os.sep):
+                return True
+    return False
 
 
 def _link_like(entry: Path, target: Path) -> None:
@@ -319,9 +384,9 @@ def check_headers(plan: BuildPlan, mirrors: Mirrors, cache_dir: Path) -> list[st
     mirror lists and repository metadata (driverkit.repometa) or HEAD each exact URL.
     Nothing found raises HeadersNotFoundError naming the URLs.
     """
-    cache = DownloadCache(cache_dir)
+    cache = DownloadCache(cache_dir, repository_session(mirrors))
     archive = DebianArchive(mirrors, cache) if mirrors.debian else None
-    resolver = HeaderResolver(cache, archive)
+    resolver = HeaderResolver(cache, archive, repository_session(mirrors))
     from_archive = _from_debian_archive(plan)
     if from_archive and archive is not None:
         pkgs, _ = resolver.packages_for(plan)
@@ -332,6 +397,7 @@ def check_headers(plan: BuildPlan, mirrors: Mirrors, cache_dir: Path) -> list[st
         )
     # Other targets' candidates may be mirror lists or repository roots, which only
     # the repository metadata turns into exact package URLs.
-    from driverkit.repometa import expand_for_check
+    from driverkit.repometa import find_header_urls
 
-    return expand_for_check(plan, cache_dir)
+    exact = find_header_urls(plan, resolver.session, cache_dir=cache_dir)
+    return [package.url for package in exact]

@@ -20,7 +20,6 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from driverkit.cache import default_cache_dir
@@ -32,19 +31,27 @@ from driverkit.targets.base import BuilderSpec, Mirrors
 
 log = logging.getLogger(__name__)
 
-TAG_FORMAT = 2  # 2: BuilderSpec.family became header_format
+# 2: BuilderSpec.family became header_format. 3: one builder per (suite, gcc): the header
+# format left the spec and the name (headers are unpacked on the host, so rpm, ubuntu and
+# arch targets were getting identical images under other names), and the hash covers
+# only what makes the image (not the kernel's wanted gcc).
+TAG_FORMAT = 3
 IMAGE_PREFIX = "driverkit-builder"
 KIND_LABEL = "io.driverkit.builder"
 _build_lock = threading.Lock()  # one image build at a time: the CPU is shared
 
 
 def builder_image_tag(spec: BuilderSpec, base_from: str = "registry") -> str:
-    """`driverkit-builder-debian-bookworm-gcc12:<hash12>`, from the render and its inputs."""
+    """`driverkit-builder-bookworm-gcc12:<hash12>`, from the render and its inputs."""
     dockerfile = render_dockerfile(spec, base_from)
     payload = json.dumps(
         {
             "format": TAG_FORMAT,
-            "spec": asdict(spec),
+            "image": {
+                "base_image": spec.base_image,
+                "suite": spec.distro_release,
+                "gcc": spec.gcc,
+            },
             "base_from": base_from,
             "dockerfile": dockerfile,
         },
@@ -52,7 +59,7 @@ def builder_image_tag(spec: BuilderSpec, base_from: str = "registry") -> str:
     )
     digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
     gcc = spec.gcc.replace(".", "")
-    return f"{IMAGE_PREFIX}-{spec.header_format}-{spec.distro_release}-gcc{gcc}:{digest}"
+    return f"{IMAGE_PREFIX}-{spec.distro_release}-gcc{gcc}:{digest}"
 
 
 def host_apt_buildargs() -> dict[str, str]:
@@ -275,9 +282,8 @@ def _is_current(tag: str, labels: dict[str, str] | object) -> bool:
     base_from = labels.get("io.driverkit.base-from", "registry")
     if not suite or not gcc:
         return False
-    header_format = tag.removeprefix(f"{IMAGE_PREFIX}-").split("-", 1)[0]
     try:
-        spec = BuilderSpec(header_format, f"debian:{suite}", suite, gcc)
+        spec = BuilderSpec(f"debian:{suite}", suite, gcc)
         current = builder_image_tag(spec, base_from)
     except UsageError:
         return False

@@ -119,14 +119,23 @@ def resolve_mirrors(
     debian_security: str | None = None,
     debian_keyring: str | None = None,
     discovered: Mirrors | None = None,
+    repo_mirrors: tuple[str, ...] = (),
 ) -> Mirrors:
-    """Mirrors a run uses: explicit options over what the host discovered."""
+    """Mirrors a run uses: explicit options over what the host discovered.
+
+    `repo_mirrors` are `FROM=TO` texts (validated by the option table); the longest
+    prefix wins when two match a URL, so a narrower mirror may override a wider one."""
     found = host_mirrors() if discovered is None else discovered
+    pairs = tuple(tuple(text.split("=", 1)) for text in repo_mirrors)
     return Mirrors(
         debian=(debian or found.debian).rstrip("/"),
         debian_security=(debian_security or found.debian_security).rstrip("/"),
         ubuntu=found.ubuntu,
         debian_keyring=debian_keyring or found.debian_keyring,
+        repo_mirrors=tuple(
+            sorted(((src, dst) for src, dst in pairs), key=lambda p: len(p[0]), reverse=True)
+        )
+        or found.repo_mirrors,
     )
 
 

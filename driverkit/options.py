@@ -39,12 +39,14 @@ from driverkit.valuerules import (
     IMAGE_REFERENCE,
     INT_TEXT,
     K8S_NAME,
+    KERNEL_CONFIG_DATA,
     KERNEL_RELEASE,
     KERNEL_VERSION,
     MIRROR_URL,
     PATH,
     PUBLIC_KEY,
     REGISTRY,
+    REPO_MIRROR,
     REPOSITORY,
     TARGET,
     TextRule,
@@ -311,6 +313,22 @@ class BuildConfig:
         commands=ALL_COMMANDS,
         rule=IMAGE_REFERENCE,
     )
+    kernel_config_data: str | None = option(
+        ("--kernelconfigdata",),
+        "kernelconfigdata",
+        "str",
+        "The kernel's .config, base64 (driverkit's kernelconfigdata): kernels built from "
+        "kernel.org sources (vanilla, minikube, bottlerocket, talos, flatcar) need it.",
+        rule=KERNEL_CONFIG_DATA,
+    )
+    kernel_config: Path | None = option(
+        ("--kernel-config",),
+        "kernelconfig",
+        "path",
+        "The kernel's .config file (e.g. /boot/config-<release> of the host): the same "
+        "as --kernelconfigdata, read from a file.",
+        rule=PATH,
+    )
     kernel_urls: tuple[str, ...] = option(
         ("--kernel-urls", "--kernelurls"),
         "kernelurls",
@@ -318,6 +336,17 @@ class BuildConfig:
         "Header package URLs to use instead of the target's candidates.",
         default=(),
         rule=MIRROR_URL,
+    )
+    repo_mirrors: tuple[str, ...] = option(
+        ("--repo-mirror",),
+        "repomirrors",
+        "list",
+        "FROM=TO: fetch every distro repository URL starting with FROM from TO instead "
+        "(an internal mirror of Amazon's, Rocky's... repositories); repeatable.",
+        env="DRIVERKIT_REPO_MIRRORS",
+        default=(),
+        commands=ALL_COMMANDS | MATRIX,
+        rule=REPO_MIRROR,
     )
     debian_mirror: str | None = option(
         ("--debian-mirror",),

@@ -31,7 +31,7 @@ class BuildPlan:
     arch: str  # "amd64" | "arm64"
     target: str  # registered target name, e.g. "debian"
     artifact: ArtifactKernel  # target id, release and version as they appear in file names
-    gcc: str
+    gcc: str  # the builder's gcc-N; what the kernel wanted is `wanted_gcc`
     builder: BuilderSpec
     # The image the processor runs: hashed once at resolution (images.builder_image_tag)
     # from the builder and base_from, or the user's --builder-image; never re-derived.
@@ -45,6 +45,13 @@ class BuildPlan:
     builder_image_forced: bool = False
     # Where the builder's FROM image comes from, should the image have to be built.
     base_from: str = "registry"
+    # Set when no builder ships the gcc the kernel wants and `gcc` stands in for it: one
+    # line saying so (Target.gcc_note), for `resolve` and the build log.
+    gcc_note: str = ""
+    # The target's headers are kernel sources (kernel.org) that the build configures with
+    # the kernel's .config and prepares; `kernel_config` is that .config, base64.
+    from_sources: bool = False
+    kernel_config: str = ""
 
     def __post_init__(self) -> None:
         # The option table checks what users give; a plan is also made by library callers
@@ -53,12 +60,27 @@ class BuildPlan:
             ("driver name", self.driver_name, DRIVER_NAME_RULE),
             ("driver version", self.driver_version, DRIVER_VERSION),
             ("gcc version", self.gcc, GCC_VERSION),
+            ("wanted gcc version", self.wanted_gcc, GCC_VERSION),
             ("builder image", self.builder_image, IMAGE_REFERENCE),
         )
         for what, value, rule in checks:
             if not rule.allows(value):
                 raise UsageError(f"build plan: {what} {shown(value)} is not accepted; "
                                  f"use {rule.form}")
+
+    @property
+    def wanted_gcc(self) -> str:
+        """The gcc the kernel wants (its target's rule or --gcc-version)."""
+        return self.builder.wanted_gcc or self.gcc
+
+    def require_kernel_config(self) -> None:
+        """A kernel built from sources cannot be prepared without its .config."""
+        if self.from_sources and not self.kernel_config:
+            raise UsageError(
+                f"kernel {self.kernel} ({self.target}) is built from kernel.org sources, "
+                "which need the kernel's .config: pass --kernel-config /boot/config-"
+                f"{self.kernel} (from that host) or kernelconfigdata in the config file"
+            )
 
     def artifact_stem(self) -> str:
         return artifact_stem(self.driver_name, self.artifact)

@@ -11,6 +11,7 @@ and StrictUndefined fails a missing or mistyped variable instead of printing not
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,9 +28,15 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
 # Module build: make + the kernel's gcc + libelf (objtool) + pahole (6.x kbuild calls it
-# for module BTF and fails with "pahole: not found"); probes: clang/llvm/libbpf.
+# for module BTF and fails with "pahole: not found"); probes: clang/llvm/libbpf; preparing
+# kernel.org sources (vanilla targets): flex/bison (kconfig), libssl-dev (sign-file) and
+# python3 (resolve_btfids generates its libbpf headers with a Python script).
 _DEBIAN_COMMON_PACKAGES = (
     "make",
+    "flex",
+    "bison",
+    "libssl-dev",
+    "python3",
     "dwarves",
     "libc6-dev",
     "binutils",
@@ -86,6 +93,18 @@ def yaml_value(value: object) -> QuotedText:
     return QuotedText(json.dumps(value, sort_keys=True))
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}", re.ASCII)
+
+
+def base64_lines(value: object) -> QuotedText:
+    """Base64 text as lines of 76 for a quoted heredoc: its alphabet has no shell meaning
+    and can never spell the heredoc's end line (which holds a '-')."""
+    text = str(value)
+    if not _BASE64.fullmatch(text):
+        raise UsageError(f"cannot render {shown(text)} as base64: not base64 text")
+    return QuotedText("\n".join(text[i : i + 76] for i in range(0, len(text), 76)))
+
+
 def _only_quoted(value: object) -> object:
     if isinstance(value, QuotedText):
         return value
@@ -106,6 +125,7 @@ def _environment() -> jinja2.Environment:
     env.filters["qwords"] = quote_words
     env.filters["exec_form"] = exec_form
     env.filters["yaml"] = yaml_value
+    env.filters["base64_lines"] = base64_lines
     return env
 
 
@@ -127,12 +147,20 @@ def dockerfile_context(spec: BuilderSpec) -> dict[str, object]:
     if tools is None or not tools.gccs:
         known = ", ".join(builder.codename for builder in builder_suites())
         raise UsageError(f"builder suite {suite!r} has no package table; known suites: {known}")
-    packages = (f"gcc-{spec.gcc}", *_DEBIAN_COMMON_PACKAGES, *tools.builder_packages)
+    # The renderer's own wall first (a line break is refused as such), then the promise
+    # every builder rule keeps: the gcc is a package this suite installs, never a wanted
+    # version such as 4.8.5 that apt cannot find.
+    gcc = _word(spec.gcc)
+    if gcc not in tools.gccs:
+        raise UsageError(
+            f"builder suite {suite} does not ship gcc-{gcc} (it has gcc "
+            f"{', '.join(tools.gccs)}); a builder's gcc must be one its suite installs"
+        )
+    packages = (f"gcc-{gcc}", *_DEBIAN_COMMON_PACKAGES, *tools.builder_packages)
     return {
-        "header_format": spec.header_format,
         "base_image": spec.base_image,
         "suite": suite,
-        "gcc": spec.gcc,
+        "gcc": gcc,
         "packages": packages,
         "has_updates": tools.has_updates,
     }
@@ -165,5 +193,7 @@ def render_build_script(plan: BuildPlan, *, build_core: bool = False) -> str:
             build_kmod=plan.build_kmod,
             build_probe=plan.build_probe,
             build_core=build_core,
+            # kernel.org sources come with the kernel's .config to prepare them with.
+            kernel_config_b64=plan.kernel_config if plan.build_kmod or plan.build_probe else "",
         )
     )

@@ -37,7 +37,7 @@ import requests
 
 from drivercore.kernelrelease import parse_kernel_release
 from driverkit.cache import DownloadCache, atomic_write_bytes, decompress_by_suffix
-from driverkit.errors import HeadersNotFoundError, UsageError
+from driverkit.errors import HeadersNotFoundError, InvalidKernelReleaseError, UsageError
 from driverkit.plan import BuildPlan
 from driverkit.targets import get_target
 from driverkit.targets.base import HeaderLookup
@@ -286,6 +286,10 @@ class _Http:
     down: dict[str, str] = field(default_factory=dict)  # host -> why it is skipped
     skipped: dict[str, int] = field(default_factory=dict)  # host -> URLs not tried
     cache: DownloadCache | None = None  # keeps verified primary indexes between runs
+    # Packages of the wanted name the indexes do list (`version-release.arch`): what a
+    # release missing from the repositories is told it may have meant.
+    listed: set[str] = field(default_factory=set)
+    indexes_read: list[str] = field(default_factory=list)  # repository roots answered
 
     def cached_metadata(self, url: str, ref: RepoDataFile) -> bytes | None:
         """A primary index already downloaded: repomd.xml's sha256 names its content, so
@@ -422,13 +426,49 @@ def _search_repo(root: str, filenames: Sequence[str], http: _Http) -> list[Exact
     except MetadataError as exc:
         http.note(primary_url, str(exc))
         return None
+    http.indexes_read.append(root)
     if not entries:
         http.note(primary_url, f"lists no {' or '.join(filenames)}")
+        http.listed.update(_same_package(parse(raw, None), filenames))
         return []
     rank = {name: i for i, name in enumerate(filenames)}
     entries.sort(key=lambda e: rank.get(e.filename, len(rank)))
     http.note(primary_url, f"lists {entries[0].filename}")
     return [ExactPackage(entries[0].url(root), entries[0].sha256, entries[0].size)]
+
+
+def rpm_package_name(filename: str) -> str:
+    """`kernel-devel` of `kernel-devel-5.10.226-214.880.amzn2.x86_64.rpm` (name, version
+    and release are the last two dashes' business)."""
+    return filename.removesuffix(".rpm").rsplit("-", 2)[0]
+
+
+def _same_package(entries: Sequence[RpmEntry], filenames: Sequence[str]) -> set[str]:
+    """`version-release.arch` of the entries named like the wanted files, of their archs."""
+    wanted = {rpm_package_name(name) for name in filenames}
+    archs = {name.removesuffix(".rpm").rsplit(".", 1)[-1] for name in filenames}
+    return {
+        f"{e.version}-{e.release}.{e.arch}"
+        for e in entries
+        if e.name in wanted and e.arch in archs
+    }
+
+
+def nearest_releases(release: str, listed: Sequence[str], limit: int = 3) -> list[str]:
+    """The listed kernels closest to `release`: same series first, then the nearest
+    sublevel, then the newest build of it (pure; the did-you-mean of a missing release)."""
+    want = parse_kernel_release(release)
+
+    def distance(candidate: str) -> tuple[int, int, int, str]:
+        try:
+            have = parse_kernel_release(candidate)
+        except InvalidKernelReleaseError:
+            return (2, 0, 0, candidate)
+        same_series = (have.version, have.patch_level) == (want.version, want.patch_level)
+        build = max((int(n) for n in re.findall(r"\d+", have.full_extra_version)[:1]), default=0)
+        return (0 if same_series else 1, abs(have.sublevel - want.sublevel), -build, candidate)
+
+    return sorted(set(listed), key=distance)[:limit]
 
 
 def _kernel_devel_names(plan: BuildPlan) -> tuple[str, ...]:
@@ -590,6 +630,17 @@ def strategy_for(plan: BuildPlan) -> Strategy:
 def _not_found(plan: BuildPlan, http: _Http) -> HeadersNotFoundError:
     tried = ", ".join(f"{url} ({outcome})" for url, outcome in http.tried) or "no URLs"
     message = f"no kernel headers found for {plan.kernel} (target {plan.target}); tried {tried}"
+    if http.listed:
+        # The repositories answered and list other builds: that is the news, the URLs
+        # are the evidence.
+        names = {rpm_package_name(_basename(u)) for u in plan.headers if u.endswith(".rpm")}
+        package = " or ".join(sorted(names)) or "kernel-devel"
+        nearest = ", ".join(nearest_releases(str(plan.kernel), sorted(http.listed)))
+        message = (
+            f"no {package} {plan.kernel} in {plan.target}'s repositories "
+            f"({len(http.indexes_read)} read); nearest: {nearest}; pass one of them "
+            f"as --kernel (`uname -r` on the host); tried {tried}"
+        )
     if http.skipped:
         hosts = ", ".join(
             f"{host} ({count} more URLs; {http.down[host]})" for host, count in http.skipped.items()
@@ -619,8 +670,3 @@ def find_header_urls(
     if not found:
         raise _not_found(plan, http)
     return found
-
-
-def expand_for_check(plan: BuildPlan, cache_dir: Path | None = None) -> list[str]:
-    """`driverkit resolve --check` for non-Debian targets: the exact URLs that exist."""
-    return [package.url for package in find_header_urls(plan, cache_dir=cache_dir)]

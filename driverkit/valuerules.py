@@ -161,6 +161,26 @@ MIRROR_URL = TextRule(
     2048,
     HTTP_URL,
 )
+def _is_repo_mirror(text: str) -> bool:
+    source, sep, replacement = text.partition("=")
+    return bool(sep) and all(
+        HTTP_URL.fullmatch(part) is not None and not part.startswith("file:")
+        for part in (source, replacement)
+    )
+
+
+REPO_MIRROR = TextRule(
+    "FROM=TO: two http(s):// URLs (letters, digits and . _ ~ : / @ % + - ; at most 2048), "
+    "e.g. https://cdn.amazonlinux.com/=http://mirror.internal/amazonlinux/",
+    2048,
+    accepts=_is_repo_mirror,
+)
+KERNEL_CONFIG_DATA = TextRule(
+    "a kernel .config, base64-encoded (letters, digits, + / and = padding; at most 4 MiB), "
+    "as driverkit's kernelconfigdata; or pass the file with --kernel-config",
+    4 << 20,
+    _ascii(r"[A-Za-z0-9+/]+={0,2}"),
+)
 REPOSITORY = TextRule(
     "a directory, or a file://, http(s):// or s3://bucket/prefix URL of letters, digits "
     "and . _ ~ : / @ % + = - (at most 4096)",

@@ -45,6 +45,26 @@ def test_unknown_checksum_is_hashed_on_arrival_and_remembered(tmp_path: Path) ->
         assert hits["/k.rpm"] == 1
 
 
+def test_a_file_republished_under_its_name_is_taken_as_it_now_is(tmp_path: Path) -> None:
+    """Without a published sha256, what a URL served before is only a hint: a repository
+    that rebuilt a package under the same name (seen with a HEAD size that differs) gives
+    its new bytes, not a checksum error against the old ones."""
+    (tmp_path / "www").mkdir()
+    served = tmp_path / "www" / "kernel-devel.rpm"
+    served.write_bytes(b"first build")
+    with serve_dir(tmp_path / "www") as (base, hits):
+        cache = DownloadCache(tmp_path / "cache")
+        first = cache.fetch(f"{base}/kernel-devel.rpm")
+        served.write_bytes(b"second build, longer")
+        second = cache.fetch(f"{base}/kernel-devel.rpm", size=len(b"second build, longer"))
+        assert second.read_bytes() == b"second build, longer" and first != second
+        assert hits["/kernel-devel.rpm"] == 2
+        # A published checksum still has to match.
+        served.write_bytes(b"third")
+        with pytest.raises(DownloadError, match="does not match"):
+            cache.fetch(f"{base}/kernel-devel.rpm", hashlib.sha256(b"other").hexdigest())
+
+
 @pytest.mark.parametrize("bad", ["sha", "size"])
 def test_mismatch_raises_and_leaves_nothing(tmp_path: Path, bad: str) -> None:
     payload = b"x" * 4096

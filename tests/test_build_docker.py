@@ -350,7 +350,7 @@ def test_prune_removes_only_stale_builders(ci_cache: Path) -> None:
     from driverkit.mirrors import host_mirrors
 
     plan = _plans([bookworm_release(ci_cache)], ci_cache)[0]
-    stale = "driverkit-builder-debian-bookworm-gcc12:000000000000"
+    stale = "driverkit-builder-bookworm-gcc12:000000000000"
     with docker_engine() as engine:
         current = ensure_plan_image(engine, plan, host_mirrors(), ci_cache)
         subprocess.run(["docker", "tag", current, stale], check=True)

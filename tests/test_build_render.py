@@ -19,7 +19,7 @@ from driverkit.plan import BuildPlan
 from driverkit.render import render_build_script, render_dockerfile
 from driverkit.targets.base import BuilderSpec, Mirrors
 
-BOOKWORM = BuilderSpec("debian", "debian:bookworm", "bookworm", "12")
+BOOKWORM = BuilderSpec("debian:bookworm", "bookworm", "12")
 MIRRORS = Mirrors(debian="http://mirror.invalid/debian")
 
 
@@ -33,7 +33,7 @@ def _plan(release: str = "6.1.0-47-amd64", **changes: Any) -> BuildPlan:
     ("suite", "gcc"), [("bullseye", "10"), ("bookworm", "12"), ("trixie", "14"), ("sid", "16")]
 )
 def test_dockerfile_per_suite(suite: str, gcc: str) -> None:
-    text = render_dockerfile(BuilderSpec("debian", f"debian:{suite}", suite, gcc), "registry")
+    text = render_dockerfile(BuilderSpec(f"debian:{suite}", suite, gcc), "registry")
     assert f"\nFROM debian:{suite}\n" in text
     assert f"gcc-{gcc}" in text
     for tool in ("make", "clang", "llvm", "libbpf-dev", "libelf-dev", "bc"):
@@ -51,20 +51,20 @@ def test_base_from_does_not_change_the_dockerfile_but_changes_the_tag() -> None:
 
 def test_image_tag_is_a_pure_content_hash() -> None:
     tag = builder_image_tag(BOOKWORM)
-    assert re.fullmatch(r"driverkit-builder-debian-bookworm-gcc12:[0-9a-f]{12}", tag)
+    assert re.fullmatch(r"driverkit-builder-bookworm-gcc12:[0-9a-f]{12}", tag)
     assert builder_image_tag(BOOKWORM) == tag
     other_gcc = dataclasses.replace(BOOKWORM, gcc="11")
     assert builder_image_tag(other_gcc) != tag
-    assert builder_image_tag(other_gcc).startswith("driverkit-builder-debian-bookworm-gcc11:")
+    assert builder_image_tag(other_gcc).startswith("driverkit-builder-bookworm-gcc11:")
 
 
 def test_unknown_suite_or_base_from_is_one_clear_error() -> None:
     with pytest.raises(UsageError, match="jessie"):
-        render_dockerfile(BuilderSpec("debian", "debian:jessie", "jessie", "4.9"))
+        render_dockerfile(BuilderSpec("debian:jessie", "jessie", "4.9"))
     with pytest.raises(UsageError, match="base-from"):
         render_dockerfile(BOOKWORM, "quay")
     with pytest.raises(UsageError, match=r"Dockerfile\.centos\.j2"):
-        render_dockerfile(BuilderSpec("centos", "centos:7", "7", "4.8"))
+        render_dockerfile(BuilderSpec("centos:7", "7", "4.8"))
 
 
 def test_build_script_names_the_plan_artifacts_and_is_valid_sh() -> None:

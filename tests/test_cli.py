@@ -144,6 +144,65 @@ def test_targets_table_lists_every_driverkit_target() -> None:
         assert f" {name} " in proc.stdout, name
 
 
+def test_targets_json_has_each_targets_headers_builders_and_e2e_test() -> None:
+    proc = run_driverkit("targets", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["target"]: row for row in json.loads(proc.stdout)}
+    assert len(rows) == 22
+    for row in rows.values():
+        assert row["header_source"] and row["header_format"] and row["builder"]
+        assert row["builds_today"]
+        assert all({"kernels", "wanted_gcc", "suite", "gcc", "substituted"} <= set(b)
+                   for b in row["builders"])  # fmt: skip
+    assert rows["centos"]["header_format"] == "rpm"
+    assert rows["ubuntu"]["header_format"] == "ubuntu"
+    assert rows["centos"]["e2e_test"] == "tests/test_build_distros.py::test_build_e2e[centos]"
+    assert rows["debian"]["e2e_test"].startswith("tests/test_build_docker.py::")
+    assert rows["sles"]["e2e_test"] is None
+    assert any("4.8.5 (3.10)" in line and "no builder" in line
+               for line in rows["centos"]["builder"])  # fmt: skip
+
+
+@pytest.mark.parametrize("columns", [160, 100])
+def test_targets_table_fits_the_terminal(columns: int) -> None:
+    proc = run_driverkit("targets", env={"COLUMNS": str(columns)})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    assert "test_build_e2e[centos]" in proc.stdout or columns < 160
+
+
+def test_resolve_shows_the_wanted_gcc_no_builder_ships() -> None:
+    proc = run_driverkit("resolve", "--kernel", "3.10.0-1160.el7.x86_64", "--target", "centos")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert (plan["wanted_gcc"], plan["gcc"]) == ("4.8.5", "7")
+    assert plan["builder"] == {"base_image": "debian:buster", "distro_release": "buster",
+                               "gcc": "7", "wanted_gcc": "4.8.5"}
+    note = ("wants gcc 4.8.5 (CentOS 7 built 3.10 with it); no builder ships it: building "
+            "with gcc 7 (buster), which may fail")
+    assert plan["gcc_note"] == note
+    assert plan["builder_image"].startswith("driverkit-builder-buster-gcc7:")
+    assert proc.stderr == f"driverkit: warning: 3.10.0-1160.el7.x86_64: {note}\n"
+    shipped = json.loads(run_driverkit("resolve", "--kernel", "5.10.0-amzn2").stdout)
+    assert (shipped["wanted_gcc"], shipped["gcc"], shipped["gcc_note"]) == ("10", "10", "")
+
+
+def test_gcc_version_no_builder_ships_is_one_line() -> None:
+    proc = run_driverkit("resolve", "--kernel", "3.10.0-1160.el7.x86_64", "--target", "centos",
+                         "--gcc-version", "4.8.5")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "driverkit: error: --gcc-version 4.8.5: no builder ships it; builders have gcc "
+        "7, 8 (buster), 9, 10 (bullseye), 11, 12 (bookworm), 13, 14 (trixie), 15, 16 (sid)\n"
+    )
+    forced = run_driverkit("resolve", "--kernel", "3.10.0-1160.el7.x86_64", "--target",
+                           "centos", "--gcc-version", "8.3")
+    assert forced.returncode == 0, forced.stderr
+    plan = json.loads(forced.stdout)
+    assert (plan["wanted_gcc"], plan["gcc"], plan["gcc_note"]) == ("8.3", "8", "")
+
+
 def test_loglevel_reaches_python_logging() -> None:
     quiet = run_driverkit("resolve", "--kernel", "5.10.0-amzn2")
     assert quiet.returncode == 0 and quiet.stderr == ""

@@ -283,7 +283,7 @@ def test_unreachable_daemon_is_a_typed_error(tmp_path: Path) -> None:
 def _builder_image() -> str | None:
     out = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
                          capture_output=True, text=True, timeout=60, check=False).stdout
-    images = [line for line in out.split() if line.startswith("driverkit-builder-debian-")]
+    images = [line for line in out.split() if line.startswith("driverkit-builder-")]
     return images[0] if images else None
 
 
@@ -304,7 +304,7 @@ def pod_containers(tmp_path: Path) -> Iterator[tuple[str, str, str, Path]]:
     the daemon reports it the same way.
     """
     image = _builder_image()
-    require(image is not None, "needs a local driverkit-builder-debian-* image")
+    require(image is not None, "needs a local driverkit-builder-* image")
     assert image is not None
     tag = uuid.uuid4().hex[:8]
     created: list[str] = []

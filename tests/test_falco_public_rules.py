@@ -232,19 +232,25 @@ def test_fileless_execution_via_memfd(falco_engine: Engine, workdir: Path) -> No
     marker = workdir.name
     code = (
         "import os, shutil, sys\n"
-        f"fd = os.memfd_create({marker!r})\n"
+        "fd = os.memfd_create('rt-test-memfd')\n"
         "with open(shutil.which('true'), 'rb') as f:\n"
         "    os.write(fd, f.read())\n"
         # fexecve: execveat(fd, "", AT_EMPTY_PATH); `true` ignores the marker argument.
         f"os.execve(fd, [{marker!r}, {marker!r}], dict(os.environ))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=10)
-    fields = _wait(falco_engine, "Fileless execution via memfd_create",
-                   lambda f: str(f.get("proc.cmdline")).endswith(f" {marker}"))
+    rule = "Fileless execution via memfd_create"
+    alert = falco_engine.wait_alert(
+        lambda a: a.get("rule") == rule
+        and str(_fields(a).get("proc.cmdline")).endswith(f" {marker}"), timeout=45)
+    fields = _fields(alert)
     assert "EXE_FROM_MEMFD" in str(fields["evt.arg.flags"])
     assert fields["evt.res"] == "SUCCESS"
+    # The file the kernel runs, as Falco prints it (libsinsp's trusted exe path).
+    assert fields["proc.exepath"] == "/memfd:rt-test-memfd (deleted)"
+    assert "proc_exepath=/memfd:rt-test-memfd (deleted) " in str(alert["output"])
     # The kernel names the process after the memfd (6.14+) or the fd number before that.
-    assert str(fields["proc.name"]) in (f"memfd:{marker}"[:15], "3", "4", "5")
+    assert str(fields["proc.name"]) in ("memfd:rt-test-memfd"[:15], "3", "4", "5")
 
 
 PTRACE_ATTACH = 16
@@ -279,7 +285,7 @@ def _docker_image() -> str:
     listing = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
                              capture_output=True, text=True, timeout=30, check=False)
     images = [line for line in listing.stdout.split()
-              if line.startswith("driverkit-builder-debian-")]
+              if line.startswith("driverkit-builder-")]
     require(bool(images), "needs a local driverkit builder image (ci/setup.sh builds them)")
     return sorted(images)[0]
 

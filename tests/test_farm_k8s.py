@@ -37,8 +37,8 @@ OPTIONS = {"repo": "https://repo.example/drivers", "public_key": "ed25519:AAAA",
            "driver_name": "rtcap", "build_kmod": True, "build_probe": True,
            "debian_mirror": "http://deb.example/debian", "debian_security_mirror": "",
            "timeout": 900}
-IMAGES = ("driverkit-farm-debian-bookworm-gcc12:0123456789ab",
-          "driverkit-farm-debian-trixie-gcc14:ba9876543210")
+IMAGES = ("driverkit-farm-bookworm-gcc12:0123456789ab",
+          "driverkit-farm-trixie-gcc14:ba9876543210")
 
 
 def _plan() -> FarmPlan:

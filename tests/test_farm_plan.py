@@ -157,9 +157,9 @@ def test_farm_image_tags_follow_the_code(tmp_path: Path, monkeypatch: pytest.Mon
                                          ) -> None:
     from driverkit.farm import images
 
-    builder = "driverkit-builder-debian-bookworm-gcc12:f921618b57c5"
+    builder = "driverkit-builder-bookworm-gcc12:f921618b57c5"
     tag = images.farm_image_tag(builder, "amd64")
-    assert tag.startswith("driverkit-farm-debian-bookworm-gcc12:")
+    assert tag.startswith("driverkit-farm-bookworm-gcc12:")
     dockerfile = images.render_farm_dockerfile(builder)
     assert f"FROM {builder}\n" in dockerfile and "FROM debian:trixie AS python" in dockerfile
     extra = tmp_path / "new.py"

@@ -36,6 +36,7 @@ from driverkit.render import (
 )
 from driverkit.runtime_images import RuntimeImageSpec, render_runtime_dockerfile
 from driverkit.targets.base import Mirrors
+from driverkit.targets.debian import suite_named
 from tests.fuzz_helpers import FUZZ, python_module, run_bounded
 
 MIRRORS = Mirrors(debian="http://mirror.invalid/debian")
@@ -266,9 +267,9 @@ driver_versions = st.builds(
     lambda first, rest: first + rest, st.sampled_from("019aZ"), st.text(_VERSION_CHARS,
                                                                          max_size=40)
 ).filter(lambda v: ".." not in v)
-gcc_versions = st.lists(st.integers(0, 99), min_size=1, max_size=3).map(
-    lambda parts: ".".join(map(str, parts))
-)
+# A --gcc-version the kernel's own builder suite ships (any such gcc keeps the builder that
+# suite's), with up to two more numbers: (which of the suite's gccs, the numbers after it).
+gcc_versions = st.tuples(st.integers(0, 9), st.lists(st.integers(0, 99), max_size=2))
 releases = st.builds(
     lambda major, minor, patch, abi, flavour: f"{major}.{minor}.{patch}-{abi}-{flavour}",
     st.integers(3, 7), st.integers(0, 20), st.integers(0, 300), st.integers(1, 99),
@@ -284,11 +285,11 @@ kernel_versions = st.one_of(
 @settings(FUZZ, max_examples=25)
 @given(name=driver_names, version=driver_versions, gcc=gcc_versions, release=releases,
        kernel_version=kernel_versions)
-@example(name="rtcap", version="0.1.0", gcc="12", release=RELEASE, kernel_version="1")
-@example(name="a-_", version="8.0.0+driver~rc1_x", gcc="4.10.3", release="6.1.0-99-rt-amd64",
+@example(name="rtcap", version="0.1.0", gcc=(1, []), release=RELEASE, kernel_version="1")
+@example(name="a-_", version="8.0.0+driver~rc1_x", gcc=(0, [10, 3]), release="6.1.0-99-rt-amd64",
          kernel_version="#1 SMP PREEMPT_DYNAMIC Debian 6.1.55-1~deb12u1 (2025-09-20)")
 def test_accepted_values_change_words_never_structure(
-    name: str, version: str, gcc: str, release: str, kernel_version: str
+    name: str, version: str, gcc: tuple[int, list[int]], release: str, kernel_version: str
 ) -> None:
     with pytest.MonkeyPatch.context() as monkeypatch:
         recorder = _Recorder(monkeypatch)
@@ -303,7 +304,11 @@ def test_accepted_values_change_words_never_structure(
             lambda: render_dockerfile(plain.builder)
         )
 
-        cli = {"driver_name": name, "driver_version": version, "gcc_version": gcc,
+        suite = suite_named(plain.builder.distro_release)
+        assert suite is not None
+        major = suite.gccs[gcc[0] % len(suite.gccs)]
+        gcc_version = ".".join([major, *map(str, gcc[1])])
+        cli = {"driver_name": name, "driver_version": version, "gcc_version": gcc_version,
                "kernel_version": kernel_version, "kernels": (release,)}
         cfg = load_config({"target": "debian", **cli}, environ={},
                           discovered_mirrors=MIRRORS)
@@ -328,9 +333,9 @@ def test_accepted_values_change_words_never_structure(
         "CORE_NAME": f"{name}_core.o",
     }
     assert plan.kmod_name.startswith(f"{name}_debian_")  # the release as Debian names it
-    assert plan.builder_image.startswith(
-        f"driverkit-builder-debian-{plan.builder.distro_release}-gcc{gcc.replace('.', '')}:"
-    )
+    assert plan.builder.distro_release == suite.codename
+    assert (plan.gcc, plan.wanted_gcc) == (major, gcc_version)
+    assert plan.builder_image.startswith(f"driverkit-builder-{suite.codename}-gcc{major}:")
 
 
 def test_the_plain_renders_are_the_images_they_were() -> None:
@@ -339,8 +344,7 @@ def test_the_plain_renders_are_the_images_they_were() -> None:
     plan = _plan()
     dockerfile = render_dockerfile(plan.builder)
     assert "\nFROM debian:bookworm\n" in dockerfile
-    assert dockerfile.startswith("# Builder image rendered by driverkit (debian / bookworm / "
-                                 "gcc-12).\n")
+    assert dockerfile.startswith("# Builder image rendered by driverkit (bookworm / gcc-12).\n")
     runtime = render_runtime_dockerfile(RuntimeImageSpec("engine"))
     assert 'ENTRYPOINT ["rt-engine", "run"]\n' in runtime
     assert "\n    apt-get update; \\\n    apt-get install -y gcc libc6-dev python3-dev\n" in runtime

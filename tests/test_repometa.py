@@ -34,8 +34,8 @@ from driverkit.repometa import (
     ExactPackage,
     MetadataError,
     decompress_metadata,
-    expand_for_check,
     find_header_urls,
+    nearest_releases,
     parse_flatcar_kernel,
     parse_mirror_list,
     parse_primary_sqlite,
@@ -507,10 +507,12 @@ def test_debian_is_left_to_the_archive_index() -> None:
         find_header_urls(plan)
 
 
-def test_expand_for_check_returns_the_exact_urls(site: Site) -> None:
+def test_check_headers_returns_the_exact_urls(site: Site, tmp_path: Path) -> None:
+    from driverkit.headers import check_headers
+
     candidates, _ = _al2_site(site)
     plan = plan_for(AL2_RELEASE, "amazonlinux2", candidates)
-    assert expand_for_check(plan) == [f"{site.base}/{AL2_BLOB}"]
+    assert check_headers(plan, Mirrors(), tmp_path) == [f"{site.base}/{AL2_BLOB}"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -623,3 +625,55 @@ def test_exact_package_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         package.url = "http://z"  # type: ignore[misc]
     assert (package.sha256, package.size) == ("", 0)
+
+
+def test_a_release_the_repositories_lack_is_told_the_nearest_they_list(site: Site) -> None:
+    """The mission's own example: `5.10.0-amzn2` is not a build Amazon published; the
+    indexes that answered say which kernel-devel builds exist, nearest first."""
+    candidates, _ = _al2_site(site)
+    plan = plan_for("4.14.0-amzn2", "amazonlinux2", candidates)
+    with pytest.raises(HeadersNotFoundError) as info:
+        find_header_urls(plan)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("no kernel-devel 4.14.0-amzn2 in amazonlinux2's repositories")
+    assert "nearest: 4.14.171-136.231.amzn2.x86_64, 4.14.173-137.229.amzn2.x86_64;" in message
+    # kernel-headers is another package: never offered as a kernel-devel build.
+    assert "kernel-headers" not in message.split("; tried", maxsplit=1)[0]
+
+
+def test_nearest_releases_prefer_the_series_then_the_sublevel() -> None:
+    listed = ["5.10.230-223.885.amzn2.x86_64", "5.15.1-1.amzn2.x86_64",
+              "5.10.226-214.880.amzn2.x86_64", "5.10.226-215.879.amzn2.x86_64",
+              "4.14.1-1.amzn2"]  # fmt: skip
+    assert nearest_releases("5.10.227-amzn2", listed) == [
+        "5.10.226-215.879.amzn2.x86_64",
+        "5.10.226-214.880.amzn2.x86_64",
+        "5.10.230-223.885.amzn2.x86_64",
+    ]
+
+
+def test_repo_mirror_routes_the_targets_own_urls_and_the_mirror_lists_urls(
+    site: Site, tmp_path: Path
+) -> None:
+    """`--repo-mirror` maps Amazon's real hosts onto a mirror: the plan keeps Amazon's own
+    URLs (resolution is pure), and every fetch, including the repository the mirror.list
+    names, goes to the mirror."""
+    from driverkit.headers import check_headers
+
+    _al2_site(site)
+    # The site's mirror.list names repositories by the site's address; say Amazon's.
+    for key, body in list(site.files.items()):
+        if key.endswith("mirror.list"):
+            site.files[key] = body.replace(site.base.encode(), AL2_HOST.encode())
+    cfg = load_config({"repo_mirrors": (f"{AL2_HOST}/={site.base}/",)})
+    plan = resolve_plan(AL2_RELEASE, cfg, cfg.mirrors, target="amazonlinux2")
+    assert all(url.startswith(AL2_HOST) for url in plan.headers)
+    assert check_headers(plan, cfg.mirrors, tmp_path) == [f"{AL2_HOST}/{AL2_BLOB}"]
+
+
+@pytest.mark.parametrize("text", ["http://a/", "http://a/=", "=http://b/", "http://a/=file:///x",
+                                  "http://a/=http://b/ x", "http://a/;=http://b/"])  # fmt: skip
+def test_repo_mirror_takes_two_http_urls(text: str) -> None:
+    with pytest.raises(UsageError, match="--repo-mirror"):
+        load_config({"repo_mirrors": (text,)})

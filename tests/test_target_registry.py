@@ -8,6 +8,7 @@ render, the debootstrap keyring check and the catalog crawl.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -71,9 +72,13 @@ def acme() -> Iterator[Target]:
 def test_a_registered_target_is_listed_inferred_resolved_and_named(acme: Target) -> None:
     from driverkit.cli import cli
 
-    listing = CliRunner().invoke(cli, ["targets"])
+    listing = CliRunner().invoke(cli, ["targets", "--json"])
     assert listing.exit_code == 0, listing.output
-    assert "acme" in listing.output and "pkgs.acme.example" in listing.output
+    row = next(row for row in json.loads(listing.output) if row["target"] == "acme")
+    assert row["header_source"] == "kernel-devel rpm from pkgs.acme.example"
+    assert (row["header_format"], row["builds_today"], row["e2e_test"]) == ("rpm", "4.0+", None)
+    table = CliRunner().invoke(cli, ["targets"])
+    assert table.exit_code == 0 and "acme" in table.output
 
     kr = parse_kernel_release(ACME_RELEASE)
     assert infer_target(kr) is acme
@@ -162,10 +167,10 @@ def test_a_suite_row_reaches_every_consumer(forky: debian_targets.DebianSuite) -
     spec = get_target("debian").builder(parse_kernel_release("7.9.1+deb15-amd64"))
     assert (spec.distro_release, spec.gcc) == ("forky", "17")
     # Render: its -updates and its extra builder packages.
-    context = dockerfile_context(BuilderSpec("debian", "debian:forky", "forky", "17"))
+    context = dockerfile_context(BuilderSpec("debian:forky", "forky", "17"))
     assert context["has_updates"] is True
     assert context["packages"][-1] == "forky-extra"
-    dockerfile = render_dockerfile(BuilderSpec("debian", "debian:forky", "forky", "17"))
+    dockerfile = render_dockerfile(BuilderSpec("debian:forky", "forky", "17"))
     assert "$suite-updates" in dockerfile and "forky-extra" in dockerfile
     # images: the debootstrap keyring check.
     assert images._keyring_verifies("forky")
@@ -188,4 +193,4 @@ def test_suite_table_keeps_todays_answers() -> None:
     assert "sid" in roots and "sid-updates" not in roots and "sid-security" not in roots
     assert [r for r in roots if r.endswith("-backports")] == ["bookworm-backports"]
     with pytest.raises(Exception, match="no package table"):
-        dockerfile_context(BuilderSpec("debian", "debian:stretch", "stretch", "6"))
+        dockerfile_context(BuilderSpec("debian:stretch", "stretch", "6"))

@@ -10,6 +10,8 @@ which candidate exists is tested elsewhere.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import re
 import subprocess
@@ -32,9 +34,11 @@ from driverkit.errors import (
     UnknownTargetError,
     UsageError,
 )
-from driverkit.gcc import debian_suite_for_gcc, default_gcc, installable_gcc
+from driverkit.gcc import debian_suite_for_gcc, default_gcc, gcc_major, installable_gcc
+from driverkit.render import dockerfile_context, render_dockerfile
 from driverkit.targets import TARGETS, all_targets, get_target
-from driverkit.targets.base import Mirrors, Target
+from driverkit.targets.base import BuilderSpec, Mirrors, Target
+from driverkit.targets.coverage import E2E_TESTED, PROBE_SERIES, target_row
 from driverkit.targets.debian import DEBIAN_SUITES
 from driverkit.targets.ubuntu import ubuntu_extra_version
 from tests.falcoctl_vectors import DEBIAN_FIXUP
@@ -103,7 +107,7 @@ def test_every_target_resolves_offline(name: str) -> None:
     assert (spec.distro_release, spec.gcc) == installable_gcc(gcc)
     assert spec.base_image == f"debian:{spec.distro_release}"
     assert spec.gcc in SUITE_GCCS[spec.distro_release]
-    assert spec.header_format
+    assert spec.wanted_gcc == gcc
     assert target.package_format in {"deb", "rpm", "tar"}
     assert target.header_source and "\n" not in target.header_source
     assert target.gcc_rule()
@@ -215,7 +219,187 @@ def test_builder_keeps_the_wanted_gcc_apart() -> None:
     kr = parse_kernel_release("3.10.0-1160.el7.x86_64")
     centos = get_target("centos")
     assert centos.gcc_version(kr) == "4.8.5"  # driverkit's rule, shown by `targets`
-    assert centos.builder(kr).gcc == "7"  # what a reachable builder can install
+    spec = centos.builder(kr)
+    assert spec.gcc == "7"  # what a reachable builder can install
+    assert spec.wanted_gcc == "4.8.5" and spec.substituted
+    assert centos.gcc_note(kr, spec) == (
+        "wants gcc 4.8.5 (CentOS 7 built 3.10 with it); no builder ships it: building with "
+        "gcc 7 (buster), which may fail"
+    )
+    el8 = parse_kernel_release("4.18.0-348.7.1.el8_5.x86_64")
+    assert not centos.builder(el8).substituted and centos.gcc_note(el8, centos.builder(el8)) == ""
+
+
+def test_a_stretch_kernel_says_its_gcc_is_substituted() -> None:
+    kr = parse_kernel_release("4.9.0-19-amd64")
+    debian = get_target("debian")
+    spec = debian.builder(kr)
+    assert (spec.wanted_gcc, spec.distro_release, spec.gcc) == ("6", "buster", "7")
+    assert debian.gcc_note(kr, spec).startswith(
+        "wants gcc 6 (Debian stretch built it with gcc-6); no builder ships it"
+    )
+
+
+def test_forced_gcc_picks_a_suite_that_ships_it() -> None:
+    debian = get_target("debian")
+    bookworm_kernel = parse_kernel_release("6.1.0-13-amd64")
+    # The kernel's own suite when it ships the forced gcc, else the oldest suite that does.
+    assert debian.builder(bookworm_kernel, forced_gcc="11").distro_release == "bookworm"
+    forced = debian.builder(bookworm_kernel, forced_gcc="10.2.1")
+    assert (forced.distro_release, forced.gcc, forced.wanted_gcc) == ("bullseye", "10", "10.2.1")
+    assert not forced.substituted
+    assert debian.builder(bookworm_kernel, forced_gcc="012").gcc == "12"
+    centos = get_target("centos").builder(
+        parse_kernel_release("3.10.0-1160.el7.x86_64"), forced_gcc="8"
+    )
+    assert (centos.distro_release, centos.gcc, centos.substituted) == ("buster", "8", False)
+
+
+@pytest.mark.parametrize("forced", ["4.8.5", "4.9", "6", "17", "99.1"])
+def test_forced_gcc_no_builder_ships_is_one_usage_error(forced: str) -> None:
+    kr = parse_kernel_release("3.10.0-1160.el7.x86_64")
+    with pytest.raises(UsageError) as refused:
+        get_target("centos").builder(kr, forced_gcc=forced)
+    assert str(refused.value) == (
+        f"--gcc-version {forced}: no builder ships it; builders have gcc 7, 8 (buster), "
+        "9, 10 (bullseye), 11, 12 (bookworm), 13, 14 (trixie), 15, 16 (sid)"
+    )
+
+
+def _spread(target: Target) -> list[str]:
+    """Releases across every kernel series plus the target's sample (and, for Debian, every
+    recorded real kernel): what the gcc and builder rules are asked about."""
+    releases = [f"{v}.{p}.0" for v, p in PROBE_SERIES] + [SAMPLES[target.name][0]]
+    if target.name == "debian":
+        releases += [kernel["release"] for kernel in _debian_fixture()]
+        releases += ["4.9.0-19-amd64", "6.12.48+deb13-amd64", "7.2.13+deb14-amd64"]
+    return releases
+
+
+def test_rendered_gcc_is_always_a_package_of_the_builder_suite() -> None:
+    """Over every target and a spread of releases: the builder's gcc is one its suite ships,
+    and the Dockerfile installs exactly that gcc-N (never a wanted 4.8.5)."""
+    specs: set[BuilderSpec] = set()
+    for target in all_targets():
+        for release in _spread(target):
+            spec = target.builder(parse_kernel_release(release))
+            assert spec.gcc in SUITE_GCCS[spec.distro_release], (target.name, release, spec)
+            assert spec.substituted == (gcc_major(spec.wanted_gcc) != spec.gcc)
+            specs.add(dataclasses.replace(spec, wanted_gcc=""))
+    for spec in specs:
+        instructions = [line for line in render_dockerfile(spec).splitlines()
+                        if not line.lstrip().startswith("#")]  # fmt: skip
+        named = set(re.findall(r"\bgcc-[0-9.]+\b", "\n".join(instructions)))
+        assert named == {f"gcc-{spec.gcc}"}, spec
+
+
+def test_render_refuses_a_gcc_its_suite_does_not_ship() -> None:
+    with pytest.raises(UsageError, match=r"builder suite bookworm does not ship gcc-4\.8\.5 \("
+                       r"it has gcc 11, 12\)"):
+        dockerfile_context(BuilderSpec("debian:bookworm", "bookworm", "4.8.5"))
+    with pytest.raises(UsageError, match="does not ship gcc-9"):
+        render_dockerfile(BuilderSpec("debian:bookworm", "bookworm", "9"))
+
+
+# --- what `driverkit targets` says ---------------------------------------------------------
+
+
+def test_targets_rows_come_from_the_rules() -> None:
+    centos = target_row(get_target("centos"))
+    assert centos["header_format"] == "rpm" and centos["package_format"] == "rpm"
+    assert centos["builds_today"] == "4.0+"
+    assert centos["builder"][-1] == (
+        "wants gcc 4.8 (2.6), 4.9 (3.0-3.9, 3.11-3.17), 4.8.5 (3.10), 5 (3.18-3.19): "
+        "no builder (nearest gcc 7, buster)"
+    )
+    pinned = [b for b in centos["builders"] if b["first"] == "3.10"]
+    assert pinned == [{"kernels": "3.10", "first": "3.10", "last": "3.10", "wanted_gcc": "4.8.5",
+                       "suite": "buster", "gcc": "7", "substituted": True}]
+    debian = target_row(get_target("debian"))
+    assert debian["builder"][:5] == [
+        "buster gcc 8 (4.10-4.19)", "bullseye gcc 10 (4.20-5.10)", "bookworm gcc 12 (5.11-6.1)",
+        "trixie gcc 14 (6.2-6.12)", "sid gcc 16 (6.13+)",
+    ]
+    assert debian["builds_today"] == "4.10+"
+    al2 = target_row(get_target("amazonlinux2"))
+    assert "bullseye gcc 10 (5.10)" in al2["builder"]
+    assert "bookworm gcc 11 (5.0-5.9, 5.11-5.14), gcc 12 (5.15-6.4)" in al2["builder"]
+    assert target_row(get_target("minikube"))["builds_today"] == "all"
+    for target in all_targets():
+        row = target_row(target)
+        # Every probed series is in exactly one range, in order.
+        spans = [(b["first"], b["last"]) for b in row["builders"]]
+        assert spans[0][0] == "2.6" and spans[-1][1] is None
+        for builder in row["builders"]:
+            assert builder["gcc"] in SUITE_GCCS[builder["suite"]]
+
+
+# Node ids in E2E_TESTED: a file, a test function, an optional parametrize id.
+_NODE_ID = re.compile(r"(tests/[\w/]+\.py)::(\w+)(?:\[([\w.-]+)\])?")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _parametrize_text(tree: ast.Module, source: str, function: ast.FunctionDef) -> str:
+    """The source of the function's parametrize decorators and of the module-level
+    assignments they name (a list of cases kept in a constant)."""
+    names: set[str] = set()
+    texts: list[str] = []
+    for decorator in function.decorator_list:
+        text = ast.get_source_segment(source, decorator) or ""
+        if "parametrize" in text:
+            texts.append(text)
+            names |= {n.id for n in ast.walk(decorator) if isinstance(n, ast.Name)}
+    for node in tree.body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign)
+            else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        if any(isinstance(t, ast.Name) and t.id in names for t in targets):
+            texts.append(ast.get_source_segment(source, node) or "")
+    return "\n".join(texts)
+
+
+def test_parametrize_text_reads_inline_and_named_case_lists() -> None:
+    source = (
+        "import pytest\n"
+        "DISTROS = [pytest.param('centos', id='centos'), ('ubuntu-generic', 2)]\n"
+        "@pytest.mark.docker\n"
+        "@pytest.mark.parametrize(('name', 'n'), DISTROS)\n"
+        "def test_build_e2e(name, n): ...\n"
+        '@pytest.mark.parametrize("name", ["arch", "fedora"])\n'
+        "def test_inline(name): ...\n"
+    )
+    tree = ast.parse(source)
+    named, inline = (node for node in tree.body if isinstance(node, ast.FunctionDef))
+    assert "'ubuntu-generic'" in _parametrize_text(tree, source, named)
+    assert "'arch'" not in _parametrize_text(tree, source, named)
+    assert '"fedora"' in _parametrize_text(tree, source, inline)
+
+
+@pytest.mark.parametrize(
+    ("target", "node_id"), [pytest.param(t, n, id=t) for t, n in sorted(E2E_TESTED.items())]
+)
+def test_e2e_table_names_tests_that_exist(target: str, node_id: str) -> None:
+    assert target in TARGETS
+    found = _NODE_ID.fullmatch(node_id)
+    assert found, f"{node_id}: not a tests/<file>.py::<function>[<id>] node id"
+    path, name, case = found.groups()
+    test_file = REPO / path
+    assert test_file.is_file(), f"{target}: {path} does not exist"
+    source = test_file.read_text()
+    tree = ast.parse(source)
+    functions = {
+        node.name: node for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    assert name in functions, f"{target}: {path} has no test function {name}"
+    if case is not None:
+        function = functions[name]
+        assert isinstance(function, ast.FunctionDef)
+        text = _parametrize_text(tree, source, function)
+        assert f'"{case}"' in text or f"'{case}'" in text, (
+            f"{target}: {name}'s parametrize list has no id {case!r}"
+        )
 
 
 # --- Debian -------------------------------------------------------------------------------
@@ -275,9 +459,7 @@ def test_debian_gcc_matches_the_headers_compiler_dependency(kernel: dict[str, An
 )
 def test_debian_builder_follows_the_suite(release: str, suite: str, gcc: str) -> None:
     spec = get_target("debian").builder(parse_kernel_release(release))
-    assert (spec.header_format, spec.base_image, spec.distro_release, spec.gcc) == (
-        "debian", f"debian:{suite}", suite, gcc
-    )
+    assert (spec.base_image, spec.distro_release, spec.gcc) == (f"debian:{suite}", suite, gcc)
 
 
 @pytest.mark.parametrize(

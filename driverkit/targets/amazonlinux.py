@@ -90,7 +90,11 @@ AMAZONLINUX2 = derive(
         ),
     ),
     release_pattern=generation_is("2"),
-    gcc=GccRule(pick=al2_gcc, described="5.10 -> 10"),
+    gcc=GccRule(
+        pick=al2_gcc,
+        described="5.10 -> 10",
+        reason=lambda kr: "Amazon builds its 5.10 kernels with AL2's gcc10",
+    ),
 )
 AMAZONLINUX2022 = derive(
     AMAZONLINUX,

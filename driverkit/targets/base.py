@@ -23,7 +23,15 @@ from typing import Any
 from drivercore.kernelrelease import KernelRelease
 from drivercore.naming import ArtifactKernel
 from drivercore.targets import artifact_kernel
-from driverkit.gcc import DEFAULT_GCC_RULE, debian_image, default_gcc, installable_gcc
+from driverkit.errors import UsageError
+from driverkit.gcc import (
+    DEFAULT_GCC_RULE,
+    debian_image,
+    default_gcc,
+    gcc_major,
+    installable_gcc,
+    shipped_gccs_text,
+)
 
 
 @dataclass(frozen=True)
@@ -40,18 +48,35 @@ class Mirrors:
     # GnuPG keyring(s), os.pathsep-separated, that a Debian suite's InRelease must carry a
     # good signature from: the trust anchor of every header package's checksum chain.
     debian_keyring: str = ""
+    # (prefix, replacement) pairs: a repository URL starting with a prefix is fetched from
+    # the replacement instead (--repo-mirror). Resolution never reads them: plans name the
+    # distro's own URLs, and only the fetch (driverkit.netroutes) goes elsewhere.
+    repo_mirrors: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class BuilderSpec:
-    """Which builder image a kernel needs: base distro image plus compiler."""
+    """Which builder image a kernel needs: a Debian suite's image and one gcc-N of it.
 
-    # Which header format the build script unpacks (the target's `header_format`):
-    # it picks the template and names the image.
-    header_format: str
+    Nothing in it depends on the target: headers are downloaded and unpacked on the host
+    and mounted into the builder, so every target whose kernel wants a (suite, gcc) shares
+    that one image.
+    """
+
     base_image: str  # e.g. "debian:bookworm"
     distro_release: str  # e.g. "bookworm"
-    gcc: str  # e.g. "12"
+    gcc: str  # the gcc-N major the suite installs, e.g. "12"
+    # The gcc the kernel wants (its target's rule, or --gcc-version), e.g. "4.8.5"; "" for
+    # a builder made by hand (the CO-RE builder). Its major differs from `gcc` only when no
+    # builder suite ships it (`substituted`). Not part of the image: the tag ignores it,
+    # build manifests record it with the builder.
+    wanted_gcc: str = ""
+
+    @property
+    def substituted(self) -> bool:
+        """True when the kernel wants a gcc no builder ships and `gcc` stands in for it
+        (the build may fail)."""
+        return bool(self.wanted_gcc) and gcc_major(self.wanted_gcc) != self.gcc
 
 
 class HeaderLookup(StrEnum):
@@ -67,8 +92,9 @@ class HeaderLookup(StrEnum):
 
 
 class HeaderFormat(StrEnum):
-    """Which header layout the builder unpacks; it names the builder image. Each layout
-    comes packaged one way, so a target states only its layout."""
+    """Which header layout the host unpacks for the build (the builder image is the same
+    for every layout). Each layout comes packaged one way, so a target states only its
+    layout."""
 
     DEBIAN = "debian"
     UBUNTU = "ubuntu"
@@ -94,8 +120,8 @@ _PACKAGE_FORMATS = {
 ReleasePattern = Callable[[KernelRelease], bool]
 # (release, `uname -v` text or build number, mirrors, arch) -> candidate URLs, likeliest first.
 HeaderUrlRule = Callable[[KernelRelease, str, Mirrors, str], tuple[str, ...]]
-# (header format, gcc, release) -> builder spec.
-BuilderRule = Callable[[str, str, KernelRelease], BuilderSpec]
+# (wanted gcc, release) -> builder spec; `Target.builder` records the wanted gcc in it.
+BuilderRule = Callable[[str, KernelRelease], BuilderSpec]
 
 
 def never_inferred(kr: KernelRelease) -> bool:
@@ -111,20 +137,22 @@ def no_gcc_pick(kr: KernelRelease) -> str | None:
 class GccRule:
     """A target's gcc: `pick` answers for the kernels it knows, driverkit's default for the
     rest (`replaces_default` when `pick` always answers). `described` is the text of
-    `driverkit targets`."""
+    `driverkit targets`; `reason` says, for a kernel `pick` answers, why it wants that gcc
+    (shown when no builder ships it)."""
 
     pick: Callable[[KernelRelease], str | None] = no_gcc_pick
     described: str = ""
     replaces_default: bool = False
+    reason: Callable[[KernelRelease], str | None] = no_gcc_pick
 
 
 DEFAULT_GCC = GccRule()
 
 
-def nearest_suite_builder(header_format: str, gcc: str, kr: KernelRelease) -> BuilderSpec:
+def nearest_suite_builder(gcc: str, kr: KernelRelease) -> BuilderSpec:
     """The Debian suite image that ships the gcc (or its nearest): the default builder."""
     suite, installable = installable_gcc(gcc)
-    return BuilderSpec(header_format, debian_image(suite), suite, installable)
+    return BuilderSpec(debian_image(suite), suite, installable)
 
 
 @dataclass(frozen=True)
@@ -133,7 +161,7 @@ class Target:
 
     id: str
     family: str  # the distro family it belongs to, as `driverkit targets` lists it
-    header_format: HeaderFormat  # which header layout the builder unpacks; says the packaging
+    header_format: HeaderFormat  # which header layout the host unpacks; says the packaging
     header_source: str  # one line for `driverkit targets`
     candidate_urls: HeaderUrlRule
     release_pattern: ReleasePattern = never_inferred  # True: the release alone says it is ours
@@ -164,8 +192,34 @@ class Target:
             return f"{self.gcc.described}; otherwise {DEFAULT_GCC_RULE}"
         return DEFAULT_GCC_RULE
 
-    def builder(self, kr: KernelRelease) -> BuilderSpec:
-        return self.builder_rule(str(self.header_format), self.gcc_version(kr), kr)
+    def gcc_reason(self, kr: KernelRelease) -> str:
+        """Why the kernel wants `gcc_version(kr)`, in a few words."""
+        if self.gcc.pick(kr) is not None:
+            return self.gcc.reason(kr) or f"{self.name}'s rule: {self.gcc.described}"
+        return f"driverkit's default for {kr.version}.{kr.patch_level}"
+
+    def builder(self, kr: KernelRelease, forced_gcc: str | None = None) -> BuilderSpec:
+        """The builder for `kr`: with the gcc its rule wants, or `forced_gcc` (the user's
+        --gcc-version), which some builder suite must ship. A wanted gcc no suite ships
+        gets the nearest one (`BuilderSpec.substituted`); a forced one is refused."""
+        wanted = forced_gcc or self.gcc_version(kr)
+        spec = dataclasses.replace(self.builder_rule(wanted, kr), wanted_gcc=wanted)
+        if forced_gcc and spec.substituted:
+            raise UsageError(
+                f"--gcc-version {forced_gcc}: no builder ships it; builders have gcc "
+                f"{shipped_gccs_text()}"
+            )
+        return spec
+
+    def gcc_note(self, kr: KernelRelease, spec: BuilderSpec) -> str:
+        """One line for a builder standing in with another gcc; "" when it has the one
+        the kernel wants."""
+        if not spec.substituted:
+            return ""
+        return (
+            f"wants gcc {spec.wanted_gcc} ({self.gcc_reason(kr)}); no builder ships it: "
+            f"building with gcc {spec.gcc} ({spec.distro_release}), which may fail"
+        )
 
     def header_urls(
         self, kr: KernelRelease, kernel_version: str, mirrors: Mirrors, arch: str = "amd64"

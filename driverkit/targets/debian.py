@@ -165,13 +165,19 @@ def debian_suite_gcc(kr: KernelRelease) -> str | None:
     return debian_release_for(kr).kernel_gcc
 
 
-def debian_suite_builder(header_format: str, gcc: str, kr: KernelRelease) -> BuilderSpec:
+def debian_suite_gcc_reason(kr: KernelRelease) -> str:
+    release = debian_release_for(kr)
+    return f"Debian {release.codename} built it with gcc-{release.kernel_gcc}"
+
+
+def debian_suite_builder(gcc: str, kr: KernelRelease) -> BuilderSpec:
     """The suite that built the kernel, when it is still a builder that installs its gcc."""
     release = debian_release_for(kr)
-    if gcc_major(gcc) in release.gccs:
-        return BuilderSpec(header_format, debian_image(release.codename), release.codename, gcc)
+    major = gcc_major(gcc)
+    if major in release.gccs:
+        return BuilderSpec(debian_image(release.codename), release.codename, major)
     # jessie and stretch are gone from the mirrors: the nearest GCC a reachable suite has.
-    return nearest_suite_builder(header_format, gcc, kr)
+    return nearest_suite_builder(gcc, kr)
 
 
 def debian_header_urls(
@@ -283,6 +289,7 @@ DEBIAN = Target(
         pick=debian_suite_gcc,
         described=_suite_rule_text(),
         replaces_default=True,
+        reason=debian_suite_gcc_reason,
     ),
     builder_rule=debian_suite_builder,
     header_lookup=HeaderLookup.DEBIAN_ARCHIVE,

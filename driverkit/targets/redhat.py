@@ -49,22 +49,30 @@ class GccPin:
     last: tuple[int, int]
     gcc: str
     rule: str
+    why: str  # shown when no builder ships `gcc`
 
 
 # CentOS's own kernels. Its derivatives built theirs with newer toolchains, so their rows
 # are CentOS's with these pins cleared (`centos_derivative`).
 CENTOS_GCC_PINS = (
     # driverkit issue 236: 3.10 kernels only build with the gcc they shipped with.
-    GccPin((3, 10), (3, 10), "4.8.5", "3.10 -> 4.8.5"),
-    GccPin((4, 18), (4, 999), "9", "4.18+ (EL8) -> 9"),
+    GccPin((3, 10), (3, 10), "4.8.5", "3.10 -> 4.8.5", "CentOS 7 built 3.10 with it"),
+    GccPin((4, 18), (4, 999), "9", "4.18+ (EL8) -> 9", "driverkit builds EL8's 4.18+ with it"),
 )
 
 
+def _centos_pin(kr: KernelRelease) -> GccPin | None:
+    return next((pin for pin in CENTOS_GCC_PINS if pin.first <= kr.series <= pin.last), None)
+
+
 def centos_pinned_gcc(kr: KernelRelease) -> str | None:
-    for pin in CENTOS_GCC_PINS:
-        if pin.first <= kr.series <= pin.last:
-            return pin.gcc
-    return None
+    pin = _centos_pin(kr)
+    return pin.gcc if pin else None
+
+
+def centos_pin_reason(kr: KernelRelease) -> str | None:
+    pin = _centos_pin(kr)
+    return pin.why if pin else None
 
 
 def el_major_in(*majors: int) -> ReleasePattern:
@@ -187,7 +195,9 @@ CENTOS = Target(
     candidate_urls=centos_header_urls,
     release_pattern=el_major_in(6, 7, 8, 9, 10),
     gcc=GccRule(
-        pick=centos_pinned_gcc, described=", ".join(pin.rule for pin in CENTOS_GCC_PINS)
+        pick=centos_pinned_gcc,
+        described=", ".join(pin.rule for pin in CENTOS_GCC_PINS),
+        reason=centos_pin_reason,
     ),
     header_lookup=HeaderLookup.FIRST_RPM,
 )
