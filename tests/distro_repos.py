@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -58,8 +57,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
+from ci.kernels import locked
 from driverkit.headers import ResolvedHeaders
 
 # Bump when the trees, packages or layouts made here change: the cache key includes it.
@@ -791,17 +790,6 @@ def _candidate_hosts(standin: StandIn) -> set[str]:
     return {urlsplit(url).netloc for url in plan.headers}
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _fresh_dir(parent: Path, name: str) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
@@ -851,7 +839,7 @@ def build_standins(cache_root: Path | None = None) -> StandInRepos:
 
     cache = cache_root or default_cache_dir()
     base = cache / STANDINS_DIR
-    with _locked(base / ".lock"):
+    with locked(base / ".lock"):
         kernels = {s.suite: debian_kernel(s.suite, cache) for s in STANDIN_SPECS}
         keys: list[str] = []
         scratch = _fresh_dir(base, "scratch")
@@ -1025,29 +1013,16 @@ def repo_mirror_args(server: RepoServer) -> list[str]:
     return args
 
 
-class _RoutedAdapter(HTTPAdapter):
-    def __init__(self, server: RepoServer) -> None:
-        super().__init__(max_retries=0)
-        self._server = server
-
-    def send(  # type: ignore[override]  # every keyword passes on unchanged
-        self, request: requests.PreparedRequest, **kwargs: Any
-    ) -> requests.Response:
-        if request.url is not None:
-            host = urlsplit(request.url).netloc
-            if (self._server.root / host).is_dir():
-                request.url = self._server.url_for(request.url)
-        return super().send(request, **kwargs)
-
-
 def routed_session(server: RepoServer) -> requests.Session:
-    """A requests session that fetches every URL of a served host from the server (what
-    repo_mirror_args asks of driverkit), for library-level lookups in tests."""
-    session = requests.Session()
-    adapter = _RoutedAdapter(server)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    """A requests session that fetches every URL of a served host from the server, through
+    driverkit's own --repo-mirror routing (what repo_mirror_args asks of the CLI), for
+    library-level lookups in tests."""
+    from driverkit.mirrors import resolve_mirrors
+    from driverkit.netroutes import repository_session
+    from driverkit.targets.base import Mirrors
+
+    pairs = repo_mirror_args(server)[1::2]
+    return repository_session(resolve_mirrors(discovered=Mirrors(), repo_mirrors=tuple(pairs)))
 
 
 # ---------------------------------------------------------------------------------------
