@@ -31,6 +31,7 @@ from runtime.engine.sources import ReplaySource, schema_identity
 from runtime.engine.state import SystemState
 from runtime.events import Event
 from tests.conftest import require
+from tests.engine_reference import reference_matches
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
@@ -139,24 +140,8 @@ def test_epoch_offset_set_after_construction_applies() -> None:
 
 def _reference_alerts(capture: Path, ruleset: Ruleset) -> list[tuple[object, ...]]:
     """Each rule's own compiled condition, in load order, over the careful decoder."""
-    source = ReplaySource(capture)
-    decoder = schema.Decoder(epoch_offset_ns=source.boot_offset_ns)
-    state = SystemState()
-    out: list[tuple[object, ...]] = []
-    for batch in iter(lambda: source.read(0), None):
-        if not batch.raw:
-            continue
-        off, raw = 0, batch.raw
-        while off + schema.HDR_SIZE <= len(raw):
-            ev = decoder.decode_careful(raw, off)
-            off += (struct.unpack_from("=I", raw, off + schema._LEN_AT)[0] + 7) & ~7
-            state.update(ev)
-            for rule in ruleset.rules_for(ev.type):
-                if rule.match(ev, state):
-                    line, fields = rule.format_output(ev, state)
-                    out.append((rule.name, ev.ts, line, sorted(fields.items(), key=str)))
-    source.close()
-    return out
+    return [(rule.name, ev.ts, line, sorted(fields.items(), key=str))
+            for ev, rule, line, fields in reference_matches(capture, ruleset, SystemState())]
 
 
 def _engine_alerts(capture: Path, ruleset: Ruleset) -> list[tuple[object, ...]]:
@@ -443,3 +428,30 @@ def test_raw_processing_follows_a_changed_epoch_offset() -> None:
     decoder.epoch_offset_ns = 10**9
     engine.process_raw(frame, decoder)
     assert [a.time_ns for a in alerts][: len(before)] == [t + 10**9 for t in before]
+
+
+@pytest.mark.usefixtures("decoder_path")
+def test_lite_clone_dates_the_child_by_its_own_time() -> None:
+    """A clone decoded lite (no Event) gives the child the start time the full Event's
+    update would: the clone's own timestamp, not the last full event's (proc.duration and
+    proc.exe_ino.ctime_duration_proc_start read it)."""
+    from runtime.engine.capture import encode_record
+
+    frame = b"".join([
+        encode_record("execve", ts_boot_ns=1_000, ret=0, pid=50, comm="sh",
+                      params={"filename": "/bin/sh", "argv": ["sh"], "cwd": "/"}),
+        encode_record("close", ts_boot_ns=2_000, ret=0, pid=50, comm="sh", params={"fd": 3}),
+        encode_record("clone", ts_boot_ns=7_000, ret=51, pid=50, comm="sh",
+                      params={"flags": 0x1200011}),
+    ])
+    results = []
+    for raw in (False, True):
+        engine = Engine(load_rules([default_rules_path()]), SystemState(), lambda a: None)
+        decoder = schema.Decoder("x86_64", epoch_offset_ns=5 * 10**9)
+        if raw:
+            engine.process_raw(frame, decoder)
+        else:
+            engine.process(decoder.decode_stream(frame))
+        child = engine.state.threads[51]
+        results.append(child.start_ts)
+    assert results == [5 * 10**9 + 7_000] * 2

@@ -86,7 +86,9 @@ class Engine:
         self.min_priority = min_priority
         self.counters = counters or EngineCounters()
         # evt.type -> generated matcher, None for types no rule can match (no call at all).
-        self._dispatch: dict[str, DispatchFn | None] = {}
+        # Generated now for every type a rule names (Falco's rules: ~36 types, ~60 ms),
+        # not on the first event of each type: that would stall the event loop then.
+        self._dispatch: dict[str, DispatchFn | None] = dict(ruleset.dispatchers())
         # Built on the first raw frame (see process_raw) for that decoder and its epoch
         # offset, which every frame decoder bakes in: the compiled batch decoder, else
         # the per-type-id Python decoders.
@@ -163,7 +165,11 @@ class Engine:
                 off = careful(raw, off, size, append) if nxt < 0 else nxt
         if off < size and any(raw[off:]):
             raise DecodeError(f"{size - off} trailing bytes after the last record")
-        self._process(items, raw, decoder)
+        self.state.lite_frame(raw, decoder.epoch_offset_ns)
+        try:
+            self._process(items, raw, decoder)
+        finally:
+            self.state.lite_frame(b"", 0)
         self.counters.events += len(items)
 
     def lite_specs(self, decoder: DriverDecoder) -> dict[int, LiteSpec]:
@@ -176,8 +182,9 @@ class Engine:
         specs: dict[int, LiteSpec] = {}
         for spec in SPECS.values():
             lite = lite_kind(spec.name, spec.names)
-            if spec.id == GENERIC_ID or lite is None \
-                    or self.ruleset.dispatcher(spec.name) is not None:
+            # (matches_type, not dispatcher(): no matcher is generated for a type that
+            # may never be seen)
+            if spec.id == GENERIC_ID or lite is None or self.ruleset.matches_type(spec.name):
                 continue
             kind, names = lite
             specs[spec.id] = (kind, tuple(spec.names.index(name) for name in names),

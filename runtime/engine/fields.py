@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from runtime.engine.state import HOST_CONTAINER_ID, FdInfo, SystemState, ThreadInfo
+from runtime.engine.state import (
+    HOST_CONTAINER_ID,
+    MAX_ANCESTORS,
+    FdInfo,
+    SystemState,
+    ThreadInfo,
+)
 from runtime.engine.state.process import render_exe_flags
 from runtime.events import SocketTuple
 
@@ -390,6 +396,10 @@ def _thread(ev: Event, st: SystemState) -> ThreadInfo:
     return st.thread_of(ev)
 
 
+def _args_text(th: ThreadInfo) -> str:
+    return " ".join(th.args)
+
+
 def _cmdline(th: ThreadInfo) -> str:
     return " ".join((th.comm, *th.args)) if th.args else th.comm
 
@@ -400,6 +410,11 @@ def _parent(ev: Event, st: SystemState) -> ThreadInfo | None:
 
 def _pname(ev: Event, st: SystemState) -> object:
     p = _parent(ev, st)
+    return None if p is None else p.comm
+
+
+def _pname_of(st: SystemState, th: ThreadInfo) -> object:
+    p = st.parent_of(th)
     return None if p is None else p.comm
 
 
@@ -425,21 +440,24 @@ _define("proc.exe", FieldType.STRING, "argv[0]", lambda ev, st: _thread(ev, st).
 _define("proc.exepath", FieldType.STRING, "full path of the executable",
         lambda ev, st: _thread(ev, st).exepath or None, inline="(_th.exepath or None)")
 _define("proc.args", FieldType.STRING, "arguments (argv[1:]) joined by spaces",
-        lambda ev, st: " ".join(_thread(ev, st).args), nullable=False)
+        lambda ev, st: _args_text(_thread(ev, st)), inline="_args_text(_th)",
+        nullable=False, helpers=(("_args_text", _args_text),))
 _define("proc.cmdline", FieldType.STRING, "name and arguments",
-        lambda ev, st: _cmdline(_thread(ev, st)), nullable=False)
+        lambda ev, st: _cmdline(_thread(ev, st)), inline="_cmdline(_th)", nullable=False,
+        helpers=(("_cmdline", _cmdline),))
 _define("proc.pid", FieldType.INT, "process id", lambda ev, st: ev.pid, inline="ev.pid",
         nullable=False)
 _define("proc.ppid", FieldType.INT, "parent process id", lambda ev, st: ev.ppid,
         inline="ev.ppid", nullable=False)
-_define("proc.pname", FieldType.STRING, "parent process name", _pname)
+_define("proc.pname", FieldType.STRING, "parent process name", _pname,
+        inline="_pname_of(st, _th)", helpers=(("_pname_of", _pname_of),))
 _define("proc.pexe", FieldType.STRING, "parent's argv[0]", _pexe)
 _define("proc.pexepath", FieldType.STRING, "parent's executable path", _pexepath)
 _define("proc.pcmdline", FieldType.STRING, "parent's command line", _pcmdline)
 _define("proc.cwd", FieldType.STRING, "current working directory",
         lambda ev, st: _thread(ev, st).cwd, inline="_th.cwd", nullable=False)
 _define("proc.tty", FieldType.INT, "controlling terminal (0 if none)",
-        lambda ev, st: _thread(ev, st).tty, nullable=False)
+        lambda ev, st: _thread(ev, st).tty, inline="_th.tty", nullable=False)
 _define("proc.is_container", FieldType.BOOL, "true inside a container",
         lambda ev, st: _thread(ev, st).container is not None, nullable=False)
 _define("thread.tid", FieldType.INT, "thread id", lambda ev, st: ev.tid, inline="ev.tid",
@@ -449,9 +467,9 @@ _define("proc.tid", FieldType.INT, "thread id", lambda ev, st: ev.tid, inline="e
 _define("user.uid", FieldType.INT, "user id", lambda ev, st: ev.uid, inline="ev.uid",
         nullable=False)
 _define("user.name", FieldType.STRING, "user name (from /etc/passwd)",
-        lambda ev, st: st.user_name(ev.uid))
+        lambda ev, st: st.user_name(ev.uid), inline="st.user_name(ev.uid)")
 _define("user.loginuid", FieldType.INT, "audit login uid (-1 if unset)",
-        lambda ev, st: _thread(ev, st).loginuid, nullable=False)
+        lambda ev, st: _thread(ev, st).loginuid, inline="_th.loginuid", nullable=False)
 _define("user.loginname", FieldType.STRING, "login user name",
         lambda ev, st: st.user_name(_thread(ev, st).loginuid))
 _define("group.gid", FieldType.INT, "group id", lambda ev, st: ev.gid, inline="ev.gid",
@@ -471,15 +489,21 @@ def _build_ancestor(attr: Callable[[ThreadInfo], object], ftype: FieldType
         if not arg.isdigit():
             raise UnknownFieldError(f"field '{text}': the argument must be a number (generation)")
         level = int(arg)
+        if level > MAX_ANCESTORS:
+            def beyond(ev: Event, st: SystemState) -> object:
+                return None  # st.ancestors() stops there
+
+            return BoundField(text, ftype, beyond)
 
         def nth(ev: Event, st: SystemState) -> object:
+            # st.ancestors()'s walk, without a generator: the level-th parent up.
             th: ThreadInfo | None = st.thread_of(ev)
-            if level == 0:
-                return attr(th) if th is not None else None
-            for depth, anc in enumerate(st.ancestors(st.thread_of(ev)), start=1):
-                if depth == level:
-                    return attr(anc)
-            return None
+            parent_of = st.parent_of
+            for _ in range(level):
+                th = parent_of(th)  # type: ignore[arg-type]
+                if th is None:
+                    return None
+            return attr(th) if th is not None else None
 
         return BoundField(text, ftype, nth)
 

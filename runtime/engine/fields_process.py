@@ -177,7 +177,8 @@ _define("proc.duration", FieldType.INT, "ns since the process started",
 _define("proc.ppid.duration", FieldType.INT, "ns since the parent process started",
         _parent_duration)
 _define("proc.vpid", FieldType.INT, "process id inside its pid namespace",
-        lambda ev, st: _known(_thread(ev, st).vpid))
+        lambda ev, st: _known(_thread(ev, st).vpid),
+        inline=f"(None if _th.vpid == {UNKNOWN_ID} else _th.vpid)")
 _define("thread.vtid", FieldType.INT, "thread id inside its pid namespace",
         lambda ev, st: _known(_thread(ev, st).vtid))
 _define("proc.vtid", FieldType.INT, "thread id inside its pid namespace",
@@ -207,15 +208,21 @@ _define_arg("proc.env", FieldType.STRING,
             "environment as 'K=V K2=V2'; proc.env[NAME] is NAME's value",
             ArgKind.OPTIONAL, _build_env)
 
+
+def _exe_flag_inline(bit: int) -> str:
+    return f"(None if _th.exe_file is None else bool(_th.exe_file.flags & {bit}))"
+
+
 _define("proc.is_exe_writable", FieldType.BOOL, "the executable is writable by the process",
-        _exe_flag(EXE_WRITABLE))
+        _exe_flag(EXE_WRITABLE), inline=_exe_flag_inline(EXE_WRITABLE))
 _define("proc.is_exe_upper_layer", FieldType.BOOL,
         "the executable is in an overlay's upper (container-written) layer",
-        _exe_flag(EXE_UPPER_LAYER))
+        _exe_flag(EXE_UPPER_LAYER), inline=_exe_flag_inline(EXE_UPPER_LAYER))
 _define("proc.is_exe_lower_layer", FieldType.BOOL,
-        "the executable is in an overlay's lower (image) layer", _exe_flag(EXE_LOWER_LAYER))
+        "the executable is in an overlay's lower (image) layer", _exe_flag(EXE_LOWER_LAYER),
+        inline=_exe_flag_inline(EXE_LOWER_LAYER))
 _define("proc.is_exe_from_memfd", FieldType.BOOL, "the executable is a memfd (fileless)",
-        _exe_flag(EXE_FROM_MEMFD))
+        _exe_flag(EXE_FROM_MEMFD), inline=_exe_flag_inline(EXE_FROM_MEMFD))
 _define("proc.exe_ino", FieldType.INT, "inode number of the executable",
         _exe_number(lambda ino, ctime, mtime, since: ino))
 _define("proc.exe_ino.ctime", FieldType.INT, "executable's ctime, ns since the epoch",

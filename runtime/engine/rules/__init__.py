@@ -55,7 +55,8 @@ Public API (what the engine calls; names are stable):
     state.thread(tid) -> ThreadInfo | None;  state.fd(pid, fd) -> FdInfo | None
 
 Event parameter conventions assumed (Falco's names): execve/execveat exit carry `filename`
-(path executed), `exe` (argv[0]), `args` (argv[1:], list[str]), `cwd`; open family carry
+(path executed), `exe` (argv[0]), `args` (argv[1:], list[str]), `cwd`, `trusted_exepath`
+(the exe file's path as the kernel resolved it, proc.exepath when present); open family carry
 `name`, `flags` (raw O_* int), `mode`, `dirfd`, fd = res; connect/accept carry `fd` (accept:
 the new fd is res), `tuple` "cip:cport->sip:sport"; clone family res = child tid in the
 parent (0 in the child).

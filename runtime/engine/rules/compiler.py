@@ -4,7 +4,18 @@ Each rule condition becomes ONE generated Python function `match(ev, st)` whose 
 single boolean expression: Python's own `and`/`or` give short-circuiting, literals are
 pre-converted (frozensets for `in`, lower-cased text for `icontains`, compiled regexes for
 `glob`), and fields read straight from the event (`ev.type`, `ev.comm`) are inlined. A
-closure tree costs a call per node; this costs one call per rule.
+closure tree costs a call per node; this costs one call per rule. That function tests the
+condition exactly as written: it is the reference the engine's fast path must agree with.
+
+The engine's fast path is one generated function per event type for all the rules that
+can match it (`compile_type_dispatch`): evt.type checks fold to constants, fields read
+several times are read once, each and/or tests its children cheapest-to-decide first
+(see "evaluation order"), tests of one field merge (`startswith((a, b))`, one set), and
+the conjuncts several rules share over a few fields (`fd.name in (...)`, `proc.name in
+(...)`) are tested once per distinct value of those fields, the answer remembered (see
+_Guards): Falco's rules on openat cost a dict lookup or two for most events instead of a
+test per rule. tests/test_engine_matchers.py and tests/test_engine_falco_replay.py hold
+it to the reference.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -61,6 +73,8 @@ class MacroDef:
 
 
 _NUMERIC_OPS = frozenset({"<", "<=", ">", ">="})
+# Constants named once per value (see _CodeGen.const); anything else once per object.
+_VALUE_CONSTS = frozenset({str, int, float, bytes, frozenset})
 _OPS_BY_TYPE: dict[FieldType, frozenset[str]] = {
     FieldType.STRING: frozenset({
         "=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains", "bcontains",
@@ -330,12 +344,70 @@ def _field_texts(expr: Expr) -> Iterable[str]:
                 yield side.inner.text
 
 
+# ---- evaluation order (per-type matchers) --------------------------------------------------
+#
+# Each check's generated code stands alone: it reads its field (an absent value is None,
+# guarded by the check itself), compares it with constants and has no effect another check
+# could see (fields computed once per event are memoised, whichever check asks first). So
+# the children of an `and` (or an `or`) give the same answer in any order, and testing
+# first what is cheap and likely to decide skips the rest. The per-type matchers order
+# them by an estimate: a check's cost (how its field is read, what the operator does) and
+# the chance it holds (a positive match on text, `=`/`in`/`startswith`/..., is assumed
+# rarely true, `!=` and `not` of such a match usually true), and test an `and`'s children
+# by cost / P(false) ascending, an `or`'s by cost / P(true): the order that minimises the
+# expected cost for independent tests. Only the order changes, never what is tested.
+
+_MATCH_OPS = frozenset({"=", "in", "intersects", "startswith", "endswith", "contains",
+                        "icontains", "bcontains", "bstartswith", "glob", "iglob", "pmatch",
+                        "regex"})
+# Rough costs, in ns on CPython 3.11, of an operator's work on a value in hand.
+_OP_COST = {"icontains": 100.0, "bcontains": 200.0, "bstartswith": 200.0, "glob": 300.0,
+            "iglob": 300.0, "regex": 300.0, "pmatch": 150.0, "startswith": 50.0,
+            "endswith": 50.0, "contains": 30.0}
+# Fields whose value is one of a few kinds (the fd's type, a flag of the open): an equality
+# on them is no more likely false than true.
+_FEW_VALUES = frozenset({"fd.typechar", "fd.type", "fd.l4proto", "fd.sockfamily",
+                         "fd.is_server", "fd.connected", "evt.dir", "evt.source",
+                         "container.id", "evt.rawres", "evt.res", "evt.failed", "fd.num"})
+# Fields answered by a lookup outside the event and the process table (the container
+# runtime's metadata, DNS): dearest, so they are asked last.
+_LOOKUP_PREFIXES = ("container.", "k8s.", "fd.sip.name", "fd.cip.name", "fd.lip.name",
+                    "fd.rip.name")
+Estimate = tuple[float, float]  # (cost, probability of being true)
+
+
+def _order_key_and(est: Estimate) -> float:
+    cost, p = est
+    return cost / (1.0 - p) if p < 1.0 else float("inf")
+
+
+def _order_key_or(est: Estimate) -> float:
+    cost, p = est
+    return cost / p if p > 0.0 else float("inf")
+
+
+def _flatten(expr: And | Or) -> list[Expr]:
+    """Children of nested `and`s (or `or`s) as one list: associativity."""
+    out: list[Expr] = []
+    for child in expr.children:
+        if type(child) is type(expr):
+            out.extend(_flatten(child))
+        else:
+            out.append(child)
+    return out
+
+
 # ---- code generation -----------------------------------------------------------------------
 
 class _CodeGen:
     def __init__(self, expander: Expander, *, macro_refs_ok: bool = False,
-                 known_type: str | None = None) -> None:
+                 known_type: str | None = None, reorder: bool = False) -> None:
         self.expander = expander
+        # Test the children of and/or cheapest-to-decide first (see "evaluation order").
+        self.reorder = reorder
+        self._estimates: dict[int, tuple[Expr, Estimate]] = {}
+        self._implied: dict[int, tuple[Expr, list[tuple[Expr, frozenset[str]]]]] = {}
+        self._key_fields: dict[str, BoundField] = {}  # every field a guard is keyed by
         # Validating a macro on its own: a reference to another (existing) macro is fine.
         self.macro_refs_ok = macro_refs_ok
         # Generating for one event type: evt.type checks fold to constants.
@@ -345,6 +417,9 @@ class _CodeGen:
             "_OPEN_TYPES": OPEN_TYPES,
         }
         self.counter = 0
+        self.const_names: dict[tuple[object, ...], str] = {}
+        # Fields resolved once per generator: the same extractor each time it is read.
+        self.bound: dict[object, BoundField] = {}
         self.fields: list[BoundField] = []
         self.needs: set[str] = set()
         # Fields read more than once in the function: computed once, on first use.
@@ -360,20 +435,46 @@ class _CodeGen:
                 counts[text] = counts.get(text, 0) + 1
         self.shared = {text for text, n in counts.items() if n > 1}
 
-    def prologue(self) -> str:
-        lines = []
+    def _prologue_entries(self) -> list[tuple[str, str]]:
+        entries = []
         if "_th" in self.needs:
-            lines.append("    _th = st.thread_of(ev)\n")
+            entries.append(("_th", "st.thread_of(ev)"))
         if "_f" in self.needs:
-            lines.append("    _f = st.fd_of(ev)\n")
-        lines.extend(f"    {var} = {code}\n" for var, code in self.eager.items())
-        lines.extend(f"    {var} = _U\n" for var in self.memo.values())
-        return "".join(lines)
+            entries.append(("_f", "st.fd_of(ev)"))
+        entries.extend(self.eager.items())
+        entries.extend((var, "_U") for var in self.memo.values())
+        return entries
+
+    def prologue(self) -> str:
+        return "".join(f"    {var} = {code}\n" for var, code in self._prologue_entries())
+
+    def split_prologue(self, top: str) -> tuple[str, str]:
+        """The prologue as two parts: what the code `top` reads (run first), and the rest,
+        for the start of a block only some events reach (indented one more level)."""
+        entries = self._prologue_entries()
+        top = "\n".join(line for line in top.splitlines() if not line.lstrip().startswith("#"))
+        needed: set[str] = set()
+        for var, code in reversed(entries):  # an entry's code reads only earlier entries
+            if re.search(rf"(?<!\w){re.escape(var)}(?!\w)", top):
+                needed.add(var)
+                top += "\n" + code
+        first = "".join(f"    {var} = {code}\n" for var, code in entries if var in needed)
+        later = "".join(f"        {var} = {code}\n" for var, code in entries
+                        if var not in needed)
+        return first, later
 
     def const(self, value: object) -> str:
-        name = f"c{self.counter}"
-        self.counter += 1
-        self.ns[name] = value
+        """A name for `value` in the generated code's namespace; one name per value (the
+        same object, or an equal text, number or set: equal ones behave the same in every
+        operator), which keeps the generated source, and its compile time, small."""
+        cls = value.__class__
+        key: tuple[object, ...] = ((cls, value) if cls in _VALUE_CONSTS
+                                   else ("id", id(value)))
+        name = self.const_names.get(key)
+        if name is None:
+            name = self.const_names[key] = f"c{self.counter}"
+            self.counter += 1
+            self.ns[name] = value
         return name
 
     def temp(self) -> str:
@@ -381,27 +482,401 @@ class _CodeGen:
         self.counter += 1
         return name
 
-    def _gen_junction(self, children: Sequence[Expr], joiner: str, *, absorbing: str) -> str:
-        """`and`/`or` of the children's code, folded: a child equal to `absorbing` decides
-        the whole (False for and, True for or), the other constant drops out."""
+    def estimate(self, expr: Expr) -> Estimate:
+        """(cost, P(true)) of testing `expr` with its children in their best order."""
+        found = self._estimates.get(id(expr))
+        if found is None:
+            est = self._estimate(expr)
+            self._estimates[id(expr)] = (expr, est)  # the node stays alive: its id stays its
+            return est
+        return found[1]
+
+    def _estimate(self, expr: Expr) -> Estimate:
+        if isinstance(expr, And | Or):
+            is_and = isinstance(expr, And)
+            ests = sorted((self.estimate(c) for c in _flatten(expr)),
+                          key=_order_key_and if is_and else _order_key_or)
+            cost, reach = 0.0, 1.0  # reach: the chance the next child is tested at all
+            for c, p in ests:
+                cost += reach * c
+                reach *= p if is_and else 1.0 - p
+            return cost, (reach if is_and else 1.0 - reach)
+        if isinstance(expr, Not):
+            cost, p = self.estimate(expr.child)
+            return cost, 1.0 - p
+        if not isinstance(expr, Check):
+            return 15.0, 0.5
+        folded = self.fold_type_check(expr)
+        if folded is not None:
+            return 0.0, 1.0 if folded == "True" else 0.0
+        try:
+            bf = self.bind(expr.left)
+        except CompileError:
+            return 15.0, 0.5  # reported when the check's code is generated
+        cost = self._field_cost(bf)
+        if isinstance(expr.right, Transform):
+            try:
+                inner = expr.right.inner if expr.right.func == "val" else expr.right
+                cost += self._field_cost(self.bind(inner))
+            except CompileError:
+                pass
+        op = "=" if expr.op == "==" else expr.op
+        cost += _OP_COST.get(op, 15.0)
+        if bf.type is FieldType.IPNET:
+            cost += 300.0
+        if op == "exists":
+            p = 0.9
+        elif op in _MATCH_OPS:
+            few = bf.type is FieldType.BOOL or bf.text in _FEW_VALUES
+            p = 0.5 if few else 0.1
+        elif op == "!=":
+            p = 0.5 if bf.type is FieldType.BOOL or bf.text in _FEW_VALUES else 0.9
+        else:
+            p = 0.5
+        return cost, p
+
+    def _field_cost(self, bf: BoundField) -> float:
+        """Rough ns to read the field: a local or an attribute, a helper, an extractor."""
+        if bf.inline is not None and not bf.is_list:
+            cost = 10.0 if not bf.helpers and "st." not in bf.inline else 120.0
+        elif bf.text.startswith(_LOOKUP_PREFIXES):
+            return 1000.0
+        elif "[" in bf.text and bf.text.startswith(("proc.a", "proc.p")):
+            cost = 500.0  # walks the ancestors
+        elif bf.text.startswith(("proc.p", "proc.a")):
+            cost = 350.0  # the parent, or every ancestor
+        else:
+            cost = 250.0
+        return cost + (150.0 if bf.is_list else 0.0)
+
+    def key_field(self, side: object) -> BoundField | None:
+        """The field a check's side reads when it can key a guard group: a single plain
+        value (text, number, flag: hashable; not a list, nor a set of networks)."""
+        if not isinstance(side, FieldRef | Transform):
+            return None
+        if isinstance(side, Transform):
+            if side.func != "val":
+                return None
+            side = side.inner
+            if not isinstance(side, FieldRef):
+                return None
+        try:
+            bf = self.bind(side)
+        except CompileError:
+            return None
+        if bf.is_list or bf.type is FieldType.IPNET or bf.text in _PER_EVENT \
+                or bf.text.startswith(_PER_EVENT_PREFIXES):
+            return None
+        return bf
+
+    def guard_key(self, expr: Expr) -> tuple[BoundField, ...] | None:
+        """The fields whose values decide a conjunct, when it can be a guard: each field it
+        reads is a plain value (fd.directory and fd.filename stand for the fd's type and
+        name they are computed from), at most _GUARD_MAX_FIELDS of them. Sorted by name."""
+        found: dict[str, BoundField] = {}
+        for chk in _checks(expr):
+            for side in (chk.left, chk.right):
+                if isinstance(side, FieldRef | Transform):
+                    bf = self.key_field(side)
+                    if bf is None:
+                        return None
+                    for text in _KEY_ROOTS.get(bf.text, (bf.text,)):
+                        if text not in found:
+                            root = bf if text == bf.text else self.key_field(
+                                FieldRef(text, None, 0))
+                            if root is None:
+                                return None
+                            found[text] = root
+        if not 1 <= len(found) <= _GUARD_MAX_FIELDS:
+            return None
+        self._key_fields.update(found)
+        return tuple(found[name] for name in sorted(found))
+
+    def implied_guards(self, expr: Expr) -> list[tuple[Expr, frozenset[str]]]:
+        """Guards `expr` implies, with the fields each is keyed by: `expr` itself when it
+        can be one; for an `and`, also its children's; for an `or`, also the `or` of each
+        child's narrowest guard when every child has one (`(proc.name = nc and ...) or
+        (proc.name = ncat and ...)` implies `proc.name = nc or proc.name = ncat`)."""
+        found = self._implied.get(id(expr))
+        if found is not None:
+            return found[1]
+        out: list[tuple[Expr, frozenset[str]]] = []
+        key = self.guard_key(expr)
+        if key is not None:
+            out.append((expr, frozenset(bf.text for bf in key)))
+        if isinstance(expr, And):
+            for child in expr.children:
+                out.extend(g for g in self.implied_guards(child) if g not in out)
+        elif isinstance(expr, Or):
+            parts: list[Expr] = []
+            names: set[str] = set()
+            for child in expr.children:
+                options = self.implied_guards(child)
+                if not options:
+                    break
+                best = min(options, key=lambda g: (len(g[1]), self._key_cost(g[1]),
+                                                   self.estimate(g[0])[1]))
+                parts.append(best[0])
+                names |= best[1]
+            else:
+                if len(names) <= _GUARD_MAX_FIELDS and (not out or names != out[0][1]):
+                    out.append((Or(tuple(parts), expr.pos), frozenset(names)))
+        self._implied[id(expr)] = (expr, out)
+        return out
+
+    def _key_cost(self, names: Iterable[str]) -> float:
+        return sum(self._field_cost(self._key_fields[n]) for n in names)
+
+    def plan_guards(self, conjuncts: Sequence[Sequence[Expr]]) -> list[_Guards]:
+        """Groups of guards shared by at least two rules (one rule alone gains nothing from
+        a lookup: its conjunct is simply tested first). A guard is a conjunct itself or a
+        weaker test it implies (then the conjunct still runs after it).
+
+        Groups form first from likely-false guards (P(true) <= _GUARD_STRONG_P); rules
+        none of those groups guard then group by guards no likelier true than
+        _GUARD_MAX_P (`container.id != host`). A group is keyed by one set of fields and
+        takes every guard over a subset of them (so keys are never combinations no guard
+        asked for), but for fields of a few values (fd.typechar) it may grow by."""
+        found: list[tuple[int, Expr, frozenset[str], float]] = []
+        # Conjuncts a group's key decides, however likely true (`not fd.name in (...)`):
+        # free to test along with the group's guards, once per key value.
+        riders: list[tuple[int, Expr, frozenset[str], float]] = []
+        for i, parts in enumerate(conjuncts):
+            for part in parts:
+                for guard, names in self.implied_guards(part):
+                    p = self.estimate(guard)[1]
+                    if p <= _GUARD_MAX_P:
+                        found.append((i, guard, names, p))
+                    elif guard is part:
+                        riders.append((i, guard, names, p))
+        fields = self._key_fields
+
+        def few_values(names: frozenset[str] | set[str]) -> bool:
+            return all(fields[n].type is FieldType.BOOL or n in _FEW_VALUES for n in names)
+
+        def joins(names: frozenset[str], key: set[str]) -> bool:
+            return names <= key or (key <= names and few_values(names - key))
+
+        kept: list[set[str]] = []
+        covered: set[int] = set()
+        for strong in (True, False):
+            rules_by_key: dict[frozenset[str], set[int]] = {}
+            for i, _, names, p in found:
+                if (p <= _GUARD_STRONG_P) == strong and (strong or i not in covered):
+                    rules_by_key.setdefault(names, set()).add(i)
+            fresh: list[tuple[set[str], set[int]]] = []
+            # Keys guarding most rules first: each joins the first key that covers it (or
+            # that it covers but for fields of a few values).
+            for names in sorted(rules_by_key, key=lambda k: (-len(rules_by_key[k]), len(k),
+                                                             sorted(k))):
+                target = next((k for k in kept if joins(names, k)), None)
+                if target is not None:
+                    target |= names
+                    covered |= rules_by_key[names]
+                    continue
+                entry = next((e for e in fresh if joins(names, e[0])), None)
+                if entry is None:
+                    fresh.append((set(names), set(rules_by_key[names])))
+                else:
+                    entry[0].update(names)
+                    entry[1].update(rules_by_key[names])
+            for key, rules in fresh:
+                if len(rules) >= 2:
+                    kept.append(key)
+                    covered |= rules
+        keys = kept
+        groups = [_Guards(tuple(fields[name] for name in sorted(k))) for k in keys]
+        for i, guard, names, _ in found:  # every guard a kept key covers filters its rule
+            for group, k in zip(groups, keys, strict=True):
+                if names <= k:
+                    group.members.setdefault(i, []).append(guard)
+                    break
+        useful = [g for g in groups if len(g.members) >= 2]
+        for i, guard, names, _ in riders:
+            for group in useful:
+                if i in group.members and names <= {bf.text for bf in group.fields}:
+                    group.members[i].append(guard)
+                    break
+        # Cheapest keys first: a later group's key is not even read once the mask is 0.
+        return sorted(useful, key=lambda g: sum(self._field_cost(bf) for bf in g.fields))
+
+    def guard_function(self, name: str, cache: str, group: _Guards, bit: Mapping[int, int],
+                       other: int) -> tuple[str, str]:
+        """`name(key, ev, st, _th, _f)`: the group's mask for the event's key (bit set: that
+        rule's guards held, or the rule has none here), remembered in `cache` per key. Its
+        own code generator: the fields it reads are its own locals. Returns the source and
+        the arguments a call passes for `_th, _f` (None for those it does not read)."""
+        sub = _CodeGen(self.expander, known_type=self.known_type, reorder=True)
+        sub.ns, sub.const_names, sub.bound = self.ns, self.const_names, self.bound
+        sub.counter = self.counter
+        sub.share_repeated_fields(c for parts in group.members.values() for c in parts)
+        bits_by_code: dict[str, int] = {}  # rules guarded by the same test share it
+        for i, parts in group.members.items():
+            code = sub.gen(parts[0] if len(parts) == 1 else And(tuple(parts), 0))
+            if code != "False":
+                bits_by_code[code] = bits_by_code.get(code, 0) | bit[i]
+        tests = [f"    if {code}:\n        mask |= {bits}\n"
+                 for code, bits in bits_by_code.items()]
+        self.counter = sub.counter
+        self.needs |= sub.needs
+        prologue = "".join(line for line in sub.prologue().splitlines(keepends=True)
+                           if not line.startswith(("    _th = ", "    _f = ")))
+        context = ", ".join(v if v in sub.needs else "None" for v in ("_th", "_f"))
+        return (f"def {name}(key, ev, st, _th, _f):\n{prologue}    mask = {other}\n"
+                + "".join(tests)
+                + f"    if len({cache}) >= {GUARD_CACHE_MAX}:\n        {cache}.clear()\n"
+                  f"    {cache}[key] = mask\n    return mask\n"), context
+
+    def _ordered(self, children: Sequence[Expr], is_and: bool) -> Sequence[Expr]:
+        if not self.reorder:
+            return children
+        # Stable: equal estimates keep the order the rule's author wrote.
+        return sorted(children, key=lambda c: (_order_key_and if is_and else _order_key_or)(
+            self.estimate(c)))
+
+    def _gen_junction(self, children: Sequence[Expr | str], joiner: str, *,
+                      absorbing: str) -> str:
+        """`and`/`or` of the children's code (a str child is code already), folded: a
+        child equal to `absorbing` decides the whole (False for and, True for or), the
+        other constant drops out."""
         neutral = "True" if absorbing == "False" else "False"
         parts = []
         for child in children:
-            code = self.gen(child)
+            code = child if isinstance(child, str) else self.gen(child)
             if code == absorbing:
                 return absorbing
-            if code != neutral:
+            if code != neutral and code not in parts:  # `x and x` is `x`: tested once
                 parts.append(code)
         if not parts:
             return neutral
         return parts[0] if len(parts) == 1 else "(" + f" {joiner} ".join(parts) + ")"
 
+    def _mergeable(self, expr: Expr) -> tuple[str, str] | None:
+        """(field, kind) when `expr` is a test an `or` may merge with its likes: one
+        text prefix/suffix, or equality/membership, on a plain single-valued field."""
+        if not isinstance(expr, Check) or not isinstance(expr.left, FieldRef) \
+                or expr.op not in ("=", "==", "in", "startswith", "endswith") \
+                or self.fold_type_check(expr) is not None:
+            return None
+        try:
+            bf = self.bind(expr.left)
+        except CompileError:
+            return None
+        if bf.is_list or bf.type not in (FieldType.STRING, FieldType.INT, FieldType.IPADDR) \
+                or bf.text == "evt.buffer" or (bf.inline is not None and bf.inline[:1] == "'"):
+            return None
+        if expr.op in ("startswith", "endswith"):
+            if bf.type is not FieldType.STRING or not isinstance(expr.right, Value):
+                return None
+            return bf.text, expr.op
+        if expr.op == "in" and not isinstance(expr.right, (ListValue, ListRef)):
+            return None
+        if expr.op != "in" and not isinstance(expr.right, Value):
+            return None
+        return bf.text, "in"
+
+    def _merged(self, children: Sequence[Expr], *, negated: bool = False) -> list[Expr | str]:
+        """The children of an `or`, those testing one field the same way merged into one
+        test: `x.startswith((a, b))`, `x in {a, b, c}` (true exactly when one of the
+        merged tests is); with `negated`, the children of an `and` that are `not` of such
+        tests: `not x.startswith((a, b))` (De Morgan). Each merged test takes the place of
+        its first member."""
+        def kind_of(child: Expr) -> tuple[str, str] | None:
+            if negated:
+                return self._mergeable(child.child) if isinstance(child, Not) else None
+            return self._mergeable(child)
+
+        def check_of(child: Expr) -> Check:
+            return cast(Check, child.child if negated and isinstance(child, Not) else child)
+
+        groups: dict[tuple[str, str], list[Check]] = {}
+        for child in children:
+            kind = kind_of(child)
+            if kind is not None:
+                groups.setdefault(kind, []).append(check_of(child))
+        out: list[Expr | str] = []
+        done: set[tuple[str, str]] = set()
+        for child in children:
+            kind = kind_of(child)
+            members = groups.get(kind) if kind is not None else None
+            if kind is None or members is None or len(members) < 2:
+                out.append(child)
+            elif kind not in done:
+                done.add(kind)
+                code = self._merged_check(members, kind[1])
+                out.append(f"(not {code})" if negated else code)
+        return out
+
+    def _merged_check(self, checks: Sequence[Check], kind: str) -> str:
+        bf = self.bind(checks[0].left)
+        self.fields.append(bf)
+        for chk in checks:
+            allowed = _OPS_BY_TYPE[bf.type]
+            op = "=" if chk.op == "==" else chk.op
+            if op not in allowed:
+                raise CompileError(f"operator '{chk.op}' cannot be used with "
+                                   f"{bf.type.value} field '{bf.text}'", chk.op_pos)
+        value = self.value_code(bf)
+        if kind == "in":
+            found: list[object] = []
+            for chk in checks:
+                found.extend(self.literal_set(chk, bf) if chk.op == "in"
+                             else [self.single(chk, bf)])
+            return f"({value} in {self.const(frozenset(found))})"
+        needles = self.const(tuple(str(self.single(chk, bf)) for chk in checks))
+        if not bf.nullable:
+            return f"{value}.{kind}({needles})"
+        if value.isidentifier():
+            return f"({value} is not None and {value}.{kind}({needles}))"
+        t = self.temp()
+        return f"(({t} := {value}) is not None and {t}.{kind}({needles}))"
+
+    def simplify(self, expr: Expr) -> Expr | bool:
+        """`expr` with its evt.type checks folded for the known type (True/False when the
+        whole folds), nested and/or flattened, one-child and/or unwrapped."""
+        if isinstance(expr, And | Or):
+            is_and = isinstance(expr, And)
+            kids: list[Expr] = []
+            for child in expr.children:
+                found = self.simplify(child)
+                if found is (not is_and):  # False in an and, True in an or: decides
+                    return found
+                if found is is_and:  # the neutral constant drops out
+                    continue
+                assert not isinstance(found, bool)
+                if type(found) is type(expr):
+                    kids.extend(found.children)
+                else:
+                    kids.append(found)
+            if not kids:
+                return is_and
+            if len(kids) == 1:
+                return kids[0]
+            return And(tuple(kids), expr.pos) if is_and else Or(tuple(kids), expr.pos)
+        if isinstance(expr, Not):
+            found = self.simplify(expr.child)
+            if isinstance(found, bool):
+                return not found
+            return found.child if isinstance(found, Not) else Not(found, expr.pos)
+        if isinstance(expr, Check):
+            folded = self.fold_type_check(expr)
+            if folded is not None:
+                return folded == "True"
+        return expr
+
     def gen(self, expr: Expr) -> str:
         """Code for `expr`; exactly "True"/"False" when it folds to a constant."""
         if isinstance(expr, And):
-            return self._gen_junction(expr.children, "and", absorbing="False")
+            if not self.reorder:
+                return self._gen_junction(expr.children, "and", absorbing="False")
+            return self._gen_junction(self._merged(self._ordered(_flatten(expr), True),
+                                                   negated=True),
+                                      "and", absorbing="False")
         if isinstance(expr, Or):
-            return self._gen_junction(expr.children, "or", absorbing="True")
+            if not self.reorder:
+                return self._gen_junction(expr.children, "or", absorbing="True")
+            return self._gen_junction(self._merged(self._ordered(_flatten(expr), False)),
+                                      "or", absorbing="True")
         if isinstance(expr, Not):
             code = self.gen(expr.child)
             if code in ("True", "False"):
@@ -414,9 +889,15 @@ class _CodeGen:
         return self.check(expr)
 
     def bind(self, left: FieldRef | Transform) -> BoundField:
+        if isinstance(left, FieldRef):
+            key: object = (left.name, left.arg)
+            found = self.bound.get(key)
+            if found is not None:
+                return found
         try:
             if isinstance(left, FieldRef):
-                return resolve_field(left.name, left.arg)
+                found = self.bound[key] = resolve_field(left.name, left.arg)
+                return found
             if left.func == "val":
                 raise CompileError("val() belongs on the right of an operator", left.pos)
             return apply_transformer(left.func, self.bind(left.inner))
@@ -646,21 +1127,128 @@ def compile_condition(expr: Expr, expander: Expander, label: str) -> MatchFn:
     return fn
 
 
+# A guard group's remembered masks, per key value, before it starts over (a bound on memory
+# for fields with many values, e.g. file names).
+GUARD_CACHE_MAX = 4096
+# A conjunct guards its rule when it is likely false (see _CodeGen.estimate); one that is
+# false about half the time only when the rule has no likelier-false one ...
+_GUARD_STRONG_P = 0.45
+_GUARD_MAX_P = 0.5
+# ... and its result is decided by at most this many fields, each a plain value (see
+# _CodeGen.guard_key).
+_GUARD_MAX_FIELDS = 3
+# Fields whose value is new with (nearly) every event: a poor key, never remembered.
+_PER_EVENT = frozenset({"evt.num", "evt.rawtime", "evt.rawtime.s", "evt.args", "evt.buffer",
+                        "proc.duration", "proc.ppid.duration"})
+_PER_EVENT_PREFIXES = ("evt.time", "evt.datetime", "evt.arg.", "evt.rawarg.")
+# Fields computed from others alone: a guard over them is keyed by those.
+_KEY_ROOTS = {"fd.directory": ("fd.name", "fd.typechar"),
+              "fd.filename": ("fd.name", "fd.typechar")}
+
+
+def _checks(expr: Expr) -> Iterable[Check]:
+    if isinstance(expr, And | Or):
+        for child in expr.children:
+            yield from _checks(child)
+    elif isinstance(expr, Not):
+        yield from _checks(expr.child)
+    elif isinstance(expr, Check):
+        yield expr
+
+
+class _Guards:
+    """Conjuncts of several rules over the same few fields, tested once per distinct value.
+
+    Falco's rules mostly open with a test of a field or two against constants (`fd.name in
+    (sensitive_file_names)`, `proc.name in (shell_binaries)`, `container.id != host`...)
+    that is false for nearly every event. A group gathers, over the rules of one event
+    type, the conjuncts that read the same fields: per event the fields' values are looked
+    up in a dict remembering which of the group's conjuncts held for that value (computed
+    on first sight: the conjuncts are pure functions of the value), so the group costs one
+    lookup whatever its size, and a rule's remaining conjuncts run only when all its
+    guards held. The answer is the same as testing every conjunct: an `and` holds only if
+    each conjunct does, and a conjunct's result depends on nothing but those fields.
+    """
+
+    def __init__(self, fields: tuple[BoundField, ...]) -> None:
+        self.fields = fields
+        # rule index -> its conjuncts in this group
+        self.members: dict[int, list[Expr]] = {}
+
+
 def compile_type_dispatch(
     evt_type: str, entries: Sequence[tuple[Expr, object]], expander: Expander,
 ) -> Callable[[Event, SystemState], tuple[object, ...]]:
-    """One function for one event type testing every rule in turn: `evt.type` checks fold
-    away and the thread/fd lookups happen once. Returns the matching entries' payloads."""
-    gen = _CodeGen(expander, known_type=evt_type)
-    gen.share_repeated_fields(expr for expr, _ in entries)
-    tests = []
+    """One function for one event type testing every rule: `evt.type` checks fold away,
+    the thread/fd lookups happen once, each condition's and/or children are tested
+    cheapest-to-decide first, and the guards several rules share are tested once per
+    value (see _Guards). Returns the matching entries' payloads in `entries` order."""
+    gen = _CodeGen(expander, known_type=evt_type, reorder=True)
+    kept: list[tuple[Expr, object]] = []
     for expr, payload in entries:
-        code = gen.gen(expr)
-        if code == "False":
-            continue
-        tests.append(f"    if {code}:\n        hits = hits + ({gen.const(payload)},)\n")
-    source = (f"def dispatch(ev, st):\n{gen.prologue()}    hits = ()\n"
-              + "".join(tests) + "    return hits\n")
+        found = gen.simplify(expr)
+        if found is True:
+            found = And((), 0)  # always true: generates "True"
+        if found is not False:
+            kept.append((found, payload))
+    gen.share_repeated_fields(expr for expr, _ in kept)
+    conjuncts = [list(expr.children) if isinstance(expr, And) else [expr] for expr, _ in kept]
+    groups = gen.plan_guards(conjuncts)
+    guarded = {i for group in groups for i in group.members}
+    bit = {i: 1 << n for n, i in enumerate(sorted(guarded))}
+    all_bits = sum(bit.values())
+
+    head: list[str] = []
+    helpers: list[str] = []
+    for g, group in enumerate(groups):
+        key_codes = [gen.value_code(bf) for bf in group.fields]
+        key = key_codes[0] if len(key_codes) == 1 else "(" + ", ".join(key_codes) + ")"
+        cache, compute = gen.const({}), f"_guard{g}"
+        helper, context = gen.guard_function(compute, cache, group, bit,
+                                             all_bits & ~sum(bit[i] for i in group.members))
+        helpers.append(helper)
+        fetch = (f"_g{g}_ = {cache}.get(_k{g}_ := {key})\n"
+                 f"if _g{g}_ is None:\n"
+                 f"    _g{g}_ = {compute}(_k{g}_, ev, st, {context})\n")
+        if g == 0:
+            head.append(textwrap.indent(fetch + "_m_ = _g0_\n", "    "))
+        else:  # no rule left to guard: the next keys need not be read
+            head.append("    if _m_:\n" + textwrap.indent(fetch + f"_m_ &= _g{g}_\n", " " * 8))
+    tests_guarded: list[str] = []
+    tests_plain: list[str] = []
+    in_groups = {i: {id(c) for group in groups for c in group.members.get(i, ())}
+                 for i in guarded}
+    for i, ((expr, payload), parts) in enumerate(zip(kept, conjuncts, strict=True)):
+        name = " ".join(str(getattr(payload, "name", "")).split())
+        if name:  # which rule a test is, for whoever reads the generated source
+            (tests_guarded if i in guarded else tests_plain).append(
+                ("        # " if i in guarded else "    # ") + name + "\n")
+        if i in guarded:
+            rest = [c for c in parts if id(c) not in in_groups[i]]
+            code = gen.gen(And(tuple(rest), 0)) if rest else "True"
+            cond = f"_m_ & {bit[i]}" + ("" if code == "True" else f" and {code}")
+            if code != "False":
+                tests_guarded.append(f"        if {cond}:\n"
+                                     f"            hits = hits + ({gen.const(payload)},)\n")
+        else:
+            code = gen.gen(expr)
+            if code != "False":
+                tests_plain.append(f"    if {code}:\n"
+                                   f"        hits = hits + ({gen.const(payload)},)\n")
+    # What only the guarded rules read is computed inside their block, where few events go.
+    first, later = gen.split_prologue("".join(head + tests_plain))
+    body = "".join(head)
+    if tests_guarded:
+        body += "    hits = ()\n    if _m_:\n" + later + "".join(tests_guarded)
+    else:
+        body += "    hits = ()\n"
+    body += "".join(tests_plain)
+    if tests_guarded and tests_plain:
+        # Guarded rules were tested first: put the (rare) several hits back in rule order.
+        rank = {id(payload): n for n, (_, payload) in enumerate(kept)}
+        body += (f"    if len(hits) > 1:\n"
+                 f"        hits = tuple(sorted(hits, key=lambda p: {gen.const(rank)}[id(p)]))\n")
+    source = "".join(helpers) + f"def dispatch(ev, st):\n{first}" + body + "    return hits\n"
     namespace = dict(gen.ns)
     exec(compile(source, f"<rules for {evt_type}>", "exec"), namespace)
     fn = namespace["dispatch"]

@@ -62,28 +62,51 @@ def compile_output(template: str) -> FormatFn:
         fields.append(bound)
         last = m.end()
     tail = template[last:]
-    steps = tuple((literal, bound.extract, bound.text)
-                  for literal, bound in zip(literals, fields, strict=True))
+    return _generate(literals, fields, tail, template)
 
-    def format_output(ev: Event, st: SystemState) -> tuple[str, dict[str, object]]:
-        parts: list[str] = []
-        values: dict[str, object] = {}
-        append = parts.append
-        for literal, extract, text in steps:
-            value = extract(ev, st)
-            # Strings and ints (most fields) print as themselves: skip render_value's checks.
-            cls = value.__class__
-            if cls is list:
-                value = ",".join(str(v) for v in value)  # type: ignore[attr-defined]
-                cls = str
-            values[text] = value
-            append(literal)
-            append(value if cls is str else str(value) if cls is int  # type: ignore[arg-type]
-                   else render_value(value))
-        append(tail)
-        return "".join(parts).strip(), values
 
-    return format_output
+def _generate(literals: list[str], fields: list[BoundField], tail: str,
+              template: str) -> FormatFn:
+    """One generated function per template: each distinct field read once (inline code
+    where the field has it, sharing the event's thread and fd lookups), then the line and
+    the fields dict built in one expression each. Values as before: a list joined with
+    `,` (and kept so in output_fields), text as is, anything else as render_value says."""
+    ns: dict[str, object] = {"_render": render_value}
+    needs: set[str] = set()
+    var_of: dict[str, str] = {}
+    reads: list[str] = []
+    for n, bound in enumerate(fields):
+        if bound.text in var_of:
+            continue
+        var = var_of[bound.text] = f"v{n}"
+        if bound.inline is not None and not bound.is_list:
+            needs |= bound.needs
+            ns.update(bound.helpers)
+            reads.append(f"    {var} = {bound.inline}\n")
+        else:
+            ns[f"x{n}"] = bound.extract
+            reads.append(f"    {var} = x{n}(ev, st)\n"
+                         f"    if {var}.__class__ is list:\n"
+                         f"        {var} = ','.join([str(v) for v in {var}])\n")
+    prologue = "".join(f"    {name} = {call}\n" for name, call in (
+        ("_th", "st.thread_of(ev)"), ("_f", "st.fd_of(ev)")) if name in needs)
+    parts: list[str] = []
+    for literal, bound in zip(literals, fields, strict=True):
+        var = var_of[bound.text]
+        if literal:
+            parts.append(repr(literal))
+        parts.append(f"({var} if {var}.__class__ is str else _render({var}))")
+    if tail:
+        parts.append(repr(tail))
+    line = f"''.join(({', '.join(parts)},)).strip()" if parts else "''"
+    values = "{" + ", ".join(f"{bound.text!r}: {var_of[bound.text]}" for bound in fields) + "}"
+    source = (f"def format_output(ev, st):\n{prologue}{''.join(reads)}"
+              f"    return {line}, {values}\n")
+    exec(compile(source, f"<output of {template[:40]!r}>", "exec"), ns)
+    fn = ns["format_output"]
+    assert callable(fn)
+    fn.__doc__ = source
+    return fn
 
 
 __all__ = ["OutputError", "compile_output"]

@@ -71,6 +71,11 @@ class Ruleset:
         found = self._by_type.get(evt_type)
         return self._untyped if found is None else found
 
+    def matches_type(self, evt_type: str) -> bool:
+        """Whether some rule can match `evt_type`: `dispatcher(evt_type) is not None`,
+        without generating the matcher."""
+        return bool(self.rules_for(evt_type))
+
     def match(self, ev: Event, state: SystemState) -> tuple[CompiledRule, ...]:
         """Every rule matching `ev`, in load order: the fast path (one generated function per
         event type, evt.type checks folded away). Call `state.update(ev)` first."""
@@ -88,6 +93,16 @@ class Ruleset:
         if fn is None:
             fn = self._build_dispatch(evt_type)
         return None if fn is _no_rules else fn
+
+    def dispatchers(self) -> dict[str, DispatchFn]:
+        """The generated matcher of every event type some rule names (a type only rules
+        without an evt.type constraint match gets its own when first asked for)."""
+        out = {}
+        for evt_type in self._by_type:
+            fn = self.dispatcher(evt_type)
+            if fn is not None:
+                out[evt_type] = fn
+        return out
 
     def _build_dispatch(self, evt_type: str) -> DispatchFn:
         rules = self.rules_for(evt_type)

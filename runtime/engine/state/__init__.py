@@ -27,6 +27,7 @@ from runtime.engine.state.containers import (
 )
 from runtime.engine.state.machine import (
     CLONE_THREAD,
+    MAX_ANCESTORS,
     REQUIRED_SYSCALLS,
     SystemState,
     lite_kind,
@@ -37,6 +38,7 @@ from runtime.engine.state.tables import FdInfo, ThreadInfo
 __all__ = [
     "CLONE_THREAD",
     "HOST_CONTAINER_ID",
+    "MAX_ANCESTORS",
     "REQUIRED_SYSCALLS",
     "ContainerRef",
     "FdInfo",

@@ -55,6 +55,8 @@ REQUIRED_SYSCALLS: frozenset[str] = frozenset({
 
 # A record's header starts with its CLOCK_BOOTTIME stamp (driver/schema/events.yaml).
 _BOOT_TS = struct.Struct("=Q")
+# How far up `ancestors` walks: a corrupt ppid chain must not loop forever.
+MAX_ANCESTORS = 64
 AT_FDCWD = -100
 EINPROGRESS = 115
 CLONE_THREAD = 0x00010000
@@ -162,7 +164,7 @@ class SystemState:
         """Parent, grandparent, ... (bounded: a corrupt ppid chain must not loop forever)."""
         seen = 0
         cur = self.parent_of(th)
-        while cur is not None and seen < 64:
+        while cur is not None and seen < MAX_ANCESTORS:
             yield cur
             seen += 1
             cur = self.parent_of(cur)
