@@ -44,7 +44,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import textwrap
@@ -60,6 +59,7 @@ import requests
 
 from ci.kernels import locked
 from driverkit.headers import ResolvedHeaders
+from tests.repo_servers import free_ports, stop_process, wait_until
 
 # Bump when the trees, packages or layouts made here change: the cache key includes it.
 FORMAT = 3
@@ -917,7 +917,7 @@ class RepoServer:
     def start(self) -> None:
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
         (self.prefix / "tmp").mkdir(exist_ok=True)
-        self.port = _free_port()
+        self.port = free_ports(1)[0]
         temp_paths = "\n".join(
             f"    {kind}_temp_path {self.prefix}/tmp/{kind};"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -952,34 +952,15 @@ class RepoServer:
                 ["nginx", "-c", str(conf), "-p", str(self.prefix)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {log.read_text(errors='replace')[-600:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(self.url + "/", timeout=2).status_code in {403, 404}:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"nginx not answering on {self.url} (log: {log})")
+        try:
+            wait_until(lambda: requests.get(self.url + "/", timeout=2).status_code in {403, 404},
+                       self.proc, "nginx", log)  # fmt: skip
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGQUIT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        stop_process(self.proc, signal.SIGQUIT, 10)
 
 
 def _world_readable(path: Path) -> bool:

@@ -80,7 +80,7 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def _wait_until(check: Any, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+def wait_until(check: Any, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -93,7 +93,7 @@ def _wait_until(check: Any, proc: subprocess.Popen[bytes], what: str, log: Path)
     raise RuntimeError(f"{what} not ready after {START_TIMEOUT:.0f}s (log: {log})")
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, sig: int, grace: float) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, grace: float) -> None:
     if proc is None or proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -169,7 +169,7 @@ http {{
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait_until(
+        wait_until(
             lambda: requests.get(self.url + "/", timeout=2).status_code == 200,
             self.proc,
             "nginx",
@@ -178,7 +178,7 @@ http {{
 
     def stop(self) -> None:
         # SIGQUIT: graceful stop of the master and its workers (fast for an idle server).
-        _stop(self.proc, signal.SIGQUIT, 10)
+        stop_process(self.proc, signal.SIGQUIT, 10)
         self.proc = None
 
 
@@ -276,11 +276,11 @@ class S3Server:
             client.put_object(Bucket=BUCKET, Key="ready", Body=b"ok")
             return True
 
-        _wait_until(bucket_ready, self.proc, "weed server", log)
+        wait_until(bucket_ready, self.proc, "weed server", log)
 
     def stop(self) -> None:
         # SIGKILL: a clean stop takes ~25 s and the data is thrown away anyway.
-        _stop(self.proc, signal.SIGKILL, 10)
+        stop_process(self.proc, signal.SIGKILL, 10)
         self.proc = None
         # weed makes a unix socket per gRPC port at this fixed place (TMPDIR is not read,
         # no flag moves them); a killed weed leaves them behind.
