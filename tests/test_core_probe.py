@@ -256,6 +256,51 @@ def test_event_on_quiet_cpu_arrives_within_bound(core_probe: Path, tmp_path: Pat
     assert stats.n_evts == stats.delivered + stats.drops
 
 
+def test_a_staged_batch_holds_back_the_completeness_mark(core_probe: Path) -> None:
+    """poll() says, in complete_before_ns, before when every record has been handed out.
+    A lone event staged on a quiet CPU (user space told not to flush it for a minute)
+    keeps that mark at or below its ts until it arrives; a mark read off the clock
+    would pass it, and the engine's reorder window once released later events of other
+    CPUs before it when the engine was starved (issue #11). Once it is out, the mark
+    moves on. getpriority: a syscall hardly anything else makes, so nothing else on
+    that CPU pushes the batch out first (if something does, the round is run again)."""
+    cpu = max(os.sched_getaffinity(0))
+    code = f"""
+        import os, sys
+        os.sched_setaffinity(0, {{{cpu}}})
+        os.getpriority(os.PRIO_PROCESS, 0)
+        print("done", flush=True)
+        sys.stdin.read()  # stay alive and quiet until told
+    """
+    for _ in range(3):
+        with ProbeSource(core_probe, {"getpriority"}, 1 << 20, flush_after_ms=60_000,
+                         epoch_offset_ns=0) as src:
+            proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert proc.stdout is not None and proc.stdin is not None
+            assert proc.stdout.readline() == "done\n"
+            marks: list[int | None] = []
+            mine: list[Event] = []
+            for _ in range(5):
+                mine = [e for e in src.poll(20) if e.pid == proc.pid]
+                if mine:
+                    break
+                marks.append(src.complete_before_ns)
+            src.flush()
+            while not mine:
+                mine = [e for e in src.poll(100) if e.pid == proc.pid]
+            src.poll(0)
+            after = src.complete_before_ns
+            proc.stdin.close()
+            assert proc.wait(timeout=30) == 0
+        if marks:
+            break
+    assert marks, "the lone event never stayed staged for a poll (a busy CPU?)"
+    staged_ts = mine[0].ts
+    assert all(m is not None and m <= staged_ts for m in marks), (marks, staged_ts)
+    assert after is not None and after > staged_ts
+
+
 def test_flushes_racing_producers_keep_batches_intact(core_probe: Path) -> None:
     """A userspace flush runs on the producer's CPU from an IPI, possibly while a record
     is being staged there. Hammer flushes from another CPU while a child makes syscalls,

@@ -137,6 +137,23 @@ def test_a_quiet_stream_holds_nothing_beyond_the_window() -> None:
     assert [ts for ts, _ in w.release(now_ts=14 * MS)] == [9 * MS]
 
 
+def test_a_sources_completeness_mark_bounds_the_time_rules() -> None:
+    # A live probe that says a CPU still holds a batch from 3 ms: neither the newest ts
+    # nor the clock releases past it, however late the read; the streams' rule (every
+    # CPU has shown a later ts) is exact and is not bounded.
+    w = window(window_ns=5 * MS, streams=range(2))
+    w.push([(1 * MS, 0), (4 * MS, 0), (30 * MS, 0)], {0: 30 * MS})
+    assert [ts for ts, _ in w.release(complete_before=3 * MS)] == [1 * MS]
+    assert w.release(now_ts=90 * MS, complete_before=3 * MS) == []
+    w.push([(3 * MS, 1)], {1: 3 * MS})
+    assert [ts for ts, _ in w.release(now_ts=90 * MS, complete_before=31 * MS)] == [
+        3 * MS, 4 * MS, 30 * MS]
+    assert w.counters.out_of_order == 0
+    streams = window(window_ns=5 * MS, streams=range(2))
+    streams.push([(1 * MS, 0), (2 * MS, 1), (9 * MS, 0), (9 * MS, 1)], {0: 9 * MS, 1: 9 * MS})
+    assert len(streams.release(complete_before=0)) == 4
+
+
 def test_a_late_event_is_processed_at_once_and_counted() -> None:
     w = window(window_ns=5 * MS)
     push(w, [(1 * MS, 0), (10 * MS, 0)])

@@ -245,6 +245,17 @@ class StageView:
                 cpus.append(cpu)
         return cpus
 
+    def complete_before(self) -> int:
+        """A boot-clock time before which every record has left the stages: now, or the
+        oldest staged batch's first record if one is waiting. Taken before a ring drain,
+        it says what that drain completes (see ProbeSource.complete_before_ns)."""
+        oldest = boot_clock_ns()
+        for cpu in range(self.ncpus):
+            first_ts, _pend, nevts = _STAGE_HEAD.unpack_from(self._map, cpu * self.stride)
+            if nevts and first_ts < oldest:
+                oldest = first_ts
+        return oldest
+
     def close(self) -> None:
         self._map.close()
 
@@ -315,6 +326,10 @@ class ProbeSource:
         self._flush_fd = -1
         self._next_flush_check = 0.0
         self.flushes = 0  # batches pushed out from userspace (quiet CPUs)
+        # Boot-clock time before which every record has been handed out by poll() (bar
+        # one a program is writing at this instant); None where nothing is staged
+        # because batching is off, or where a staged batch cannot be pushed out.
+        self.complete_before_ns: int | None = None
         self._ctl_fd = self._stats_fd = -1
         self._capture = False
         self._ncpus = 0
@@ -461,21 +476,35 @@ class ProbeSource:
         self, decoder: Decoder | None, out: list[Event], raw: list[bytes] | None,
         timeout_ms: int,
     ) -> None:
-        ring = self._require_ring()
         self._flush_quiet_cpus()
-        if ring.drain(decoder, out, raw):
+        if self._drain(decoder, out, raw):
             return
         deadline = time.monotonic() + max(timeout_ms, 0) / 1000
         while True:
-            if self._flush_quiet_cpus() and ring.drain(decoder, out, raw):
+            if self._flush_quiet_cpus() and self._drain(decoder, out, raw):
                 return
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 return
             # wake up in time to flush quiet CPUs: their batches wake nobody
-            ring.wait(min(left_ms, self.flush_after_ms))
-            if ring.drain(decoder, out, raw):
+            self._require_ring().wait(min(left_ms, self.flush_after_ms))
+            if self._drain(decoder, out, raw):
                 return
+
+    def _drain(self, decoder: Decoder | None, out: list[Event], raw: list[bytes] | None,
+               ) -> int:
+        """One ring drain, and what it completes. The stages are looked at first: a
+        record stamped before that moment was then either staged (the oldest staged one
+        bounds the mark) or already in the ring, which the drain reads to its end. A
+        consumer that is starved between a flush and the drain, or after it, thus never
+        takes a quiet CPU's batch as complete; a time-based guess would (issue #11)."""
+        ring = self._require_ring()
+        stages = self._stages
+        mark = stages.complete_before() if stages is not None and self._flush_fd >= 0 \
+            else None
+        count = ring.drain(decoder, out, raw)
+        self.complete_before_ns = mark
+        return count
 
     def pending_bytes(self) -> int:
         return self._require_ring().available()

@@ -19,6 +19,12 @@ event once it can no longer be overtaken:
   the others back), or
 - live only, when a read found nothing new: it is older than now by more than the window.
 
+The two time rules guess that a driver hands everything over within the window; a
+consumer starved for longer (a loaded host: the flush of a quiet CPU and the ring drain
+run late) broke that guess, and a CPU's staged batch arrived behind later events of the
+others. A source that can tell (the probes: `Batch.complete_before`, the oldest batch
+still staged when the drain began) bounds both time rules; the streams' rule needs none.
+
 Event time rather than wall time drives the second rule, so a backlog (the engine behind
 the ring by seconds) is still ordered. An event that arrives after a later-stamped one
 has already gone is processed at once, never dropped, and counted (`out_of_order`, and
@@ -140,14 +146,18 @@ class ReorderWindow(Generic[T]):
             if head > seen.get(stream, -1):
                 seen[stream] = head
 
-    def horizon(self, now_ts: int | None = None) -> int:
-        """The newest ts nothing can overtake any more (see the module doc)."""
+    def horizon(self, now_ts: int | None = None, complete_before: int | None = None) -> int:
+        """The newest ts nothing can overtake any more (see the module doc). The window's
+        time rules never pass `complete_before`, a source's own word that older events
+        have all been delivered; the streams' rule is exact and needs no bound."""
         horizon = self._newest - self.window_ns
-        warming_up = not self._declared and horizon < self._first
-        if self._stream_ts and not warming_up:
-            horizon = max(horizon, min(self._stream_ts.values()))
         if now_ts is not None:
             horizon = max(horizon, now_ts - self.window_ns)
+        if complete_before is not None:
+            horizon = min(horizon, complete_before - 1)
+        warming_up = not self._declared and self._newest - self.window_ns < self._first
+        if self._stream_ts and not warming_up:
+            horizon = max(horizon, min(self._stream_ts.values()))
         return horizon
 
     def newest_held(self) -> int | None:
@@ -161,13 +171,14 @@ class ReorderWindow(Generic[T]):
             self._late(bisect_left(run_ts, self._released), run_ts[0])
         self._released = max(self._released, run_ts[-1])
 
-    def release(self, now_ts: int | None = None) -> list[T]:
+    def release(self, now_ts: int | None = None, complete_before: int | None = None,
+                ) -> list[T]:
         """What can no longer be overtaken, in ts order. `now_ts` (the clock the items are
         stamped with) also releases what is older than now by more than the window."""
         held = self._held
         if not held:
             return []
-        horizon = self.horizon(now_ts)
+        horizon = self.horizon(now_ts, complete_before)
         ts = self._ts
         cut = bisect_right(held, horizon, key=ts)
         excess = len(held) - cut - self.max_held
@@ -324,10 +335,12 @@ class OrderedSource:
         window = self._events
         if batch.events:
             window.push(batch.events, event_heads(batch.events))
-            out = window.release()
+            out = window.release(complete_before=batch.complete_before)
         elif self.inner.kind != "replay" and len(window):
-            # Nothing new arrived: whatever the driver had staged has come by now.
-            out = window.release(boot_clock_ns() + self.inner.boot_offset_ns)
+            # Nothing new arrived: whatever the driver had staged has come by now, unless
+            # it says otherwise.
+            out = window.release(boot_clock_ns() + self.inner.boot_offset_ns,
+                                 batch.complete_before)
         else:
             out = []
         return Batch(events=out, raw=batch.raw, stats=batch.stats)

@@ -42,6 +42,9 @@ class Batch:
     # Replay after `take_decoding()`: `raw` holds the records and `events` stays empty;
     # the engine decodes them itself (Engine.process_raw).
     undecoded: bool = False
+    # Live drivers that stage records: every event stamped before this (epoch ns) has
+    # been delivered by this read or earlier ones. None: the driver does not say.
+    complete_before: int | None = None
 
 
 class EventSource(Protocol):
@@ -220,13 +223,19 @@ class BpfSource:
         assert src is not None, "start() first"
         timeout_ms = int(timeout_s * 1000)
         if not self.keep_raw:
-            return Batch(events=src.poll(timeout_ms))
+            events = src.poll(timeout_ms)
+            return Batch(events=events, complete_before=self._complete_before(src))
         records = src.poll_raw(timeout_ms)
         if not records:
-            return Batch(events=[])
+            return Batch(events=[], complete_before=self._complete_before(src))
         # One framed buffer serves both the capture file and the batch decoder.
         raw = b"".join(pad8(r) for r in records)
-        return Batch(events=src.decoder.decode_stream(raw), raw=raw)
+        return Batch(events=src.decoder.decode_stream(raw), raw=raw,
+                     complete_before=self._complete_before(src))
+
+    def _complete_before(self, src: ProbeSource) -> int | None:
+        mark = src.complete_before_ns
+        return None if mark is None else mark + self.boot_offset_ns
 
     def stats(self) -> PerCpuStats:
         if self._src is None:
