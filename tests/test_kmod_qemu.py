@@ -65,6 +65,7 @@ MODULE_CHECKS = ("uname_v_is_the_built_one", "foreign_module_refused", "insmod",
                  "event_common_fields",
                  "stats_account_for_events", "event_clone", "event_exit_at_enter",
                  "event_procexit", "event_mkdir", "event_rmdir", "drops_counted_not_silent",
+                 "complete_mark_waits_for_an_emptying_read",
                  "rmmod", "device_gone", "dmesg_clean")  # fmt: skip
 PROBE_CHECKS = ("loaded", "event_execve", "event_exepath", "event_openat", "event_connect",
                 "event_udp", "stats_account_for_events")  # fmt: skip

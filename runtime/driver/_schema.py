@@ -12,6 +12,9 @@ SCHEMA_HASH: Final = 0x1469643beb719163
 EARLIER_SCHEMA_HASHES: Final = (0x6ac4a0ed0c144bbe,)
 MAX_SYSCALLS: Final = 512
 SNAPLEN: Final = 80
+# The largest record any driver writes (a read(2) with this much room left was
+# not cut short by its buffer).
+MAX_RECORD_SIZE: Final = 20688
 HDR_FORMAT: Final = '=QQqIHHiIIIIIII16s'
 HDR_SIZE: Final = 80
 HDR_FIELDS: Final = ['ts', 'cgroup_id', 'ret', 'len', 'type', 'nparams', 'syscall_nr', 'cpu', 'pid', 'tid', 'ppid', 'uid', 'gid', 'flags', 'comm']

@@ -21,7 +21,7 @@ from pathlib import Path
 from runtime.driver import _schema
 from runtime.driver.errors import DriverError, SchemaMismatchError
 from runtime.driver.probe import resolve_filter
-from runtime.driver.schema import Decoder
+from runtime.driver.schema import Decoder, boot_clock_ns
 from runtime.events import Event
 
 DEVICE = Path("/dev/rtcap")
@@ -56,7 +56,12 @@ def build_filter(syscalls: Iterable[str]) -> bytes:
 class KmodDevice:
     """One open of /dev/rtcap (the module allows a single consumer at a time)."""
 
-    def __init__(self, path: Path = DEVICE, *, epoch_offset_ns: int | None = None) -> None:
+    def __init__(self, path: Path = DEVICE, *, epoch_offset_ns: int | None = None,
+                 read_size: int = READ_SIZE) -> None:
+        least = (_schema.MAX_RECORD_SIZE + 7) & ~7
+        if read_size < least:
+            raise KmodError(f"read_size={read_size}: a read must have room for the largest"
+                            f" record ({least} bytes)")
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError as exc:
@@ -67,7 +72,12 @@ class KmodDevice:
             raise KmodError(f"cannot open {path}: {exc.strerror}") from exc
         self.path = path
         self.schema_hash = 0
-        self._buf = bytearray(READ_SIZE)
+        self._buf = bytearray(read_size)
+        # Boot-clock time before which every record has been read (bar one a CPU is
+        # writing at this instant): when a read began that emptied every CPU's ring. A
+        # read its buffer cut short leaves later CPUs' rings, older records included,
+        # for the next one, and moves nothing.
+        self.complete_before_ns: int | None = None
         # None: this host's offset now (see schema.boot_to_epoch_ns).
         self._decoder = Decoder("x86_64", epoch_offset_ns)
 
@@ -137,11 +147,15 @@ class KmodDevice:
         """Whatever records are buffered now, waiting up to `timeout_s` for some."""
         deadline = time.monotonic() + timeout_s
         while True:
+            started = boot_clock_ns()
             try:
                 n = os.readv(self._fd, [self._buf])
-                return bytes(self._buf[:n])
             except BlockingIOError:
-                pass
+                self.complete_before_ns = started
+            else:
+                if len(self._buf) - n >= _schema.MAX_RECORD_SIZE:
+                    self.complete_before_ns = started
+                return bytes(self._buf[:n])
             left = deadline - time.monotonic()
             if left <= 0:
                 return b""

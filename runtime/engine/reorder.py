@@ -22,8 +22,11 @@ event once it can no longer be overtaken:
 The two time rules guess that a driver hands everything over within the window; a
 consumer starved for longer (a loaded host: the flush of a quiet CPU and the ring drain
 run late) broke that guess, and a CPU's staged batch arrived behind later events of the
-others. A source that can tell (the probes: `Batch.complete_before`, the oldest batch
-still staged when the drain began) bounds both time rules; the streams' rule needs none.
+others; the module's per-CPU rings, read one after the other into a bounded buffer,
+left older records of later CPUs behind a full read. A source that can tell bounds both
+time rules with `Batch.complete_before` (the probes: the oldest batch still staged when
+the drain began; the module: when the last read that emptied every ring began); the
+streams' rule needs no bound.
 
 Event time rather than wall time drives the second rule, so a backlog (the engine behind
 the ring by seconds) is still ordered. An event that arrives after a later-stamped one

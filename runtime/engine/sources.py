@@ -299,7 +299,9 @@ class KmodSource:
 
     def read(self, timeout_s: float) -> Batch | None:
         raw = self._dev.read_raw(timeout_s)
-        return Batch(events=self._decode(raw) if raw else [], raw=raw or None)
+        mark = self._dev.complete_before_ns
+        return Batch(events=self._decode(raw) if raw else [], raw=raw or None,
+                     complete_before=None if mark is None else mark + self.boot_offset_ns)
 
     def stats(self) -> PerCpuStats:
         return self._dev.stats()

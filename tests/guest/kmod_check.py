@@ -422,6 +422,7 @@ def check_drops(checks: Checks) -> None:
         dev.stop()
         delivered = len(dev.drain(idle_s=0.2))
         stats = dev.stats()
+    check_complete_mark(checks)
     seen = sum(s["n_evts"] for s in stats.values())
     full = sum(s["n_drops_buffer"] for s in stats.values())
     other = sum(s["n_drops_pf"] + s["n_drops_bug"] for s in stats.values())
@@ -430,6 +431,37 @@ def check_drops(checks: Checks) -> None:
         full > 0 and seen == delivered + full + other and seen >= BURST_CALLS,
         f"calls={BURST_CALLS} n_evts={seen} delivered={delivered} drops_buffer={full} "
         f"drops_other={other}",
+    )
+
+
+def check_complete_mark(checks: Checks) -> None:
+    """`complete_before_ns` (what the engine's reorder window may release up to) moves
+    only with a read that emptied every ring: reads cut short by a small buffer leave
+    older records behind, and no record read later is older than a mark given before."""
+    from runtime.driver import _schema
+    from runtime.driver.kmod import KmodDevice
+
+    read_size = 2 * ((_schema.MAX_RECORD_SIZE + 7) & ~7)  # below the 64 KiB ring
+    with KmodDevice(epoch_offset_ns=0, read_size=read_size) as dev:
+        dev.handshake()
+        dev.set_filter(["getppid"])
+        dev.start()
+        for _ in range(BURST_CALLS):
+            os.getppid()
+        dev.stop()
+        reads: list[tuple[int, int | None, list[int]]] = []
+        while (raw := dev.read_raw(0.2)):
+            reads.append((len(raw), dev.complete_before_ns,
+                          [e.ts for e in dev.decode(raw)]))
+        final = dev.complete_before_ns  # after reads that found nothing
+    behind = [(i, mark, min(ts)) for i, (_, mark, _) in enumerate(reads) if mark is not None
+              for _, _, ts in reads[i + 1:] if ts and min(ts) < mark]
+    cut = sum(n > read_size - _schema.MAX_RECORD_SIZE for n, _, _ in reads)
+    checks.record(
+        "complete_mark_waits_for_an_emptying_read",
+        cut > 0 and not behind and final is not None
+        and final > max(max(ts) for _, _, ts in reads if ts),
+        f"{len(reads)} reads, {cut} cut short by the buffer, behind a mark: {behind[:3]}",
     )
 
 
