@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ci.bootverify import masked_shares
 
 
@@ -56,3 +58,45 @@ def test_sample_boots_the_newest_kernel_of_each_suite() -> None:
     assert sample_per_suite(releases) == [
         "5.10.0-46-amd64", "6.1.0-57-amd64", "6.12.118+deb13-amd64", "7.2.13+deb14-amd64"
     ]
+
+
+# What stands in for virtme-ng here: a shell that plays the guest. What is tested is
+# boot()'s own decision, which a real TCG boot cannot be made to need on demand.
+_GUEST = """
+attempts="$1/attempts"; echo x >> "$attempts"
+case "$2" in
+  died-before) exit 1 ;;                                  # QEMU gone before our command
+  died-once) [ "$(wc -l < "$attempts")" -ge 2 ] || exit 1 ;;
+esac
+echo console of attempt $(wc -l < "$attempts")
+sh -c "$3"
+"""
+
+
+@pytest.mark.parametrize(("how", "attempts", "has_verdict"), [
+    ("ok", 1, True),
+    ("died-once", 2, True),
+    ("died-before", 2, False),
+    ("ours-failed", 1, False),  # our command ran and wrote nothing: not booted again
+])  # fmt: skip
+def test_a_boot_that_died_before_our_command_is_booted_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, attempts: int,
+    has_verdict: bool,
+) -> None:
+    from ci import bootverify
+    from ci.kernels import KernelImage
+
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("DRIVERKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(bootverify, "vng_command", lambda image, cmd, where: [
+        "sh", "-c", _GUEST, "guest", str(tmp_path), how, cmd])
+    verdict = shared / "result.json"
+    command = "exit 3" if how == "ours-failed" else f"echo '{{\"ok\": true}}' > {verdict}"
+    result = bootverify.boot(KernelImage("6.1.0-0-amd64", "6.1.0-0", tmp_path), command,
+                             shared, timeout_s=30)
+    assert result.timings["boot_attempts"] == attempts
+    assert (result.verdict is not None) == has_verdict
+    kept = sorted(p.name for p in shared.glob("console-attempt*.log"))
+    assert kept == (["console-attempt1.log"] if attempts == 2 else [])
+    if how == "died-once":
+        assert "console of attempt 2" in result.console_log.read_text()
