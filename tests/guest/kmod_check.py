@@ -408,21 +408,25 @@ def check_probe(checks: Checks, label: str, obj: Path, marker_dir: Path) -> None
         checks.record(pre + "loaded", False, f"{exc!r}\n{traceback.format_exc()}")
 
 
+def burst_without_reader(dev: Any) -> None:
+    """BURST_CALLS getppid events into the rings, nobody reading, capture off after."""
+    dev.handshake()
+    dev.set_filter(["getppid"])
+    dev.start()
+    for _ in range(BURST_CALLS):
+        os.getppid()
+    dev.stop()
+
+
 def check_drops(checks: Checks) -> None:
     """A burst larger than the ring, with no reader during it: drops are counted, and
     every event the module saw is either delivered or counted as a drop."""
     from runtime.driver.kmod import KmodDevice
 
     with KmodDevice() as dev:
-        dev.handshake()
-        dev.set_filter(["getppid"])
-        dev.start()
-        for _ in range(BURST_CALLS):
-            os.getppid()
-        dev.stop()
+        burst_without_reader(dev)
         delivered = len(dev.drain(idle_s=0.2))
         stats = dev.stats()
-    check_complete_mark(checks)
     seen = sum(s["n_evts"] for s in stats.values())
     full = sum(s["n_drops_buffer"] for s in stats.values())
     other = sum(s["n_drops_pf"] + s["n_drops_bug"] for s in stats.values())
@@ -443,12 +447,7 @@ def check_complete_mark(checks: Checks) -> None:
 
     read_size = 2 * ((_schema.MAX_RECORD_SIZE + 7) & ~7)  # below the 64 KiB ring
     with KmodDevice(epoch_offset_ns=0, read_size=read_size) as dev:
-        dev.handshake()
-        dev.set_filter(["getppid"])
-        dev.start()
-        for _ in range(BURST_CALLS):
-            os.getppid()
-        dev.stop()
+        burst_without_reader(dev)
         reads: list[tuple[int, int | None, list[int]]] = []
         while (raw := dev.read_raw(0.2)):
             reads.append((len(raw), dev.complete_before_ns,
@@ -502,6 +501,7 @@ def main() -> int:
                 capture(checks, marker_dir)
                 check_lifecycle(checks, marker_dir)
                 check_drops(checks)
+                check_complete_mark(checks)
             except Exception as exc:  # a crash here must still leave a verdict
                 checks.record("capture", False, f"{exc!r}\n{traceback.format_exc()}")
             proc = run(["rmmod", "rtcap"])
