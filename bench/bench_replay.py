@@ -16,7 +16,8 @@ connect, exit, procexit), encoded with the driver's own record layout, then repl
      the latter decoded into Events first (the live path: the window orders Events),
   6. Falco's own falco_rules.yaml + falco-incubating_rules.yaml (tests/fixtures/
      falco_rules/), beside the default ruleset (goal: no slower); a line saying "not
-     loadable yet: <reason>" when the engine cannot load them.
+     loadable yet: <reason>" when the engine cannot load them. Then, for reference, both
+     rulesets again, runs alternating, with and without the output stage.
 
 Every run times the event loop only: loading the rules and building the Engine (which
 generates the per-event-type matchers, ~60 ms for Falco's rules) happen before the clock
@@ -190,12 +191,13 @@ def run_pipeline(capture: Path, rules_path: Path | Sequence[Path], *,
     return counters.events, elapsed, cpu, sum(counters.matches.values())
 
 
-def engine_only(capture: Path, rules_path: Path) -> tuple[int, float]:
+def engine_only(capture: Path, rules_path: Path | Sequence[Path]) -> tuple[int, float]:
     """The pipeline with alerts formatted but not queued, serialised or written: what the
     output stage (queue, worker thread, JSON) costs is the difference."""
     alerts: list[object] = []
     counters = EngineCounters()
-    engine = Engine(load_rules([rules_path]), SystemState(), alerts.append, counters=counters)
+    paths = [rules_path] if isinstance(rules_path, Path) else list(rules_path)
+    engine = Engine(load_rules(paths), SystemState(), alerts.append, counters=counters)
     source = ReplaySource(capture)
     drops = DropMonitor(DropConfig(), emit_alert=alerts.append, log=lambda _: None)
     start = time.process_time()
@@ -281,6 +283,25 @@ def print_falco_rules(capture: Path, default_rate: float, repeat: int) -> None:
     print(f"Falco's {names} ({len(ruleset)} rules):{rate:>10,.0f} events/CPU-s "
           f"({alerts} alerts); goal no slower than the default ruleset "
           f"({default_rate:,.0f}): {verdict} ({rate / default_rate:.0%})")
+    print_falco_reference(capture, repeat)
+
+
+def print_falco_reference(capture: Path, repeat: int) -> None:
+    """Reference lines beside the goal's: both rulesets measured the same way again, the
+    runs alternating (so a neighbour's load, and what the earlier lines left in this
+    process's heap, weigh on both alike), whole pipeline and without the output stage
+    (where Falco's rules pay for twice the alerts)."""
+    pipeline: dict[str, list[float]] = {"default": [], "Falco": []}
+    no_outputs: dict[str, list[float]] = {"default": [], "Falco": []}
+    for _ in range(repeat):
+        for label, rules in (("default", default_rules_path()), ("Falco", FALCO_RULES)):
+            pipeline[label].append(best_rate(capture, rules, 1)[0])
+            events, cpu = engine_only(capture, rules)
+            no_outputs[label].append(events / cpu)
+    for what, rates in (("whole pipeline", pipeline), ("no output stage", no_outputs)):
+        default, falco = max(rates["default"]), max(rates["Falco"])
+        print(f"  reference, alternating runs, {what + ':':<16} default {default:>10,.0f}, "
+              f"Falco's rules {falco:>10,.0f} events/CPU-s ({falco / default:.0%})")
 
 
 def main() -> int:

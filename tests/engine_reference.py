@@ -5,9 +5,11 @@ tried in load order."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from hypothesis import strategies as st
 
 from runtime.driver import schema
 from runtime.engine.rules import Ruleset
@@ -39,3 +41,21 @@ def reference_matches(
                         yield ev, rule, line, fields
     finally:
         source.close()
+
+
+def nested_conditions(atom: Callable[[], st.SearchStrategy[str]], depth: int,
+                      joins: tuple[str, ...] = ("and", "or")) -> st.SearchStrategy[str]:
+    """Rule conditions `depth` levels deep over `atom()`: binary and/or, not, and longer
+    runs joined by each of `joins` (where the compiler merges and factors children)."""
+    if depth == 0:
+        return atom()
+    sub = nested_conditions(atom, depth - 1, joins)
+    runs = [st.lists(sub, min_size=3, max_size=5).map(
+        lambda xs, j=join: "(" + f" {j} ".join(xs) + ")") for join in joins]
+    return st.one_of(
+        atom(),
+        st.builds(lambda a, b: f"({a} and {b})", sub, sub),
+        st.builds(lambda a, b: f"({a} or {b})", sub, sub),
+        st.builds(lambda a: f"not ({a})", sub),
+        *runs,
+    )

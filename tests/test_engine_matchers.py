@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from runtime.engine.capture import AF_INET
 from runtime.engine.rules import load_rules
 from runtime.engine.state import SystemState
 from runtime.events import Event, SocketTuple
+from tests.engine_reference import nested_conditions
 
 _NAMES = ["sh", "bash", "cat", "nginx", "python3", "sshd"]
 _PATHS = ["/etc/shadow", "/etc/passwd", "/tmp/x", "/home/u/.ssh/id_rsa", "/dev/null",
           "/var/log/syslog", "/root/.bashrc", "/etc/cron.d/job"]
+# Opened besides: a directory's name, the root, a relative path the state resolves.
+_EVENT_PATHS = [*_PATHS, "/etc", "/", "../etc//shadow"]
 _ATOMS = [
     "proc.name = {name}", "proc.name in ({name}, {name2})", "proc.name != {name}",
     "proc.pname = {name}", "proc.pname in ({name}, {name2})", "proc.aname[2] = {name}",
@@ -36,6 +39,19 @@ _ATOMS = [
     "user.uid in (0, 1000)", "evt.is_open_read = true", "evt.is_open_write = true",
     "proc.pname exists", "fd.sip = 10.1.2.3", "fd.sport in (22, 443)", "fd.l4proto = tcp",
     "evt.num = 0", "proc.exe endswith {name}",
+    # Fields read inline (ancestors, parent, network ends, container metadata on the host).
+    "proc.aname[3] = {name}", "proc.aname[1] in ({name}, {name2})", "proc.pcmdline contains sh",
+    "proc.pexe endswith {name}", "user.name = root", "fd.nameraw contains etc",
+    "evt.res = SUCCESS", "fd.sockfamily = ip", "fd.snet in (10.0.0.0/8)",
+    "fd.net in (10.1.0.0/16, 8.8.0.0/16)", "container.image.repository = nginx",
+    "container.name = host", "proc.env contains HOME",
+    # Several texts searched at once, and conjuncts `or` branches share (factored out).
+    "(proc.cmdline contains {name} or proc.cmdline contains sh or proc.cmdline contains at"
+    " or proc.cmdline contains x)",
+    "(proc.cmdline icontains CAT or proc.cmdline icontains {name} or proc.cmdline icontains SH"
+    " or proc.cmdline icontains Py)",
+    "((proc.name = {name} and fd.name startswith /etc) or (proc.name = {name} and"
+    " fd.name endswith {file}) or proc.name = {name2})",
 ]
 
 
@@ -49,18 +65,6 @@ def _atom(draw: st.DrawFn) -> str:
         dir=path.rsplit("/", 1)[0] or "/", file=path.rsplit("/", 1)[1])
 
 
-def _condition(depth: int) -> st.SearchStrategy[str]:
-    if depth == 0:
-        return _atom()
-    sub = _condition(depth - 1)
-    return st.one_of(
-        _atom(),
-        st.builds(lambda a, b: f"({a} and {b})", sub, sub),
-        st.builds(lambda a, b: f"({a} or {b})", sub, sub),
-        st.builds(lambda a: f"not ({a})", sub),
-        st.lists(sub, min_size=3, max_size=5).map(lambda xs: "(" + " and ".join(xs) + ")"),
-        st.lists(sub, min_size=3, max_size=5).map(lambda xs: "(" + " or ".join(xs) + ")"),
-    )
 
 
 _TYPES = st.sampled_from(["evt.type in (open, openat)", "evt.type = execve",
@@ -71,7 +75,7 @@ _TYPES = st.sampled_from(["evt.type in (open, openat)", "evt.type = execve",
 def _ruleset(draw: st.DrawFn) -> str:
     items = []
     for i in range(draw(st.integers(2, 9))):
-        cond = f"{draw(_TYPES)} and {draw(_condition(2))}"
+        cond = f"{draw(_TYPES)} and {draw(nested_conditions(_atom, 2))}"
         items.append({"rule": f"r{i}", "desc": "d", "condition": cond,
                       "output": "o %proc.name", "priority": "WARNING"})
     return json.dumps(items)
@@ -87,8 +91,8 @@ def _events(draw: st.DrawFn) -> list[Event]:
         params: dict[str, object]
         res = draw(st.sampled_from([0, 3, 4, -2]))
         if kind == "openat":
-            params = {"dirfd": -100, "name": draw(st.sampled_from(_PATHS)),
-                      "flags": draw(st.sampled_from([0, 1, 2, 0o101])), "mode": 0}
+            params = {"dirfd": -100, "name": draw(st.sampled_from(_EVENT_PATHS)),
+                      "flags": draw(st.sampled_from([0, 1, 2, 0o101, 0o200000])), "mode": 0}
         elif kind == "execve":
             res = 0
             params = {"filename": f"/usr/bin/{comm}", "args": [draw(st.sampled_from(_NAMES))],
@@ -107,9 +111,43 @@ def _events(draw: st.DrawFn) -> list[Event]:
     return out
 
 
+def _every_open_and_exec() -> list[Event]:
+    """An open of every path and an exec with every argument, by every process name."""
+    out = []
+    for comm in _NAMES:
+        for path in _EVENT_PATHS:
+            out.append(Event(ts=1_000 + len(out), cpu=0, type="openat", syscall_nr=0, res=3,
+                             pid=100, tid=100, ppid=99, uid=0, gid=0, comm=comm, cgroup_id=0,
+                             params={"dirfd": -100, "name": path, "flags": 0, "mode": 0}))
+        for arg in _NAMES:
+            out.append(Event(ts=1_000 + len(out), cpu=0, type="execve", syscall_nr=0, res=0,
+                             pid=101, tid=101, ppid=99, uid=0, gid=0, comm=comm, cgroup_id=0,
+                             params={"filename": f"/usr/bin/{comm}", "args": [arg],
+                                     "cwd": "/root"}))
+    return out
+
+
+# Conjuncts shared by `or` branches (factored out), and several texts searched at once.
+_SHARED_AND_MERGED = json.dumps([
+    {"rule": f"r{i}", "desc": "d", "condition": f"evt.type in (openat, execve) and {cond}",
+     "output": "o", "priority": "WARNING"} for i, cond in enumerate([
+        "((proc.name = cat and fd.name startswith /etc) or (proc.name = cat and fd.name"
+        " endswith x) or proc.name = sh)",
+        "((proc.name in (cat, sh) and fd.name = /tmp/x) or (proc.name in (sh, cat) and"
+        " fd.name = /dev/null) or (proc.name = nginx and fd.name = /tmp/x))",
+        "not ((proc.name = bash and proc.cmdline contains sh) or (proc.name = bash and"
+        " proc.cmdline contains at))",
+        "(proc.cmdline contains bash or proc.cmdline contains ca or proc.cmdline contains ng"
+        " or proc.cmdline contains pyth)",
+        "(proc.cmdline icontains SSHD or proc.cmdline icontains Cat or proc.cmdline icontains"
+        " X or proc.cmdline icontains nGiNx)",
+    ])])
+
+
 @settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_ruleset(), _events())
+@example(_SHARED_AND_MERGED, _every_open_and_exec())
 def test_type_matchers_answer_as_each_rule_does(rules: str, events: list[Event]) -> None:
     ruleset = load_rules([], extra_texts=[("generated.yaml", rules)])
     state = SystemState(passwd_path="/nonexistent", group_path="/nonexistent")

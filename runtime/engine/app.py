@@ -230,7 +230,7 @@ class Engine:
         line, fields = rule.format_output(ev, self.state)
         # Positional: a NamedTuple binds keyword arguments at twice the cost.
         self._submit(
-            Alert(ev.ts, rule.name, rule.priority.falco_name, line, fields, rule.tags, rule.source)
+            Alert(ev.ts, rule.name, rule.falco_priority, line, fields, rule.tags, rule.source)
         )
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import errno
 import functools
+import operator
 import posixpath
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,7 +91,9 @@ FIELDS: dict[str, FieldDef] = {}
 def _define(name: str, ftype: FieldType, desc: str, extract: Extractor, *,
             inline: str | None = None, nullable: bool = True,
             helpers: tuple[tuple[str, object], ...] = ()) -> None:
-    needs = frozenset(n for n in ("_th", "_f") if inline is not None and n in inline)
+    # Whole names only: `_th.exe_file` reads the thread, not the fd `_f`.
+    needs = frozenset(n for n in ("_th", "_f")
+                      if inline is not None and re.search(rf"(?<![\w.]){n}(?!\w)", inline))
 
     def build(text: str, arg: str | None) -> BoundField:
         return BoundField(text, ftype, extract, inline, nullable, needs=needs, helpers=helpers)
@@ -220,10 +224,15 @@ def _time_parts(ts: int, fmt: str, utc: bool = False) -> str:
     return time.strftime(fmt, tm).replace("@NS@", f"{nanos:09d}")
 
 
+def _errno_name(res: int) -> str:
+    """A failed syscall's return value as Falco's evt.res spells it."""
+    return errno.errorcode.get(-res, str(res))
+
+
 def _evt_res(ev: Event, st: SystemState) -> object:
     if ev.res >= 0:
         return "SUCCESS"
-    return errno.errorcode.get(-ev.res, str(ev.res))
+    return _errno_name(ev.res)
 
 
 def _is_open(ev: Event) -> int | None:
@@ -267,13 +276,15 @@ _define("evt.type", FieldType.STRING, "event type (syscall name or procexit)",
         lambda ev, st: ev.type, inline="ev.type", nullable=False)
 _define("evt.dir", FieldType.STRING, "event direction: always '<' (exit)",
         lambda ev, st: "<", inline="'<'", nullable=False)
-_define("evt.res", FieldType.STRING, "SUCCESS or the errno name", _evt_res, nullable=False)
+_define("evt.res", FieldType.STRING, "SUCCESS or the errno name", _evt_res, nullable=False,
+        inline="('SUCCESS' if ev.res >= 0 else _errno_name(ev.res))",
+        helpers=(("_errno_name", _errno_name),))
 _define("evt.rawres", FieldType.INT, "the syscall's return value",
         lambda ev, st: ev.res, inline="ev.res", nullable=False)
 _define("evt.failed", FieldType.BOOL, "true when the syscall returned an error",
         lambda ev, st: ev.res < 0, inline="(ev.res < 0)", nullable=False)
 _define("evt.num", FieldType.INT, "event sequence number",
-        lambda ev, st: st.event_count, nullable=False)
+        lambda ev, st: st.event_count, inline="st.event_count", nullable=False)
 _define("evt.cpu", FieldType.INT, "cpu the event ran on",
         lambda ev, st: ev.cpu, inline="ev.cpu", nullable=False)
 _define("evt.rawtime", FieldType.INT, "timestamp, ns since the epoch",
@@ -413,11 +424,6 @@ def _pname(ev: Event, st: SystemState) -> object:
     return None if p is None else p.comm
 
 
-def _pname_of(st: SystemState, th: ThreadInfo) -> object:
-    p = st.parent_of(th)
-    return None if p is None else p.comm
-
-
 def _pexe(ev: Event, st: SystemState) -> object:
     p = _parent(ev, st)
     return None if p is None else p.exe
@@ -431,6 +437,12 @@ def _pexepath(ev: Event, st: SystemState) -> object:
 def _pcmdline(ev: Event, st: SystemState) -> object:
     p = _parent(ev, st)
     return None if p is None else _cmdline(p)
+
+
+def _of_parent(value: str) -> str:
+    """Inline code for `value` (code over `_pt_`) of the event's thread's parent, None
+    without one: one state call, its result kept in a local for the expression."""
+    return f"(None if (_pt_ := st.parent_of(_th)) is None else {value})"
 
 
 _define("proc.name", FieldType.STRING, "process name (comm)",
@@ -450,10 +462,12 @@ _define("proc.pid", FieldType.INT, "process id", lambda ev, st: ev.pid, inline="
 _define("proc.ppid", FieldType.INT, "parent process id", lambda ev, st: ev.ppid,
         inline="ev.ppid", nullable=False)
 _define("proc.pname", FieldType.STRING, "parent process name", _pname,
-        inline="_pname_of(st, _th)", helpers=(("_pname_of", _pname_of),))
-_define("proc.pexe", FieldType.STRING, "parent's argv[0]", _pexe)
-_define("proc.pexepath", FieldType.STRING, "parent's executable path", _pexepath)
-_define("proc.pcmdline", FieldType.STRING, "parent's command line", _pcmdline)
+        inline=_of_parent("_pt_.comm"))
+_define("proc.pexe", FieldType.STRING, "parent's argv[0]", _pexe, inline=_of_parent("_pt_.exe"))
+_define("proc.pexepath", FieldType.STRING, "parent's executable path", _pexepath,
+        inline=_of_parent("_pt_.exepath"))
+_define("proc.pcmdline", FieldType.STRING, "parent's command line", _pcmdline,
+        inline=_of_parent("_cmdline(_pt_)"), helpers=(("_cmdline", _cmdline),))
 _define("proc.cwd", FieldType.STRING, "current working directory",
         lambda ev, st: _thread(ev, st).cwd, inline="_th.cwd", nullable=False)
 _define("proc.tty", FieldType.INT, "controlling terminal (0 if none)",
@@ -467,7 +481,8 @@ _define("proc.tid", FieldType.INT, "thread id", lambda ev, st: ev.tid, inline="e
 _define("user.uid", FieldType.INT, "user id", lambda ev, st: ev.uid, inline="ev.uid",
         nullable=False)
 _define("user.name", FieldType.STRING, "user name (from /etc/passwd)",
-        lambda ev, st: st.user_name(ev.uid), inline="st.user_name(ev.uid)")
+        lambda ev, st: st.user_name(ev.uid),
+        inline="(st.user_names.get(ev.uid) or st.user_name(ev.uid))")
 _define("user.loginuid", FieldType.INT, "audit login uid (-1 if unset)",
         lambda ev, st: _thread(ev, st).loginuid, inline="_th.loginuid", nullable=False)
 _define("user.loginname", FieldType.STRING, "login user name",
@@ -478,8 +493,10 @@ _define("group.name", FieldType.STRING, "group name (from /etc/group)",
         lambda ev, st: st.group_name(ev.gid))
 
 
-def _build_ancestor(attr: Callable[[ThreadInfo], object], ftype: FieldType
+def _build_ancestor(attr_name: str, ftype: FieldType
                     ) -> Callable[[str, str | None], BoundField]:
+    attr = operator.attrgetter(attr_name)
+
     def build(text: str, arg: str | None) -> BoundField:
         if arg is None:
             def every(ev: Event, st: SystemState) -> object:
@@ -496,28 +513,24 @@ def _build_ancestor(attr: Callable[[ThreadInfo], object], ftype: FieldType
             return BoundField(text, ftype, beyond)
 
         def nth(ev: Event, st: SystemState) -> object:
-            # st.ancestors()'s walk, without a generator: the level-th parent up.
-            th: ThreadInfo | None = st.thread_of(ev)
-            parent_of = st.parent_of
-            for _ in range(level):
-                th = parent_of(th)  # type: ignore[arg-type]
-                if th is None:
-                    return None
-            return attr(th) if th is not None else None
+            found = st.ancestor(st.thread_of(ev), level)
+            return None if found is None else attr(found)
 
-        return BoundField(text, ftype, nth)
+        # Inline, a condition or output reads it off the event's thread it already holds.
+        return BoundField(text, ftype, nth, needs=frozenset({"_th"}), inline=(
+            f"(None if (_at_ := st.ancestor(_th, {level})) is None else _at_.{attr_name})"))
 
     return build
 
 
 _define_arg("proc.aname", FieldType.STRING, "ancestor name: [N] = Nth generation, none = any",
-            ArgKind.OPTIONAL, _build_ancestor(lambda t: t.comm, FieldType.STRING))
+            ArgKind.OPTIONAL, _build_ancestor("comm", FieldType.STRING))
 _define_arg("proc.apid", FieldType.INT, "ancestor pid: [N] = Nth generation, none = any",
-            ArgKind.OPTIONAL, _build_ancestor(lambda t: t.pid, FieldType.INT))
+            ArgKind.OPTIONAL, _build_ancestor("pid", FieldType.INT))
 _define_arg("proc.aexe", FieldType.STRING, "ancestor argv[0]",
-            ArgKind.OPTIONAL, _build_ancestor(lambda t: t.exe, FieldType.STRING))
+            ArgKind.OPTIONAL, _build_ancestor("exe", FieldType.STRING))
 _define_arg("proc.aexepath", FieldType.STRING, "ancestor executable path",
-            ArgKind.OPTIONAL, _build_ancestor(lambda t: t.exepath, FieldType.STRING))
+            ArgKind.OPTIONAL, _build_ancestor("exepath", FieldType.STRING))
 
 
 # ---- fd.* ------------------------------------------------------------------------------------
@@ -555,9 +568,12 @@ def _remote(info: FdInfo) -> tuple[str | None, int | None]:
     return (info.cip, info.cport) if info.is_server else (info.sip, info.sport)
 
 
-def _fd_ips(info: FdInfo) -> object:
-    ips = [ip for ip in (info.cip, info.sip) if ip is not None]
-    return ips or None
+def fd_end_ips(info: FdInfo) -> list[str] | None:
+    """The addresses of the fd's ends that are known, or None."""
+    cip, sip = info.cip, info.sip
+    if cip is None:
+        return None if sip is None else [sip]
+    return [cip] if sip is None else [cip, sip]
 
 
 def _fd_num(ev: Event, st: SystemState) -> object:
@@ -598,20 +614,25 @@ _define("fd.lport", FieldType.INT, "local port", _fd_attr(lambda i: _local(i)[1]
 _define("fd.rip", FieldType.IPADDR, "remote IP", _fd_attr(lambda i: _remote(i)[0]))
 _define("fd.rport", FieldType.INT, "remote port", _fd_attr(lambda i: _remote(i)[1]))
 _define("fd.net", FieldType.IPNET, "either end's IP, compared with a CIDR network",
-        _fd_attr(_fd_ips))
+        _fd_attr(fd_end_ips), inline="(_f and fd_end_ips(_f))",
+        helpers=(("fd_end_ips", fd_end_ips),))
 _define("fd.snet", FieldType.IPNET, "server IP, compared with a CIDR network",
-        _fd_attr(lambda i: [i.sip] if i.sip else None))
+        _fd_attr(lambda i: [i.sip] if i.sip else None),
+        inline="(_f and ([_f.sip] if _f.sip else None))")
 _define("fd.cnet", FieldType.IPNET, "client IP, compared with a CIDR network",
-        _fd_attr(lambda i: [i.cip] if i.cip else None))
+        _fd_attr(lambda i: [i.cip] if i.cip else None),
+        inline="(_f and ([_f.cip] if _f.cip else None))")
 _define("fd.rnet", FieldType.IPNET, "remote IP, compared with a CIDR network",
         _fd_attr(lambda i: [ip] if (ip := _remote(i)[0]) else None))
 _define("fd.lnet", FieldType.IPNET, "local IP, compared with a CIDR network",
         _fd_attr(lambda i: [ip] if (ip := _local(i)[0]) else None))
 _define("fd.is_server", FieldType.BOOL, "true on the accepting side",
         _fd_attr(lambda i: i.is_server))
+_SOCKET_FAMILY_BY_TYPECHAR = {"4": "ip", "6": "ip", "u": "unix"}
 _define("fd.sockfamily", FieldType.STRING, "ip or unix",
-        _fd_attr(lambda i: "ip" if i.typechar in ("4", "6") else "unix" if i.typechar == "u"
-                 else None))
+        _fd_attr(lambda i: _SOCKET_FAMILY_BY_TYPECHAR.get(i.typechar)),
+        inline="(_f and _SOCKET_FAMILY_BY_TYPECHAR.get(_f.typechar))",
+        helpers=(("_SOCKET_FAMILY_BY_TYPECHAR", _SOCKET_FAMILY_BY_TYPECHAR),))
 
 
 # ---- container.* -----------------------------------------------------------------------------
@@ -627,7 +648,9 @@ def _container_field(get: Callable[[ThreadInfo], object], host_value: object) ->
 
 
 _define("container.id", FieldType.STRING, "short container id, 'host' outside containers",
-        lambda ev, st: st.thread_of(ev).container_id, inline="_th.container_id",
+        lambda ev, st: st.thread_of(ev).container_id,
+        # ThreadInfo.container_id spelled out: a property call costs twice these loads.
+        inline=f"({HOST_CONTAINER_ID!r} if _th.container is None else _th.container.id)",
         nullable=False)
 _define("container.full_id", FieldType.STRING, "full container id, 'host' outside containers",
         _container_field(lambda t: t.container.full_id if t.container else None,
@@ -685,6 +708,7 @@ __all__ = [
     "FieldType",
     "UnknownFieldError",
     "apply_transformer",
+    "fd_end_ips",
     "render_chmod_mode",
     "render_open_flags",
     "render_param",

@@ -33,8 +33,9 @@ from runtime.engine.fields import (
     FieldType,
     UnknownFieldError,
     _define,
+    fd_end_ips,
 )
-from runtime.engine.state import SystemState
+from runtime.engine.state import FdInfo, SystemState
 
 if TYPE_CHECKING:
     from runtime.events import Event
@@ -60,12 +61,14 @@ def _collapse_slashes(path: str) -> str:
     return path
 
 
-def _nameraw(ev: Event, st: SystemState) -> object:
-    info = st.fd_of(ev)
-    if info is None:
-        return None
+def _nameraw_of(info: FdInfo) -> str:
     raw = info.name_raw
     return _collapse_slashes(raw) if "//" in raw else raw
+
+
+def _nameraw(ev: Event, st: SystemState) -> object:
+    info = st.fd_of(ev)
+    return None if info is None else _nameraw_of(info)
 
 
 def fd_ips(ev: Event, st: SystemState) -> object:
@@ -73,8 +76,7 @@ def fd_ips(ev: Event, st: SystemState) -> object:
     info = st.fd_of(ev)
     if info is None or info.typechar not in _IP_TYPECHARS:
         return None
-    ips = [ip for ip in (info.cip, info.sip) if ip is not None]
-    return ips or None
+    return fd_end_ips(info)
 
 
 def fd_ports(ev: Event, st: SystemState) -> object:
@@ -164,9 +166,11 @@ _define("fd.connected", FieldType.BOOL, "true when the socket is connected", _co
 _define("fd.name_changed", FieldType.BOOL, "true when this event changed the fd's name",
         _name_changed)
 _define("fd.nameraw", FieldType.STRING, "the path as the open was given it, unnormalised",
-        _nameraw)
+        _nameraw, inline="(_f and _nameraw_of(_f))", helpers=(("_nameraw_of", _nameraw_of),))
 # IPNET: one check over both ends, so `!=` means "neither end", as Falco's fd.ip does.
-_define("fd.ip", FieldType.IPNET, "either end's IP address", fd_ips)
+_define("fd.ip", FieldType.IPNET, "either end's IP address", fd_ips,
+        inline=f"(None if _f is None or _f.typechar not in {_IP_TYPECHARS!r} else fd_end_ips(_f))",
+        helpers=(("fd_end_ips", fd_end_ips),))
 _define_list("fd.port", FieldType.INT, "either end's port", fd_ports)
 for _end in ("sip", "cip", "lip", "rip"):
     _define_resolved_name(f"fd.{_end}.name", f"domain name of fd.{_end} (from the names rules "

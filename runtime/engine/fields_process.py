@@ -151,14 +151,20 @@ def _env_value(env: tuple[str, ...], name: str) -> str:
     return ""
 
 
+def _env_of(st: SystemState, th: ThreadInfo, name: str | None) -> object:
+    """proc.env (name None) or proc.env[name] of `th`'s process."""
+    env = _main_thread(st, th).env
+    if env is None:
+        return None
+    return " ".join(env) if name is None else _env_value(env, name)
+
+
 def _build_env(text: str, arg: str | None) -> BoundField:
     def extract(ev: Event, st: SystemState) -> object:
-        env = _main_thread(st, _thread(ev, st)).env
-        if env is None:
-            return None
-        return " ".join(env) if arg is None else _env_value(env, arg)
+        return _env_of(st, _thread(ev, st), arg)
 
-    return BoundField(text, FieldType.STRING, extract)
+    return BoundField(text, FieldType.STRING, extract, inline=f"_env_of(st, _th, {arg!r})",
+                      needs=frozenset({"_th"}), helpers=(("_env_of", _env_of),))
 
 
 def _parent_duration(ev: Event, st: SystemState) -> object:

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -60,7 +60,27 @@ def rfc3339_ns(ts_ns: int) -> str:
 _JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 # What _JSON.encode does for a str, minus the Python-level call around it.
 _encode_str = json.encoder.encode_basestring_ascii
-_encode_fields = _JSON.encode
+
+
+def _fields_encoder() -> Callable[[dict[str, object]], str]:
+    """What `_JSON.encode` does for a dict, without its per-call set-up: JSONEncoder
+    builds a new C encoder (and a dict to detect cycles) on every call, ~1.5 µs of the
+    ~4 µs a 14-field output_fields took. This one is built once, with _JSON's settings;
+    output_fields hold field values (text, numbers, lists of those), which cannot form
+    a cycle, so it skips the cycle check. Falls back to _JSON.encode where the C
+    encoder is unavailable."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _JSON.encode
+    encode = make(None, _JSON.default, _encode_str, None, ":", ",", False, False, True)
+
+    def encode_fields(fields: dict[str, object]) -> str:
+        return "".join(encode(fields, 0))
+
+    return encode_fields
+
+
+_encode_fields = _fields_encoder()
 
 
 @functools.lru_cache(maxsize=64)

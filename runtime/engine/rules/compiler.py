@@ -10,18 +10,23 @@ condition exactly as written: it is the reference the engine's fast path must ag
 The engine's fast path is one generated function per event type for all the rules that
 can match it (`compile_type_dispatch`): evt.type checks fold to constants, fields read
 several times are read once, each and/or tests its children cheapest-to-decide first
-(see "evaluation order"), tests of one field merge (`startswith((a, b))`, one set), and
-the conjuncts several rules share over a few fields (`fd.name in (...)`, `proc.name in
-(...)`) are tested once per distinct value of those fields, the answer remembered (see
-_Guards): Falco's rules on openat cost a dict lookup or two for most events instead of a
-test per rule. tests/test_engine_matchers.py and tests/test_engine_falco_replay.py hold
-it to the reference.
+(see "evaluation order"), tests of one field merge (`startswith((a, b))`, one set, one
+regular expression for several `contains`), a conjunct the branches of an `or` share is
+tested once (_factor_or), and the conjuncts several rules share over a few fields
+(`fd.name in (...)`, `proc.name in (...)`) are tested once per distinct value of those
+fields, the answer remembered (see _Guards; a value not seen before, a new path, first
+meets a text filter: _TextFilter): Falco's rules on openat cost a dict lookup or two for
+most events instead of a test per rule. The rules those lookups leave are tested in a
+block most events skip, reading their fields on first use (_guarded_block).
+tests/test_engine_matchers.py, tests/test_engine_guard_filter.py and
+tests/test_engine_falco_replay.py hold it to the reference.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import math
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -178,15 +183,21 @@ def _network_matcher(literals: Sequence[object]) -> Callable[[object], bool]:
     return in_nets
 
 
-def _make_pmatch(prefixes: Iterable[str]) -> Callable[[str], bool]:
-    """Falco's path-prefix match: equal to one of the paths or below it."""
+def _pmatch_parts(prefixes: Iterable[str]) -> tuple[set[str], tuple[str, ...]]:
+    """Falco's path-prefix match as (paths equal to which match, prefixes below which
+    match)."""
     exact = set()
     dirs = []
     for p in prefixes:
         trimmed = p.rstrip("/") or "/"
         exact.add(trimmed)
         dirs.append("/" if trimmed == "/" else trimmed + "/")
-    dir_tuple = tuple(dirs)
+    return exact, tuple(dirs)
+
+
+def _make_pmatch(prefixes: Iterable[str]) -> Callable[[str], bool]:
+    """Falco's path-prefix match: equal to one of the paths or below it."""
+    exact, dir_tuple = _pmatch_parts(prefixes)
 
     def pmatch(value: str) -> bool:
         return value in exact or value.startswith(dir_tuple)
@@ -327,6 +338,8 @@ def _types_of(expr: Expr, expander: Expander) -> tuple[_TypeSet, _TypeSet]:
 
 
 _UNSET = object()
+# A call of a state method (`st.thread_of(ev)`), or a list built: not a cheap read.
+_COSTLY_READ = re.compile(r"\bst\.\w+\(|\[")
 
 
 def _field_texts(expr: Expr) -> Iterable[str]:
@@ -397,6 +410,101 @@ def _flatten(expr: And | Or) -> list[Expr]:
     return out
 
 
+_Node = Expr | FieldRef | Transform | Value | ListValue | ListRef | None
+
+
+def _shape(node: _Node) -> object:
+    """`node` as a hashable value without its offsets in the condition text: two nodes of
+    one shape test the same thing (offsets only place error messages)."""
+    if isinstance(node, And | Or):
+        return (type(node).__name__, tuple(_shape(c) for c in node.children))
+    if isinstance(node, Not):
+        return ("not", _shape(node.child))
+    if isinstance(node, Check):
+        return ("check", _shape(node.left), node.op, _shape(node.right))
+    if isinstance(node, FieldRef):
+        return ("field", node.name, node.arg)
+    if isinstance(node, Transform):
+        return ("transform", node.func, _shape(node.inner))
+    if isinstance(node, Value):
+        return ("value", node.text, node.quoted)
+    if isinstance(node, ListValue):
+        return ("list", tuple(_shape(v) for v in node.items))
+    if isinstance(node, ListRef):
+        return ("listref", node.name)
+    if isinstance(node, MacroRef):
+        return ("macro", node.name)
+    return None
+
+
+def _factor_or(children: Sequence[Expr], pos: int) -> Expr | None:
+    """The `or` of `children` with a conjunct several of them share pulled out once,
+    distributivity backwards: `(a and x) or (a and y) or z` -> `(a and (x or y)) or z`
+    (and `a or (a and y)` -> `a`), so `a` is tested once, not per child, and what is left
+    of those children may merge (`x`, `y` on one field: one set). None when no two
+    children share a conjunct. Falco's macros repeat conjuncts across the branches of an
+    `or` (`(shell_procs and ...) or (shell_procs and ...)`)."""
+    conjuncts = [_flatten(c) if isinstance(c, And) else [c] for c in children]
+    shapes = [[_shape(c) for c in parts] for parts in conjuncts]
+    counts: dict[object, int] = {}
+    for row in shapes:
+        for shape in set(row):
+            counts[shape] = counts.get(shape, 0) + 1
+    best = max(counts.values(), default=0)
+    if best < 2:
+        return None
+    # The first shared conjunct shared most, in the order the condition wrote them.
+    common = next(shape for row in shapes for shape in row if counts[shape] == best)
+    members = [i for i, row in enumerate(shapes) if common in row]
+    rests: list[Expr] = []
+    absorbed = False  # a member that is the common conjunct alone: the whole is that
+    for i in members:
+        rest = [c for c, shape in zip(conjuncts[i], shapes[i], strict=True) if shape != common]
+        if not rest:
+            absorbed = True
+            break
+        rests.append(rest[0] if len(rest) == 1 else And(tuple(rest), pos))
+    node = conjuncts[members[0]][shapes[members[0]].index(common)]
+    factored = node if absorbed else And((node, Or(tuple(rests), pos)), pos)
+    out = [factored if i == members[0] else c for i, c in enumerate(children)
+           if i not in members[1:]]
+    return out[0] if len(out) == 1 else Or(tuple(out), pos)
+
+
+def _assume(expr: Expr, known: Callable[[Check], bool | None]) -> Expr | bool:
+    """`expr` with each check `known` answers replaced by that answer, folded: True/False
+    when that decides the whole; nested and/or flattened, one-child and/or unwrapped."""
+    if isinstance(expr, And | Or):
+        is_and = isinstance(expr, And)
+        kids: list[Expr] = []
+        for child in expr.children:
+            found = _assume(child, known)
+            if found is (not is_and):  # False in an and, True in an or: decides
+                return found
+            if found is is_and:  # the neutral constant drops out
+                continue
+            assert not isinstance(found, bool)
+            if type(found) is type(expr):
+                kids.extend(found.children)
+            else:
+                kids.append(found)
+        if not kids:
+            return is_and
+        if len(kids) == 1:
+            return kids[0]
+        return And(tuple(kids), expr.pos) if is_and else Or(tuple(kids), expr.pos)
+    if isinstance(expr, Not):
+        found = _assume(expr.child, known)
+        if isinstance(found, bool):
+            return not found
+        return found.child if isinstance(found, Not) else Not(found, expr.pos)
+    if isinstance(expr, Check):
+        answer = known(expr)
+        if answer is not None:
+            return answer
+    return expr
+
+
 # ---- code generation -----------------------------------------------------------------------
 
 class _CodeGen:
@@ -427,6 +535,10 @@ class _CodeGen:
         self.memo: dict[str, str] = {}  # field text -> local computed lazily on first use
         self.eager: dict[str, str] = {}  # local -> cheap expression computed up front
         self.eager_by_field: dict[str, str] = {}
+        # For code most events skip, and that reads few of its fields per event: fields
+        # read more than once are computed on first use, not up front, and cheap ones
+        # (an attribute or two) read again each time.
+        self.lazy_shared = False
 
     def share_repeated_fields(self, exprs: Iterable[Expr]) -> None:
         counts: dict[str, int] = {}
@@ -448,10 +560,12 @@ class _CodeGen:
     def prologue(self) -> str:
         return "".join(f"    {var} = {code}\n" for var, code in self._prologue_entries())
 
-    def split_prologue(self, top: str) -> tuple[str, str]:
+    def split_prologue(self, top: str, elsewhere: Iterable[str] = ()) -> tuple[str, str]:
         """The prologue as two parts: what the code `top` reads (run first), and the rest,
-        for the start of a block only some events reach (indented one more level)."""
-        entries = self._prologue_entries()
+        for the start of a block only some events reach (indented one more level); less
+        the variables `elsewhere` (set where they are used)."""
+        omitted = set(elsewhere)
+        entries = [(var, code) for var, code in self._prologue_entries() if var not in omitted]
         top = "\n".join(line for line in top.splitlines() if not line.lstrip().startswith("#"))
         needed: set[str] = set()
         for var, code in reversed(entries):  # an entry's code reads only earlier entries
@@ -538,7 +652,7 @@ class _CodeGen:
     def _field_cost(self, bf: BoundField) -> float:
         """Rough ns to read the field: a local or an attribute, a helper, an extractor."""
         if bf.inline is not None and not bf.is_list:
-            cost = 10.0 if not bf.helpers and "st." not in bf.inline else 120.0
+            cost = 10.0 if not bf.helpers and _COSTLY_READ.search(bf.inline) is None else 120.0
         elif bf.text.startswith(_LOOKUP_PREFIXES):
             return 1000.0
         elif "[" in bf.text and bf.text.startswith(("proc.a", "proc.p")):
@@ -565,7 +679,7 @@ class _CodeGen:
         except CompileError:
             return None
         if bf.is_list or bf.type is FieldType.IPNET or bf.text in _PER_EVENT \
-                or bf.text.startswith(_PER_EVENT_PREFIXES):
+                or bf.text in _BULKY or bf.text.startswith(_PER_EVENT_PREFIXES):
             return None
         return bf
 
@@ -691,14 +805,28 @@ class _CodeGen:
                 if names <= k:
                     group.members.setdefault(i, []).append(guard)
                     break
-        useful = [g for g in groups if len(g.members) >= 2]
+        useful = [g for g in groups if len(g.members) >= 2 and self._saves(g)]
         for i, guard, names, _ in riders:
             for group in useful:
                 if i in group.members and names <= {bf.text for bf in group.fields}:
                     group.members[i].append(guard)
                     break
-        # Cheapest keys first: a later group's key is not even read once the mask is 0.
-        return sorted(useful, key=lambda g: sum(self._field_cost(bf) for bf in g.fields))
+        # A later group's key is not even read once the mask is 0, which only a group
+        # guarding every guarded rule can make it on its own (the others leave the bits
+        # of the rules they do not guard): those first, then the cheapest keys first.
+        every = {i for g in useful for i in g.members}
+        return sorted(useful, key=lambda g: (set(g.members) != every,
+                                             sum(self._field_cost(bf) for bf in g.fields)))
+
+    def _saves(self, group: _Guards) -> bool:
+        """Whether the group's lookup costs less than testing its guards in their rules.
+        Not for guards on fields of a few values as cheap as the lookup (`container.id !=
+        host`, `fd.l4proto = tcp`: an attribute and a comparison, false about half the
+        time): those are simply tested in their rules, cheapest first."""
+        if not all(bf.type is FieldType.BOOL or bf.text in _FEW_VALUES for bf in group.fields):
+            return True
+        return sum(self.estimate(g)[0] for guards in group.members.values()
+                   for g in guards) > _GUARD_LOOKUP_COST
 
     def guard_function(self, name: str, cache: str, group: _Guards, bit: Mapping[int, int],
                        other: int) -> tuple[str, str]:
@@ -710,22 +838,68 @@ class _CodeGen:
         sub.ns, sub.const_names, sub.bound = self.ns, self.const_names, self.bound
         sub.counter = self.counter
         sub.share_repeated_fields(c for parts in group.members.values() for c in parts)
-        bits_by_code: dict[str, int] = {}  # rules guarded by the same test share it
-        for i, parts in group.members.items():
-            code = sub.gen(parts[0] if len(parts) == 1 else And(tuple(parts), 0))
-            if code != "False":
-                bits_by_code[code] = bits_by_code.get(code, 0) | bit[i]
-        tests = [f"    if {code}:\n        mask |= {bits}\n"
-                 for code, bits in bits_by_code.items()]
+        conditions = {i: parts[0] if len(parts) == 1 else And(tuple(parts), 0)
+                      for i, parts in group.members.items()}
+
+        def tests(known: Callable[[Check], bool | None], indent: str) -> str:
+            bits_by_code: dict[str, int] = {}  # rules guarded by the same test share it
+            for i, cond in conditions.items():
+                found = _assume(cond, known)
+                code = found if isinstance(found, Expr) else And((), 0) if found else None
+                text = "False" if code is None else sub.gen(code)
+                if text != "False":
+                    bits_by_code[text] = bits_by_code.get(text, 0) | bit[i]
+            return "".join(f"{indent}mask |= {bits}\n" if code == "True" else
+                           f"{indent}if {code}:\n{indent}    mask |= {bits}\n"
+                           for code, bits in bits_by_code.items())
+
+        text_filter = self._text_filter(group, conditions.values())
+        if text_filter is None:
+            body = tests(lambda chk: None, "    ")
+        else:
+            # A value no covered check can hold (most new paths): those checks are false.
+            bf = self.bind(FieldRef(text_filter.field, None, 0))
+            value = sub.value_code(bf)
+            assign = ""
+            if not value.isidentifier():
+                assign, value = f"    _v_ = {value}\n", "_v_"
+            covered = text_filter.covered
+            rest = tests(lambda chk: False if id(chk) in covered else None, "        ")
+            body = (f"{assign}    if {text_filter.code(value, bf.nullable, sub.const)}:\n"
+                    + (tests(lambda chk: None, "        ") or "        pass\n")
+                    + (f"    else:\n{rest}" if rest else ""))
         self.counter = sub.counter
         self.needs |= sub.needs
         prologue = "".join(line for line in sub.prologue().splitlines(keepends=True)
                            if not line.startswith(("    _th = ", "    _f = ")))
         context = ", ".join(v if v in sub.needs else "None" for v in ("_th", "_f"))
         return (f"def {name}(key, ev, st, _th, _f):\n{prologue}    mask = {other}\n"
-                + "".join(tests)
+                + body
                 + f"    if len({cache}) >= {GUARD_CACHE_MAX}:\n        {cache}.clear()\n"
                   f"    {cache}[key] = mask\n    return mask\n"), context
+
+    def _text_filter(self, group: _Guards, conditions: Iterable[Expr]) -> _TextFilter | None:
+        """The _TextFilter for the group's text key field that covers the most of the
+        conditions' checks, when it covers at least _TEXT_FILTER_MIN of them."""
+        candidates = {bf.text: _TextFilter(bf.text) for bf in group.fields
+                      if bf.type is FieldType.STRING and bf.text not in _FEW_VALUES}
+        if not candidates:
+            return None
+        for cond in conditions:
+            for chk in _checks(cond):
+                if not isinstance(chk.left, FieldRef) or chk.left.arg is not None:
+                    continue
+                field = chk.left.name
+                found = candidates.get(_DERIVED_TEXT.get(field, field))
+                right = chk.right
+                if found is None or self.bind(chk.left).type is not FieldType.STRING:
+                    continue
+                if isinstance(right, Value):
+                    found.cover(chk, field, [right.text])
+                elif isinstance(right, ListValue | ListRef):
+                    found.cover(chk, field, [v.text for v in self.expander.list_items(right)])
+        best = max(candidates.values(), key=lambda f: len(f.covered))
+        return best if len(best.covered) >= _TEXT_FILTER_MIN else None
 
     def _ordered(self, children: Sequence[Expr], is_and: bool) -> Sequence[Expr]:
         if not self.reorder:
@@ -755,7 +929,8 @@ class _CodeGen:
         """(field, kind) when `expr` is a test an `or` may merge with its likes: one
         text prefix/suffix, or equality/membership, on a plain single-valued field."""
         if not isinstance(expr, Check) or not isinstance(expr.left, FieldRef) \
-                or expr.op not in ("=", "==", "in", "startswith", "endswith") \
+                or expr.op not in ("=", "==", "in", "startswith", "endswith", "contains",
+                                   "icontains") \
                 or self.fold_type_check(expr) is not None:
             return None
         try:
@@ -765,7 +940,7 @@ class _CodeGen:
         if bf.is_list or bf.type not in (FieldType.STRING, FieldType.INT, FieldType.IPADDR) \
                 or bf.text == "evt.buffer" or (bf.inline is not None and bf.inline[:1] == "'"):
             return None
-        if expr.op in ("startswith", "endswith"):
+        if expr.op in ("startswith", "endswith", "contains", "icontains"):
             if bf.type is not FieldType.STRING or not isinstance(expr.right, Value):
                 return None
             return bf.text, expr.op
@@ -799,7 +974,7 @@ class _CodeGen:
         for child in children:
             kind = kind_of(child)
             members = groups.get(kind) if kind is not None else None
-            if kind is None or members is None or len(members) < 2:
+            if kind is None or members is None or len(members) < _MERGE_MIN.get(kind[1], 2):
                 out.append(child)
             elif kind not in done:
                 done.add(kind)
@@ -823,46 +998,29 @@ class _CodeGen:
                 found.extend(self.literal_set(chk, bf) if chk.op == "in"
                              else [self.single(chk, bf)])
             return f"({value} in {self.const(frozenset(found))})"
-        needles = self.const(tuple(str(self.single(chk, bf)) for chk in checks))
+        texts = [str(self.single(chk, bf)) for chk in checks]
+        if kind in ("contains", "icontains"):
+            # One search for any of the needles: one C call instead of one test each.
+            lower = kind == "icontains"
+            search = re.compile("|".join(re.escape(t.lower() if lower else t) for t in texts))
+            test = f"{self.const(search.search)}({{x}}{'.lower()' if lower else ''}) is not None"
+        else:
+            test = f"{{x}}.{kind}({self.const(tuple(texts))})"
         if not bf.nullable:
-            return f"{value}.{kind}({needles})"
+            return f"({test.format(x=value)})"
         if value.isidentifier():
-            return f"({value} is not None and {value}.{kind}({needles}))"
+            return f"({value} is not None and {test.format(x=value)})"
         t = self.temp()
-        return f"(({t} := {value}) is not None and {t}.{kind}({needles}))"
+        return f"(({t} := {value}) is not None and {test.format(x=t)})"
 
     def simplify(self, expr: Expr) -> Expr | bool:
         """`expr` with its evt.type checks folded for the known type (True/False when the
         whole folds), nested and/or flattened, one-child and/or unwrapped."""
-        if isinstance(expr, And | Or):
-            is_and = isinstance(expr, And)
-            kids: list[Expr] = []
-            for child in expr.children:
-                found = self.simplify(child)
-                if found is (not is_and):  # False in an and, True in an or: decides
-                    return found
-                if found is is_and:  # the neutral constant drops out
-                    continue
-                assert not isinstance(found, bool)
-                if type(found) is type(expr):
-                    kids.extend(found.children)
-                else:
-                    kids.append(found)
-            if not kids:
-                return is_and
-            if len(kids) == 1:
-                return kids[0]
-            return And(tuple(kids), expr.pos) if is_and else Or(tuple(kids), expr.pos)
-        if isinstance(expr, Not):
-            found = self.simplify(expr.child)
-            if isinstance(found, bool):
-                return not found
-            return found.child if isinstance(found, Not) else Not(found, expr.pos)
-        if isinstance(expr, Check):
-            folded = self.fold_type_check(expr)
-            if folded is not None:
-                return folded == "True"
-        return expr
+        def folded(chk: Check) -> bool | None:
+            code = self.fold_type_check(chk)
+            return None if code is None else code == "True"
+
+        return _assume(expr, folded)
 
     def gen(self, expr: Expr) -> str:
         """Code for `expr`; exactly "True"/"False" when it folds to a constant."""
@@ -875,7 +1033,11 @@ class _CodeGen:
         if isinstance(expr, Or):
             if not self.reorder:
                 return self._gen_junction(expr.children, "or", absorbing="True")
-            return self._gen_junction(self._merged(self._ordered(_flatten(expr), False)),
+            children = _flatten(expr)
+            factored = _factor_or(children, expr.pos)
+            if factored is not None:
+                return self.gen(factored)
+            return self._gen_junction(self._merged(self._ordered(children, False)),
                                       "or", absorbing="True")
         if isinstance(expr, Not):
             code = self.gen(expr.child)
@@ -909,7 +1071,7 @@ class _CodeGen:
             self.needs |= bf.needs
             self.ns.update(bf.helpers)
             code = bf.inline
-            cheap = not bf.helpers and "st." not in code
+            cheap = not bf.helpers and _COSTLY_READ.search(code) is None
         else:
             code = f"{self.const(bf.extract)}(ev, st)"
             cheap = False
@@ -921,9 +1083,12 @@ class _CodeGen:
             if code.startswith("ev.") and code[3:].isidentifier():
                 return code  # ev.comm and friends are already a single attribute load
             var = self.eager_by_field.get(bf.text)
-            if var is None:
-                var = self.eager_by_field[bf.text] = f"_e{len(self.eager)}_"
-                self.eager[var] = code
+            if var is not None:
+                return var
+            if self.lazy_shared:
+                return code  # read again where needed: cheaper than remembering it
+            var = self.eager_by_field[bf.text] = f"_e{len(self.eager)}_"
+            self.eager[var] = code
             return var
         var = self.memo.get(bf.text)
         if var is None:
@@ -1134,6 +1299,14 @@ GUARD_CACHE_MAX = 4096
 # false about half the time only when the rule has no likelier-false one ...
 _GUARD_STRONG_P = 0.45
 _GUARD_MAX_P = 0.5
+# Tests of one field an `or` merges into one from this many on (see _CodeGen._merged):
+# one regular expression searching for any of several texts beats a few `in` tests only.
+_MERGE_MIN = {"contains": 4, "icontains": 4}
+# Rough ns to look a group's mask up for the event's key and apply it (see _Guards).
+_GUARD_LOOKUP_COST = 80.0
+# A guard's key misses its memo with a new text (a path): a text filter (see _TextFilter)
+# first, when it spares at least this many checks.
+_TEXT_FILTER_MIN = 2
 # ... and its result is decided by at most this many fields, each a plain value (see
 # _CodeGen.guard_key).
 _GUARD_MAX_FIELDS = 3
@@ -1141,9 +1314,121 @@ _GUARD_MAX_FIELDS = 3
 _PER_EVENT = frozenset({"evt.num", "evt.rawtime", "evt.rawtime.s", "evt.args", "evt.buffer",
                         "proc.duration", "proc.ppid.duration"})
 _PER_EVENT_PREFIXES = ("evt.time", "evt.datetime", "evt.arg.", "evt.rawarg.")
+# Fields whose text is large and nearly unique per process (the whole environment, KBs):
+# a key that rarely repeats, and each remembered one would be kept in memory.
+_BULKY = frozenset({"proc.env"})
 # Fields computed from others alone: a guard over them is keyed by those.
 _KEY_ROOTS = {"fd.directory": ("fd.name", "fd.typechar"),
               "fd.filename": ("fd.name", "fd.typechar")}
+
+
+# Operators whose truth on a text implies something cheap to test about that text (see
+# _TextFilter).
+_POSITIVE_TEXT_OPS = frozenset({"=", "==", "in", "intersects", "startswith", "endswith",
+                                "contains", "glob", "pmatch"})
+_GLOB_SPECIALS = "*?[]"
+# Fields computed from another text field's value: fd.directory and fd.filename are what
+# precedes and follows the last "/" of fd.name (see runtime/engine/fields.py).
+_DERIVED_TEXT = {"fd.directory": "fd.name", "fd.filename": "fd.name"}
+
+
+def _glob_literals(pattern: str) -> tuple[str, str, bool]:
+    """(literal prefix, literal suffix, whether the pattern has no wildcard at all) of a
+    glob: what any text it matches must start and end with."""
+    specials = [i for i, ch in enumerate(pattern) if ch in _GLOB_SPECIALS]
+    if not specials:
+        return pattern, pattern, True
+    return pattern[:specials[0]], pattern[specials[-1] + 1:], False
+
+
+class _TextFilter:
+    """A test of one text field's value that is false only when every check it covers is
+    false: the positive checks (`=`, `in`, `startswith`, `contains`, `glob`, ...) on that
+    field and on the fields computed from it (fd.directory, fd.filename from fd.name).
+
+    A guard group keyed by fd.name misses its memo on every new path (/tmp/out.123, files
+    under /proc/<pid>/): then its conjuncts, dozens of checks for Falco's rules, run for
+    that one path. Most paths satisfy none of them; this test says so in a few C calls (a
+    set, `startswith`/`endswith` with tuples, a few `in`), and the conjuncts are then
+    tested with every covered check taken as false, which leaves the few checks it does
+    not cover (`fd.typechar = f`, `!=`). Sound by construction: each check adds a
+    condition its truth implies (fd.directory = /etc implies fd.name starts with /etc/,
+    fd.filename = x that fd.name ends with /x; a glob, its literal prefix or suffix);
+    those two derived fields follow the last "/", so a text without one takes the full
+    tests, as does a missing value.
+    """
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.exact: set[str] = set()
+        self.prefixes: set[str] = set()
+        self.suffixes: set[str] = set()
+        self.needles: set[str] = set()
+        self.derived = False  # covers fd.directory/fd.filename checks: needs a "/"
+        self.covered: set[int] = set()  # ids of the checks it covers
+
+    def cover(self, chk: Check, field: str, literals: Sequence[str]) -> None:
+        """Cover `chk` (on `field`, this filter's or one computed from it, against
+        `literals`) when its truth implies something this filter tests."""
+        op = "=" if chk.op in ("==", "in", "intersects") else chk.op
+        if op not in _POSITIVE_TEXT_OPS or not literals:
+            return
+        if op == "pmatch":
+            exact, below = _pmatch_parts(literals)
+            found = [self._implied(field, "=", v) for v in exact]
+            found += [self._implied(field, "startswith", v) for v in below]
+        else:
+            found = [self._implied(field, op, v) for v in literals]
+        if any(f is None for f in found):
+            return
+        for implied in found:
+            assert implied is not None
+            for kind, text in implied:
+                getattr(self, kind).add(text)
+        self.covered.add(id(chk))
+        self.derived |= field != self.field
+
+    def _implied(self, field: str, op: str, value: str) -> list[tuple[str, str]] | None:
+        """What `field <op> value` implies of this filter's text, as (kind, text) pairs of
+        which one holds; None when nothing cheap is implied."""
+        if op == "glob":
+            prefix, suffix, plain = _glob_literals(value)
+            if plain:
+                return self._implied(field, "=", value)
+            if prefix:
+                return self._implied(field, "startswith", prefix)
+            return self._implied(field, "endswith", suffix) if suffix else None
+        if field == self.field:
+            kind = {"=": "exact", "startswith": "prefixes", "endswith": "suffixes",
+                    "contains": "needles"}[op]
+            return [(kind, value)]
+        if field == "fd.directory":
+            # The directory is the text before the last "/" ("/" when that is the first
+            # character), or the whole text for a directory's own fd.
+            if op == "=":
+                return [("exact", value), ("prefixes", "/" if value == "/" else value + "/")]
+            return [("prefixes" if op == "startswith" else "needles", value)]
+        # fd.filename: the text after the last "/".
+        if op == "=":
+            return [("suffixes", "/" + value)]
+        if op == "startswith":
+            return [("needles", "/" + value)]
+        return [("suffixes" if op == "endswith" else "needles", value)]
+
+    def code(self, value: str, nullable: bool, const: Callable[[object], str]) -> str:
+        """Code that is false only when no covered check can hold for the text `value`
+        (a local name)."""
+        parts = [f"{value} is None"] if nullable else []
+        if self.derived:
+            parts.append(f"'/' not in {value}")
+        if self.exact:
+            parts.append(f"{value} in {const(frozenset(self.exact))}")
+        if self.prefixes:
+            parts.append(f"{value}.startswith({const(tuple(sorted(self.prefixes)))})")
+        if self.suffixes:
+            parts.append(f"{value}.endswith({const(tuple(sorted(self.suffixes)))})")
+        parts.extend(f"{const(needle)} in {value}" for needle in sorted(self.needles))
+        return " or ".join(parts)
 
 
 def _checks(expr: Expr) -> Iterable[Check]:
@@ -1174,6 +1459,65 @@ class _Guards:
         self.fields = fields
         # rule index -> its conjuncts in this group
         self.members: dict[int, list[Expr]] = {}
+
+
+# The guarded block tests its rules' bits per chunk from this many rules on, chunks of
+# at least _CHUNK_MIN rules (see _guarded_block).
+_CHUNKED_FROM = 10
+_CHUNK_MIN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _GuardedTest:
+    """One guarded rule's test in a per-type matcher: its bit in the guards' mask `_m_`,
+    the comment naming it, its remaining condition (code, "True" when none) and what a
+    hit does (code, one level indented)."""
+
+    bit: int
+    comment: str
+    condition: str
+    on_hit: str
+
+
+def _guarded_block(tests: Sequence[_GuardedTest], memo_vars: Iterable[str], top: str
+                   ) -> tuple[str, set[str]]:
+    """The body of `if _m_:`, testing the guarded rules; with the memo variables only one
+    rule reads (and not `top`, the code before the block) set to unknown inside that
+    rule's branch, not at the block's start. Returns it and those variables.
+
+    Few of a type's guarded rules remain for any one event (their guards held): with many
+    of them, the block tests the bits of a chunk of them at once, then the chunk's own,
+    about 2*sqrt(n) tests of `_m_` instead of n."""
+    def uses(var: str, code: str) -> bool:
+        return re.search(rf"(?<!\w){re.escape(var)}(?!\w)", code) is not None
+
+    readers = {var: [i for i, t in enumerate(tests) if uses(var, t.condition)]
+               for var in memo_vars if not uses(var, top)}
+    local = {var for var, found in readers.items() if len(found) == 1}
+    size = max(_CHUNK_MIN, math.isqrt(len(tests)) + 1) if len(tests) >= _CHUNKED_FROM \
+        else len(tests)
+    out: list[str] = []
+    for start in range(0, len(tests), max(size, 1)):
+        chunk = tests[start:start + size]
+        indent = "        "
+        if len(chunk) < len(tests):
+            out.append(f"{indent}if _m_ & {sum(t.bit for t in chunk)}:\n")
+            indent += "    "
+        for n, test in enumerate(chunk, start):
+            mine = sorted(v for v in local if readers[v] == [n])
+            out.append(textwrap.indent(test.comment, indent))
+            if mine:
+                out.append(f"{indent}if _m_ & {test.bit}:\n{indent}    {' = '.join(mine)} = _U\n")
+                if test.condition == "True":
+                    out.append(textwrap.indent(test.on_hit, indent))
+                else:
+                    out.append(f"{indent}    if {test.condition}:\n"
+                               + textwrap.indent(test.on_hit, indent + "    "))
+            else:
+                cond = f"_m_ & {test.bit}" + (
+                    "" if test.condition == "True" else f" and {test.condition}")
+                out.append(f"{indent}if {cond}:\n" + textwrap.indent(test.on_hit, indent))
+    return "".join(out), local
 
 
 def compile_type_dispatch(
@@ -1214,40 +1558,47 @@ def compile_type_dispatch(
             head.append(textwrap.indent(fetch + "_m_ = _g0_\n", "    "))
         else:  # no rule left to guard: the next keys need not be read
             head.append("    if _m_:\n" + textwrap.indent(fetch + f"_m_ &= _g{g}_\n", " " * 8))
-    tests_guarded: list[str] = []
-    tests_plain: list[str] = []
     in_groups = {i: {id(c) for group in groups for c in group.members.get(i, ())}
                  for i in guarded}
-    for i, ((expr, payload), parts) in enumerate(zip(kept, conjuncts, strict=True)):
+
+    def comment(payload: object) -> str:
         name = " ".join(str(getattr(payload, "name", "")).split())
-        if name:  # which rule a test is, for whoever reads the generated source
-            (tests_guarded if i in guarded else tests_plain).append(
-                ("        # " if i in guarded else "    # ") + name + "\n")
+        # Which rule a test is, for whoever reads the generated source.
+        return f"# {name}\n" if name else ""
+
+    # The rules every event tests: the fields they share are read up front. Tested after
+    # the guarded ones, so a hit here puts the (rare) several hits back in rule order.
+    rank = {id(payload): n for n, (_, payload) in enumerate(kept)}
+    reorder_hits = (f"        if len(hits) > 1:\n            hits = tuple(sorted(hits, key=lambda"
+                    f" p: {gen.const(rank)}[id(p)]))\n") if guarded else ""
+    tests_plain: list[str] = []
+    for i, (expr, payload) in enumerate(kept):
+        if i not in guarded:
+            code = gen.gen(expr)
+            if code != "False":
+                tests_plain.append(textwrap.indent(comment(payload), "    ")
+                                   + f"    if {code}:\n"
+                                   f"        hits = hits + ({gen.const(payload)},)\n"
+                                   + reorder_hits)
+    # The guarded rules read theirs on first use: few of them run for any one event.
+    gen.lazy_shared = True
+    tests_guarded: list[_GuardedTest] = []
+    for i, ((_, payload), parts) in enumerate(zip(kept, conjuncts, strict=True)):
         if i in guarded:
             rest = [c for c in parts if id(c) not in in_groups[i]]
             code = gen.gen(And(tuple(rest), 0)) if rest else "True"
-            cond = f"_m_ & {bit[i]}" + ("" if code == "True" else f" and {code}")
             if code != "False":
-                tests_guarded.append(f"        if {cond}:\n"
-                                     f"            hits = hits + ({gen.const(payload)},)\n")
-        else:
-            code = gen.gen(expr)
-            if code != "False":
-                tests_plain.append(f"    if {code}:\n"
-                                   f"        hits = hits + ({gen.const(payload)},)\n")
+                tests_guarded.append(_GuardedTest(
+                    bit[i], comment(payload), code,
+                    f"    hits = hits + ({gen.const(payload)},)\n"))
+    top = "".join(head + tests_plain)
+    block, local = _guarded_block(tests_guarded, gen.memo.values(), top)
     # What only the guarded rules read is computed inside their block, where few events go.
-    first, later = gen.split_prologue("".join(head + tests_plain))
-    body = "".join(head)
-    if tests_guarded:
-        body += "    hits = ()\n    if _m_:\n" + later + "".join(tests_guarded)
-    else:
-        body += "    hits = ()\n"
+    first, later = gen.split_prologue(top, local)
+    body = "".join(head) + "    hits = ()\n"
+    if block:
+        body += "    if _m_:\n" + later + block
     body += "".join(tests_plain)
-    if tests_guarded and tests_plain:
-        # Guarded rules were tested first: put the (rare) several hits back in rule order.
-        rank = {id(payload): n for n, (_, payload) in enumerate(kept)}
-        body += (f"    if len(hits) > 1:\n"
-                 f"        hits = tuple(sorted(hits, key=lambda p: {gen.const(rank)}[id(p)]))\n")
     source = "".join(helpers) + f"def dispatch(ev, st):\n{first}" + body + "    return hits\n"
     namespace = dict(gen.ns)
     exec(compile(source, f"<rules for {evt_type}>", "exec"), namespace)

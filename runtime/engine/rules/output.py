@@ -95,7 +95,9 @@ def _generate(literals: list[str], fields: list[BoundField], tail: str,
         var = var_of[bound.text]
         if literal:
             parts.append(repr(literal))
-        parts.append(f"({var} if {var}.__class__ is str else _render({var}))")
+        # render_value's answer for text, a missing value and a plain int, without the call.
+        parts.append(f"({var} if {var}.__class__ is str else '<NA>' if {var} is None"
+                     f" else str({var}) if {var}.__class__ is int else _render({var}))")
     if tail:
         parts.append(repr(tail))
     line = f"''.join(({', '.join(parts)},)).strip()" if parts else "''"

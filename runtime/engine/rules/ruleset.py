@@ -34,6 +34,12 @@ class CompiledRule:
     format_output: FormatFn = field(repr=False)
     # The macro-expanded condition with exceptions, for the per-event-type dispatchers.
     expr: Expr | None = field(default=None, repr=False)
+    # priority.falco_name, as each of the rule's alerts carries it (an Enum's name is a
+    # descriptor: ~0.2 µs per alert to read it).
+    falco_priority: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "falco_priority", self.priority.falco_name)
 
 
 _NO_RULES: tuple[CompiledRule, ...] = ()

@@ -108,6 +108,8 @@ class SystemState:
         self.event_count = 0
         self._users = NameDb(passwd_path)
         self._groups = NameDb(group_path)
+        # uid -> name as known so far (see NameDb.names): user_name() for a uid it lacks.
+        self.user_names = self._users.names
         # Live mode only: read /proc for a process first seen mid-run (None in replay).
         self._proc_fallback = Path(proc_fallback_root) if proc_fallback_root else None
         # Live mode only: the cgroup v2 mount, to map an event's cgroup id to a container
@@ -159,6 +161,23 @@ class SystemState:
         if th.ppid <= 0 or th.ppid == th.pid:
             return None
         return self.threads.get(th.ppid)
+
+    def ancestor(self, th: ThreadInfo, level: int) -> ThreadInfo | None:
+        """The `level`-th entry of `ancestors(th)` (1: the parent), or None past its end:
+        parent_of's test inlined, as rules and outputs ask for proc.aname[N] per event."""
+        if level > MAX_ANCESTORS:
+            return None
+        threads = self.threads
+        while level > 0:
+            ppid = th.ppid
+            if ppid <= 0 or ppid == th.pid:
+                return None
+            parent = threads.get(ppid)
+            if parent is None:
+                return None
+            th = parent
+            level -= 1
+        return th
 
     def ancestors(self, th: ThreadInfo) -> Iterator[ThreadInfo]:
         """Parent, grandparent, ... (bounded: a corrupt ppid chain must not loop forever)."""

@@ -15,7 +15,10 @@ class NameDb:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._names: dict[int, str] = {}
+        # id -> name as last read. Read-only for others, and always this one dict (a
+        # reload refills it): a rule reads a known id's name straight from it, and calls
+        # get() only for an id it lacks.
+        self.names: dict[int, str] = {}
         self._loaded_at = -1e9
 
     def _load(self) -> None:
@@ -29,11 +32,12 @@ class NameDb:
                         names.setdefault(int(fields[2]), fields[0])
         except OSError:
             pass
-        self._names = names
+        self.names.clear()
+        self.names.update(names)
 
     def get(self, ident: int) -> str | None:
-        name = self._names.get(ident)
+        name = self.names.get(ident)
         if name is None and time.monotonic() - self._loaded_at > RELOAD_AFTER_S:
             self._load()
-            name = self._names.get(ident)
+            name = self.names.get(ident)
         return name
