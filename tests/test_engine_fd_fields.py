@@ -348,3 +348,18 @@ def test_uid_params_render_as_user_names(tmp_path: Path) -> None:
     assert _field("evt.arg.euid", unchanged, st) == "root"
     chown = _apply(st, _ev("chown", res=0, path="/tmp/x", uid=0, gid=65534))
     assert _field("evt.arg.gid", chown, st) == "nogroup"
+
+
+def test_socket_domain_renders_as_its_family_name() -> None:
+    # Falco's "Packet socket created in container" tests `evt.arg.domain contains
+    # AF_PACKET`: a number there would never match.
+    st = SystemState()
+    packet = _apply(st, _ev("socket", res=7, domain=17, type=3, proto=768))
+    assert _field("evt.arg.domain", packet, st) == "AF_PACKET"
+    assert _matches("evt.arg.domain contains AF_PACKET", packet, st)
+    assert _field("evt.rawarg.domain", packet, st) == "17"
+    inet6 = _apply(st, _ev("socket", res=8, domain=10, type=1, proto=0))
+    assert not _matches("evt.arg.domain contains AF_PACKET", inet6, st)
+    assert _field("evt.arg.domain", inet6, st) == "AF_INET6"
+    unknown = _apply(st, _ev("socket", res=9, domain=999, type=1, proto=0))
+    assert _field("evt.arg.domain", unknown, st) == "999"

@@ -319,6 +319,25 @@ def test_container_reads_sensitive_file(falco_engine: Engine, workdir: Path) -> 
     assert fields["k8s.ns.name"] == "shop"
 
 
+@pytest.mark.docker
+def test_packet_socket_in_container(falco_engine: Engine, workdir: Path) -> None:
+    """A real container opens an AF_PACKET socket (Docker grants CAP_NET_RAW): the rule
+    tests `evt.arg.domain contains AF_PACKET`, so the domain must render by name."""
+    name = f"rt-falco-pkt-{workdir.name}"
+    run = subprocess.run(
+        ["docker", "run", "--rm", "--name", name, "--network", "none", "--entrypoint",
+         "python3", _docker_image(), "-c",
+         "import socket, time; time.sleep(2);"
+         " socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close(); time.sleep(1)"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    fields = _wait(falco_engine, "Packet socket created in container",
+                   lambda f: f.get("container.name") == name, timeout=60)
+    assert fields["evt.type"] == "socket"
+    assert fields["proc.name"] == "python3"
+    assert "domain=AF_PACKET" in str(fields["evt.args"])
+
+
 def test_engine_kept_up(falco_engine: Engine) -> None:
     """Run last in the module: the engine survived every trigger."""
     time.sleep(0.5)

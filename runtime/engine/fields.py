@@ -173,6 +173,20 @@ def render_open_flags(flags: int) -> str:
     return "|".join(names)
 
 
+# socket(2) domains by number (linux/socket.h): libsinsp renders the parameter by name,
+# and Falco's rules test the name ("Packet socket created in container": `evt.arg.domain
+# contains AF_PACKET`).
+_SOCKET_FAMILIES: dict[int, str] = dict(enumerate((
+    "AF_UNSPEC", "AF_UNIX", "AF_INET", "AF_AX25", "AF_IPX", "AF_APPLETALK", "AF_NETROM",
+    "AF_BRIDGE", "AF_ATMPVC", "AF_X25", "AF_INET6", "AF_ROSE", "AF_DECnet", "AF_NETBEUI",
+    "AF_SECURITY", "AF_KEY", "AF_NETLINK", "AF_PACKET", "AF_ASH", "AF_ECONET", "AF_ATMSVC",
+    "AF_RDS", "AF_SNA", "AF_IRDA", "AF_PPPOX", "AF_WANPIPE", "AF_LLC", "AF_IB", "AF_MPLS",
+    "AF_CAN", "AF_TIPC", "AF_BLUETOOTH", "AF_IUCV", "AF_RXRPC", "AF_ISDN", "AF_PHONET",
+    "AF_IEEE802154", "AF_CAIF", "AF_ALG", "AF_NFC", "AF_VSOCK", "AF_KCM", "AF_QIPCRTR",
+    "AF_SMC", "AF_XDP", "AF_MCTP",
+)))
+
+
 # execve/execveat `flags`: the driver's exe flags (execveat's AT_* flags are `at_flags`).
 _EXEC_TYPES = frozenset({"execve", "execveat"})
 
@@ -191,6 +205,8 @@ def render_param(evt_type: str, name: str, value: object) -> str | None:
             return f"0{value:o}"
         if name == "mode" and evt_type in _CHMOD_TYPES:
             return render_chmod_mode(value)
+        if name == "domain" and evt_type == "socket":
+            return _SOCKET_FAMILIES.get(value, str(value))
         if name == "request" and evt_type == "ptrace":
             return _PTRACE_REQUESTS.get(value, str(value))
         if name == "flags" and evt_type in _EXEC_TYPES:
