@@ -176,6 +176,16 @@ def test_constants_match_decoder(c_values: dict[str, list[int]]) -> None:
         assert c_values[f"ioctl.{name}"] == [value, value], name
 
 
+def _sample_params(spec: Any) -> tuple[list[bytes], dict[str, object]]:
+    """Every param of `spec` encoded with a sample value, and the values by name."""
+    encoded, expected = [], {}
+    for i, (name, ptype) in enumerate(zip(spec.names, spec.types, strict=True)):
+        raw, value = _sample_param(ptype, i)
+        encoded.append(raw)
+        expected[name] = value
+    return encoded, expected
+
+
 def _sample_param(ptype: str, i: int) -> tuple[bytes, object]:
     fixed = {"u32": 7 + i, "u64": 2**40 + i, "s32": -5 - i, "s64": -(2**33) - i,
              "fd": -100 if i == 0 else i, "uid": 1000 + i, "gid": 2000 + i,
@@ -201,11 +211,7 @@ NETWORK_TYPES = {"tuple", "sockaddr", "bytes"}
 @pytest.mark.usefixtures("decoder_path")
 def test_round_trip_every_event(event: str) -> None:
     spec = SPECS[EVENT_IDS[event]]
-    encoded, expected = [], {}
-    for i, (name, ptype) in enumerate(zip(spec.names, spec.types, strict=True)):
-        raw, value = _sample_param(ptype, i)
-        encoded.append(raw)
-        expected[name] = value
+    encoded, expected = _sample_params(spec)
     nr = SYSCALLS["x86_64"].get(event, -1) if event != "generic" else 110
     rec = encode_record(event, encoded, ret=42, syscall_nr=nr, ts=5, pid=10, tid=11,
                         ppid=1, uid=3, gid=4, cpu=1, cgroup_id=99, comm="proc")
@@ -377,11 +383,7 @@ def test_earlier_revision_records_decode_without_their_optional_params(event: st
     with the param absent, alone and amid current records, on every decoder path; a
     record shorter than any revision wrote is still refused."""
     spec = SPECS[EVENT_IDS[event]]
-    encoded, expected = [], {}
-    for i, (name, ptype) in enumerate(zip(spec.names, spec.types, strict=True)):
-        raw, value = _sample_param(ptype, i)
-        encoded.append(raw)
-        expected[name] = value
+    encoded, expected = _sample_params(spec)
     nr = SYSCALLS["x86_64"][event]
     current = encode_record(event, encoded, ret=0, syscall_nr=nr, pid=10, tid=10, comm="x")
     old = _cut_params(current, spec.min_params)
