@@ -15,9 +15,11 @@ connect, exit, procexit), encoded with the driver's own record layout, then repl
      arrival order (per-CPU batches handed over as they fill, as the probes do), and on
      the latter decoded into Events first (the live path: the window orders Events),
   6. Falco's own falco_rules.yaml + falco-incubating_rules.yaml (tests/fixtures/
-     falco_rules/), beside the default ruleset (goal: no slower); a line saying "not
-     loadable yet: <reason>" when the engine cannot load them. Then, for reference, both
-     rulesets again, runs alternating, with and without the output stage.
+     falco_rules/), beside the default ruleset (goal: no slower) and the same pipeline
+     with no rules (the floor), each run in a fresh process, the three alternating,
+     with and without the output stage, and each ruleset's own cost per event over the
+     floor; a line saying "not loadable yet: <reason>" when the engine cannot load
+     them.
 
 Every run times the event loop only: loading the rules and building the Engine (which
 generates the per-event-type matchers, ~60 ms for Falco's rules) happen before the clock
@@ -28,16 +30,27 @@ the output worker thread competes with the loop, as it would in production.
 Target (issue 5): >= 500k events/s through the default ruleset.
 
     python3 bench/bench_replay.py [--events 300000] [--repeat 3]
+    python3 bench/bench_replay.py --instructions   # needs valgrind; ~1.5 min
+
+`--instructions` counts instead of timing: callgrind counts the instructions the loop
+executes (no output stage) with no rules, the default ruleset and Falco's, a figure that
+does not move with the host's load as CPU seconds do (on a shared VM they vary by
++-20% run to run, more than the difference the Falco goal is about).
 """
 
 from __future__ import annotations
 
 import argparse
+import operator
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -270,38 +283,166 @@ def print_order_cost(capture: Path, arrival: Path, n_events: int, repeat: int) -
               f"{alerts['ordered']})")
 
 
-def print_falco_rules(capture: Path, default_rate: float, repeat: int) -> None:
+# The rulesets the Falco comparison measures, by the name a measuring child is given.
+NO_RULES_YAML = "- required_engine_version: 1\n"
+COMPARED = ("no rules", "default", "Falco")
+
+
+def compared_rules(label: str, tmp: Path) -> Path | Sequence[Path]:
+    if label == "default":
+        return default_rules_path()
+    if label == "Falco":
+        return FALCO_RULES
+    none = tmp / "none.yaml"
+    none.write_text(NO_RULES_YAML)
+    return none
+
+
+def measure_child(capture: Path, label: str, outputs: bool) -> tuple[float, int]:
+    """One run of one ruleset in a fresh interpreter: events per CPU-second and alerts
+    (-1 without the output stage, which counts none). Runs meant to be compared each get
+    a process of their own, so none runs on what an earlier one left: its heap, the
+    interning and regex caches, the objects each run's tune_gc froze for good."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", label,
+           "--capture", str(capture)] + ([] if outputs else ["--no-outputs"])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_replay: measuring {label} failed: "
+                         f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+    rate, alerts = done.stdout.split()
+    return float(rate), int(alerts)
+
+
+def measure_main(capture: Path, label: str, outputs: bool) -> int:
+    """The child's side of measure_child: prints events/CPU-s of one run."""
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    with tempfile.TemporaryDirectory(prefix="bench-measure-") as tmp:
+        rules = compared_rules(label, Path(tmp))
+        if outputs:
+            events, _, cpu, alerts = run_pipeline(capture, rules)
+        else:
+            (events, cpu), alerts = engine_only(capture, rules), -1
+    print(f"{events / cpu:.1f} {alerts}")
+    return 0
+
+
+def print_falco_rules(capture: Path, repeat: int) -> None:
+    """Falco's rules beside the default ruleset, and both over no rules at all (decode,
+    state and the loop only: the floor), each run in a fresh process, the three
+    alternating (so a neighbour's load weighs on all alike), best of `repeat` runs
+    each; whole pipeline (the goal's figure) and without the output stage (where
+    Falco's rules pay for twice the alerts)."""
     names = " + ".join(p.name for p in FALCO_RULES)
     try:
-        ruleset = load_rules(list(FALCO_RULES))
+        count = {"Falco": len(load_rules(list(FALCO_RULES))),
+                 "default": len(load_rules([default_rules_path()]))}
     except Exception as exc:  # whatever the loader says is the reason to print
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"Falco's {names}: not loadable yet: {reason}")
         return
-    rate, alerts = best_rate(capture, FALCO_RULES, repeat)
-    verdict = "MET" if rate >= default_rate else "NOT MET"
-    print(f"Falco's {names} ({len(ruleset)} rules):{rate:>10,.0f} events/CPU-s "
-          f"({alerts} alerts); goal no slower than the default ruleset "
-          f"({default_rate:,.0f}): {verdict} ({rate / default_rate:.0%})")
-    print_falco_reference(capture, repeat)
-
-
-def print_falco_reference(capture: Path, repeat: int) -> None:
-    """Reference lines beside the goal's: both rulesets measured the same way again, the
-    runs alternating (so a neighbour's load, and what the earlier lines left in this
-    process's heap, weigh on both alike), whole pipeline and without the output stage
-    (where Falco's rules pay for twice the alerts)."""
-    pipeline: dict[str, list[float]] = {"default": [], "Falco": []}
-    no_outputs: dict[str, list[float]] = {"default": [], "Falco": []}
+    best: dict[bool, dict[str, float]] = {True: {}, False: {}}
+    alerts: dict[str, int] = {}
     for _ in range(repeat):
-        for label, rules in (("default", default_rules_path()), ("Falco", FALCO_RULES)):
-            pipeline[label].append(best_rate(capture, rules, 1)[0])
-            events, cpu = engine_only(capture, rules)
-            no_outputs[label].append(events / cpu)
-    for what, rates in (("whole pipeline", pipeline), ("no output stage", no_outputs)):
-        default, falco = max(rates["default"]), max(rates["Falco"])
-        print(f"  reference, alternating runs, {what + ':':<16} default {default:>10,.0f}, "
-              f"Falco's rules {falco:>10,.0f} events/CPU-s ({falco / default:.0%})")
+        for outputs in (True, False):
+            for label in COMPARED:
+                rate, found = measure_child(capture, label, outputs)
+                best[outputs][label] = max(rate, best[outputs].get(label, 0.0))
+                if outputs:
+                    alerts[label] = found
+    rates = best[True]
+    falco, default = rates["Falco"], rates["default"]
+    verdict = "MET" if falco >= default else "NOT MET"
+    print(f"Falco's {names} ({count['Falco']} rules):{falco:>10,.0f} events/CPU-s; goal no "
+          f"slower than the default ruleset ({default:,.0f}, {count['default']} rules): "
+          f"{verdict} ({falco / default:.0%}; alerts {alerts['Falco']} / {alerts['default']}; "
+          f"each a fresh process, runs alternating, best of {repeat})")
+    for outputs, what in ((True, "whole pipeline"), (False, "no output stage")):
+        floor, default, falco = (best[outputs][k] for k in COMPARED)
+
+        def over(rate: float, floor: float = floor) -> float:
+            return (1 / rate - 1 / floor) * 1e6  # µs per event over the floor
+
+        print(f"  {what + ':':<16} no rules {floor:>10,.0f}, default {default:>10,.0f}, "
+              f"Falco's rules {falco:>10,.0f} events/CPU-s ({falco / default:.0%}); the "
+              f"rules' own cost over no rules: default {over(default):+.2f} µs/event, "
+              f"Falco's {over(falco):+.2f} µs/event")
+
+
+# Instruction counts (see print_instructions): a capture this size keeps each callgrind
+# run under a minute; callgrind counts only inside this C function of the interpreter,
+# which runs the loop (operator.call) and nothing in the engine calls.
+INSTRUCTION_EVENTS = 20_000
+_TOGGLE = "_operator_call"
+
+
+def count_main(capture: Path, label: str, format_alerts: bool) -> int:
+    """The child's side of count_instructions: the engine without its output stage over
+    `capture`, the loop alone under operator.call; prints events and alerts. Without
+    `format_alerts` a match is counted, not formatted: the difference is what formatting
+    alerts costs."""
+    with tempfile.TemporaryDirectory(prefix="bench-count-") as tmp:
+        rules = compared_rules(label, Path(tmp))
+        paths = [rules] if isinstance(rules, Path) else list(rules)
+        alerts: list[object] = []
+        counters = EngineCounters()
+        engine = Engine(load_rules(paths), SystemState(), alerts.append, counters=counters)
+        if not format_alerts:
+            setattr(engine, "_alert", lambda rule, ev: alerts.append(rule))  # noqa: B010
+        source = ReplaySource(capture)
+        drops = DropMonitor(DropConfig(), emit_alert=alerts.append, log=lambda _: None)
+        operator.call(Runner(source, engine, None, drops).run)  # type: ignore[arg-type]
+        source.close()
+    print(counters.events, len(alerts))
+    return 0
+
+
+def count_instructions(capture: Path, label: str, format_alerts: bool = True
+                       ) -> tuple[int, int, int]:
+    """Instructions the loop over `capture` executes with one ruleset (callgrind), its
+    events and alerts. Unlike CPU time, the count does not move with the neighbours."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("bench_replay: --instructions needs valgrind (apt install valgrind)")
+    cmd = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+           f"--toggle-collect={_TOGGLE}", sys.executable, str(Path(__file__).resolve()),
+           "--count", label, "--capture", str(capture)]
+    done = subprocess.run(cmd + ([] if format_alerts else ["--no-alert-format"]),
+                          capture_output=True, text=True, check=False, timeout=1800)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"bench_replay: counting {label} failed: {tail}")
+    if int(found.group(1)) == 0:
+        raise SystemExit(f"bench_replay: callgrind found no {_TOGGLE} in {sys.executable} "
+                         "(a stripped interpreter?): nothing counted")
+    events, alerts = (int(v) for v in done.stdout.split())
+    return int(found.group(1)), events, alerts
+
+
+def print_instructions() -> None:
+    """Instructions per event of the loop (no output stage) with no rules, the default
+    ruleset and Falco's, and how much of each ruleset's share formatting alerts is; the
+    callgrind runs go two at a time (one per CPU here)."""
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
+        capture = Path(tmp) / "mix.rtcap"
+        build_capture(capture, INSTRUCTION_EVENTS)
+        jobs = [(label, True) for label in COMPARED] + [("default", False), ("Falco", False)]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            counts = dict(zip(jobs, pool.map(lambda job: count_instructions(capture, *job),
+                                              jobs), strict=True))
+    per_event = {job: ir / events for job, (ir, events, _) in counts.items()}
+    floor = per_event[("no rules", True)]
+    print(f"instructions per event, the loop without its output stage (callgrind, "
+          f"{INSTRUCTION_EVENTS:,} events; a count, so it does not move with the host's "
+          f"load):")
+    print(f"  no rules:        {floor:>8,.0f}")
+    for label, name in (("default", "default ruleset"), ("Falco", "Falco's rules")):
+        total, unformatted = per_event[(label, True)], per_event[(label, False)]
+        print(f"  {name + ':':<17}{total:>8,.0f}  (+{total - floor:,.0f} over no rules, of "
+              f"which formatting {counts[(label, True)][2]} alerts {total - unformatted:,.0f})")
+    ratio = per_event[("default", True)] / per_event[("Falco", True)]
+    print(f"  Falco's rules at {ratio:.0%} of the default ruleset's speed by this count "
+          f"(goal: no slower)")
 
 
 def main() -> int:
@@ -309,7 +450,24 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs")
     parser.add_argument("--rules", type=int, default=100, help="synthetic rule count")
+    # A measuring child (see measure_child): one run of one ruleset over a built capture.
+    parser.add_argument("--measure", choices=COMPARED, help=argparse.SUPPRESS)
+    parser.add_argument("--capture", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--no-outputs", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--instructions", action="store_true",
+                        help="only count instructions per event with callgrind (no rules, "
+                             "default ruleset, Falco's rules)")
+    # A counting child (see count_instructions), run under callgrind.
+    parser.add_argument("--count", choices=COMPARED, help=argparse.SUPPRESS)
+    parser.add_argument("--no-alert-format", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure is not None:
+        return measure_main(args.capture, args.measure, not args.no_outputs)
+    if args.count is not None:
+        return count_main(args.capture, args.count, not args.no_alert_format)
+    if args.instructions:
+        print_instructions()
+        return 0
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         capture = Path(tmp) / "mix.rtcap"
@@ -340,7 +498,7 @@ def main() -> int:
                   f"  {events / elapsed:>10,.0f} events/wall-s"
                   f"  ({events} events, {cpu:.3f} CPU-s, {alerts} alerts)")
         print_order_cost(capture, Path(tmp) / "arrival.rtcap", args.events, args.repeat)
-        print_falco_rules(capture, rates["default ruleset"], args.repeat)
+        print_falco_rules(capture, args.repeat)
     print(f"peak RSS: {peak_rss_bytes() / 1e6:.1f} MB  (one CPU, python {sys.version.split()[0]})")
     status = compiled_decoder_status()
     print("batch decoder: " + ("compiled (runtime/driver/_fastdecode.c)" if status is None

@@ -11,7 +11,7 @@ APT_PACKAGES=(
   build-essential clang llvm libbpf1 libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
   docker.io debootstrap debian-archive-keyring gpgv gnupg qemu-system-x86 busybox-static cpio kmod
   file util-linux dpkg zstd xz-utils ca-certificates curl python3-dev rpm rpm2cpio
-  nginx-light libnginx-mod-http-dav-ext chromium docker-registry createrepo-c
+  nginx-light libnginx-mod-http-dav-ext chromium docker-registry createrepo-c valgrind
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
