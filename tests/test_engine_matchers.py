@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from runtime.engine.capture import AF_INET
+from runtime.engine.fields import resolve_field
 from runtime.engine.rules import load_rules
 from runtime.engine.state import SystemState
 from runtime.events import Event, SocketTuple
@@ -45,6 +46,10 @@ _ATOMS = [
     "evt.res = SUCCESS", "fd.sockfamily = ip", "fd.snet in (10.0.0.0/8)",
     "fd.net in (10.1.0.0/16, 8.8.0.0/16)", "container.image.repository = nginx",
     "container.name = host", "proc.env contains HOME",
+    # Read inline without the state's methods: the unrolled ancestor walk (and the method
+    # past it), the process's arguments, a variable of its environment.
+    "proc.aname[2] in ({name}, {name2})", "proc.aname[4] = {name}", "proc.aname[5] = {name}",
+    "proc.args contains {name}", "proc.env[HOME] = /root", "proc.env icontains Path",
     # Several texts searched at once, and conjuncts `or` branches share (factored out).
     "(proc.cmdline contains {name} or proc.cmdline contains sh or proc.cmdline contains at"
     " or proc.cmdline contains x)",
@@ -97,6 +102,8 @@ def _events(draw: st.DrawFn) -> list[Event]:
             res = 0
             params = {"filename": f"/usr/bin/{comm}", "args": [draw(st.sampled_from(_NAMES))],
                       "cwd": "/root"}
+            if draw(st.booleans()):
+                params["env"] = ["HOME=/root", "PATH=/bin"]
         elif kind == "connect":
             params = {"fd": 3, "tuple": SocketTuple(
                 AF_INET, "10.0.0.2", 40000, draw(st.sampled_from(["10.1.2.3", "8.8.8.8"])),
@@ -155,3 +162,32 @@ def test_type_matchers_answer_as_each_rule_does(rules: str, events: list[Event])
         state.update(ev)
         expected = tuple(r for r in ruleset.rules_for(ev.type) if r.match(ev, state))
         assert ruleset.match(ev, state) == expected, (ev, [r.condition for r in expected])
+
+
+# Fields whose inline code (what the matchers run) re-implements a state method or helper
+# (SystemState.parent_of / ancestor, the environment of the main thread, the argument and
+# path texts): it must give what the field's extractor gives.
+_INLINED = [("proc.pname", None), ("proc.pcmdline", None), ("proc.pexe", None),
+            ("proc.aname", "1"), ("proc.aname", "2"), ("proc.aname", "3"),
+            ("proc.aname", "4"), ("proc.aname", "5"), ("proc.apid", "2"),
+            ("proc.env", None), ("proc.env", "HOME"), ("proc.env", "NONE"),
+            ("proc.args", None), ("proc.cmdline", None), ("fd.nameraw", None)]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(_events())
+def test_inline_field_code_reads_what_the_extractor_reads(events: list[Event]) -> None:
+    readers = []
+    for name, arg in _INLINED:
+        bf = resolve_field(name, arg)
+        assert bf.inline is not None
+        ns: dict[str, object] = dict(bf.helpers)
+        exec(f"def read(ev, st):\n    _th = st.thread_of(ev)\n    _f = st.fd_of(ev)\n"
+             f"    return {bf.inline}\n", ns)
+        readers.append((bf, ns["read"]))
+    state = SystemState(passwd_path="/nonexistent", group_path="/nonexistent")
+    for ev in events:
+        state.update(ev)
+        for bf, read in readers:
+            assert read(ev, state) == bf.extract(ev, state), (bf.text, ev)  # type: ignore[operator]

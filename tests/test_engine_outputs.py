@@ -381,3 +381,54 @@ def test_json_line_is_byte_identical_to_dumps_of_as_json(
 ) -> None:
     alert = Alert(time_ns, rule, priority, output, fields, tags, hostname=hostname)
     assert alert.json_line() == json.dumps(alert.as_json(), separators=(",", ":"), default=str)
+
+
+def test_json_line_fast_paths_match_dumps_at_their_edges() -> None:
+    """json_line skips escaping an output that needs none, and formats output_fields
+    with each key set's encoding cached: both must match json.dumps where the fast paths
+    end (each character JSON escapes, `%` in keys, the same keys with other value types,
+    values only the C encoder writes)."""
+    texts = ["plain", 'q"uote', "back\\slash", "del\x7f", "nl\n", "nul\x00", "é", "~ !", ""]
+    keys = ["a%s", "%", "b", "fd.name"]
+    values: list[object] = ["x", None, 0, -7, 10**30, True, False, 1.5, float("nan"),
+                            [1, "a\""], {"k": None}, PurePosixPath("/etc")]
+    for n, text in enumerate(texts * 3):
+        fields = {k: values[(n + i) % len(values)] for i, k in enumerate(keys)}
+        alert = Alert(1_700_000_000_000_000_001 + n, "r", "Warning", text, fields, ("t",))
+        assert alert.json_line() == json.dumps(alert.as_json(), separators=(",", ":"),
+                                               default=str)
+    odd_keys = Alert(5, "r", "Notice", "o", {1: "int key", None: 2}, ())  # type: ignore[dict-item]
+    assert odd_keys.json_line() == json.dumps(odd_keys.as_json(), separators=(",", ":"),
+                                              default=str)
+
+
+def test_new_alert_is_an_alert_with_the_default_hostname() -> None:
+    from runtime.engine.outputs import ALERT_HOSTNAME, new_alert
+
+    built = new_alert((7, "r", "Notice", "o", {"a": 1}, ("t",), "syscall", ALERT_HOSTNAME))
+    assert type(built) is Alert
+    assert built == Alert(7, "r", "Notice", "o", {"a": 1}, ("t",))
+    assert built.json_line() == Alert(7, "r", "Notice", "o", {"a": 1}, ("t",)).json_line()
+
+
+@pytest.mark.parametrize("template", [
+    "%evt.type", "x %evt.type", "%evt.type x", " x %evt.type y ", "x %evt.cpu", "%evt.cpu",
+    "{braces} %evt.type {x}", "tail\n",
+])
+@pytest.mark.parametrize("value", ["  padded  ", "", "text", None, 3, True])
+def test_output_line_is_the_joined_parts_stripped(template: str, value: object) -> None:
+    """The generated formatter builds the line as one f-string and strips only a side a
+    field value (or blank template text) ends on: the same line as joining the rendered
+    parts and stripping both sides."""
+    from types import SimpleNamespace
+
+    from runtime.engine.fields import render_value
+    from runtime.engine.rules.output import compile_output
+
+    fmt = compile_output(template)
+    ev = SimpleNamespace(type=value, cpu=value)
+    line, fields = fmt(ev, None)  # type: ignore[arg-type]
+    rendered = render_value(value)
+    expected = template.replace("%evt.type", rendered).replace("%evt.cpu", rendered).strip()
+    assert line == expected
+    assert all(v is value for v in fields.values())

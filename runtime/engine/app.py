@@ -39,7 +39,7 @@ from runtime.driver.schema import Decoder as DriverDecoder
 from runtime.engine.capture import CaptureWriter
 from runtime.engine.drops import DropMonitor, total_stats
 from runtime.engine.metrics import EngineCounters, Metrics
-from runtime.engine.outputs import Alert, OutputQueue
+from runtime.engine.outputs import ALERT_HOSTNAME, Alert, OutputQueue, new_alert
 from runtime.engine.rules import CompiledRule, Priority, Ruleset
 from runtime.engine.rules.ruleset import DispatchFn
 from runtime.engine.sources import EventSource
@@ -228,10 +228,9 @@ class Engine:
         matches = self.counters.matches
         matches[rule.name] = matches.get(rule.name, 0) + 1
         line, fields = rule.format_output(ev, self.state)
-        # Positional: a NamedTuple binds keyword arguments at twice the cost.
-        self._submit(
-            Alert(ev.ts, rule.name, rule.falco_priority, line, fields, rule.tags, rule.source)
-        )
+        # new_alert: Alert(...) without NamedTuple's Python-level __new__ (see outputs).
+        self._submit(new_alert((ev.ts, rule.name, rule.falco_priority, line, fields,
+                                rule.tags, rule.source, ALERT_HOSTNAME)))
 
 
 def tune_gc() -> None:

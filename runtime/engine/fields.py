@@ -457,8 +457,12 @@ def _pcmdline(ev: Event, st: SystemState) -> object:
 
 def _of_parent(value: str) -> str:
     """Inline code for `value` (code over `_pt_`) of the event's thread's parent, None
-    without one: one state call, its result kept in a local for the expression."""
-    return f"(None if (_pt_ := st.parent_of(_th)) is None else {value})"
+    without one, the parent kept in a local for the expression. SystemState.parent_of
+    inlined (its tests, then the thread table's lookup): Falco's rules read proc.pname
+    and friends for most event types, often as a guard key, and a Python method call
+    costs more than the tests themselves."""
+    return ("(None if (_pp_ := _th.ppid) <= 0 or _pp_ == _th.pid"
+            f" or (_pt_ := st.threads.get(_pp_)) is None else {value})")
 
 
 _define("proc.name", FieldType.STRING, "process name (comm)",
@@ -468,11 +472,12 @@ _define("proc.exe", FieldType.STRING, "argv[0]", lambda ev, st: _thread(ev, st).
 _define("proc.exepath", FieldType.STRING, "full path of the executable",
         lambda ev, st: _thread(ev, st).exepath or None, inline="(_th.exepath or None)")
 _define("proc.args", FieldType.STRING, "arguments (argv[1:]) joined by spaces",
-        lambda ev, st: _args_text(_thread(ev, st)), inline="_args_text(_th)",
-        nullable=False, helpers=(("_args_text", _args_text),))
+        # _args_text and _cmdline inlined: the same text without a call per read.
+        lambda ev, st: _args_text(_thread(ev, st)), inline="(' '.join(_th.args))",
+        nullable=False)
 _define("proc.cmdline", FieldType.STRING, "name and arguments",
-        lambda ev, st: _cmdline(_thread(ev, st)), inline="_cmdline(_th)", nullable=False,
-        helpers=(("_cmdline", _cmdline),))
+        lambda ev, st: _cmdline(_thread(ev, st)),
+        inline="(' '.join((_th.comm, *_th.args)) if _th.args else _th.comm)", nullable=False)
 _define("proc.pid", FieldType.INT, "process id", lambda ev, st: ev.pid, inline="ev.pid",
         nullable=False)
 _define("proc.ppid", FieldType.INT, "parent process id", lambda ev, st: ev.ppid,
@@ -509,6 +514,10 @@ _define("group.name", FieldType.STRING, "group name (from /etc/group)",
         lambda ev, st: st.group_name(ev.gid))
 
 
+# proc.aname[N] and friends read inline up to this generation (see _build_ancestor).
+_UNROLLED_ANCESTORS = 4
+
+
 def _build_ancestor(attr_name: str, ftype: FieldType
                     ) -> Callable[[str, str | None], BoundField]:
     attr = operator.attrgetter(attr_name)
@@ -532,9 +541,19 @@ def _build_ancestor(attr_name: str, ftype: FieldType
             found = st.ancestor(st.thread_of(ev), level)
             return None if found is None else attr(found)
 
-        # Inline, a condition or output reads it off the event's thread it already holds.
+        # Inline, a condition or output reads it off the event's thread it already holds;
+        # the first generations without the method call (SystemState.ancestor's walk
+        # unrolled: Falco's exceptions read proc.aname[2..4] on hot paths), deeper ones
+        # with it.
+        if level <= _UNROLLED_ANCESTORS:
+            found_at = "(_pp_ := _th.ppid) <= 0 or _pp_ == _th.pid" \
+                       " or (_at_ := st.threads.get(_pp_)) is None" + \
+                       " or (_pp_ := _at_.ppid) <= 0 or _pp_ == _at_.pid" \
+                       " or (_at_ := st.threads.get(_pp_)) is None" * (level - 1)
+        else:
+            found_at = f"(_at_ := st.ancestor(_th, {level})) is None"
         return BoundField(text, ftype, nth, needs=frozenset({"_th"}), inline=(
-            f"(None if (_at_ := st.ancestor(_th, {level})) is None else _at_.{attr_name})"))
+            f"(None if {found_at} else _at_.{attr_name})"))
 
     return build
 

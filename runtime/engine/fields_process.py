@@ -163,8 +163,16 @@ def _build_env(text: str, arg: str | None) -> BoundField:
     def extract(ev: Event, st: SystemState) -> object:
         return _env_of(st, _thread(ev, st), arg)
 
-    return BoundField(text, FieldType.STRING, extract, inline=f"_env_of(st, _th, {arg!r})",
-                      needs=frozenset({"_th"}), helpers=(("_env_of", _env_of),))
+    # Inline, _env_of without its two calls (proc.env is read per execve by Falco's rules):
+    # the main thread's environment, then the text or the variable's value.
+    env = ("(_en_ := (_th if _th.tid == _th.pid else (st.threads.get(_th.pid) or _th)).env)"
+           " is None")
+    if arg is None:
+        return BoundField(text, FieldType.STRING, extract, needs=frozenset({"_th"}),
+                          inline=f"(None if {env} else ' '.join(_en_))")
+    return BoundField(text, FieldType.STRING, extract, needs=frozenset({"_th"}),
+                      inline=f"(None if {env} else _env_value(_en_, {arg!r}))",
+                      helpers=(("_env_value", _env_value),))
 
 
 def _parent_duration(ev: Event, st: SystemState) -> object:

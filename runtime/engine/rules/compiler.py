@@ -338,8 +338,9 @@ def _types_of(expr: Expr, expander: Expander) -> tuple[_TypeSet, _TypeSet]:
 
 
 _UNSET = object()
-# A call of a state method (`st.thread_of(ev)`), or a list built: not a cheap read.
-_COSTLY_READ = re.compile(r"\bst\.\w+\(|\[")
+# A call of a state method (`st.thread_of(ev)`) or of a table's (`st.threads.get(...)`),
+# a list built, or a text joined: not a cheap read.
+_COSTLY_READ = re.compile(r"\bst\.[\w.]+\(|\[|\.join\(")
 
 
 def _field_texts(expr: Expr) -> Iterable[str]:
@@ -549,10 +550,14 @@ class _CodeGen:
 
     def _prologue_entries(self) -> list[tuple[str, str]]:
         entries = []
+        # SystemState.thread_of's and fd_of's answer for the event being dispatched
+        # (`update(ev)` set it: the usual case) read off the state without the method
+        # call, which costs more than the tests; the methods otherwise.
         if "_th" in self.needs:
-            entries.append(("_th", "st.thread_of(ev)"))
+            entries.append(("_th", "(st._cur_thread if ev is st._cur_ev else st.thread_of(ev))"))
         if "_f" in self.needs:
-            entries.append(("_f", "st.fd_of(ev)"))
+            entries.append(("_f", "(st._cur_fd if ev is st._cur_ev and st._cur_fd_resolved"
+                                  " else st.fd_of(ev))"))
         entries.extend(self.eager.items())
         entries.extend((var, "_U") for var in self.memo.values())
         return entries
@@ -870,8 +875,17 @@ class _CodeGen:
                     + (f"    else:\n{rest}" if rest else ""))
         self.counter = sub.counter
         self.needs |= sub.needs
+        # The key holds the group's field values, read by the caller: the locals the
+        # function would compute them into (read up front, or remembered on first use)
+        # start from the key instead of reading them again.
+        from_key = [sub.eager_by_field.get(bf.text) or sub.memo.get(bf.text) or "_"
+                    for bf in group.fields]
         prologue = "".join(line for line in sub.prologue().splitlines(keepends=True)
-                           if not line.startswith(("    _th = ", "    _f = ")))
+                           if not line.startswith(("    _th = ", "    _f = "))
+                           and line.split(" = ", 1)[0].strip() not in from_key)
+        if any(var != "_" for var in from_key):
+            prologue = f"    {', '.join(from_key)} = key\n" + prologue if len(from_key) > 1 \
+                else f"    {from_key[0]} = key\n" + prologue
         context = ", ".join(v if v in sub.needs else "None" for v in ("_th", "_f"))
         return (f"def {name}(key, ev, st, _th, _f):\n{prologue}    mask = {other}\n"
                 + body
@@ -1520,6 +1534,11 @@ def _guarded_block(tests: Sequence[_GuardedTest], memo_vars: Iterable[str], top:
     return "".join(out), local
 
 
+def _assigned(prologue: str) -> set[str]:
+    """The variables a prologue part (lines `var = code`) sets."""
+    return {line.split(" = ", 1)[0].strip() for line in prologue.splitlines() if line.strip()}
+
+
 def compile_type_dispatch(
     evt_type: str, entries: Sequence[tuple[Expr, object]], expander: Expander,
 ) -> Callable[[Event, SystemState], tuple[object, ...]]:
@@ -1594,7 +1613,17 @@ def compile_type_dispatch(
     top = "".join(head + tests_plain)
     block, local = _guarded_block(tests_guarded, gen.memo.values(), top)
     # What only the guarded rules read is computed inside their block, where few events go.
-    first, later = gen.split_prologue(top, local)
+    # Likewise what only a later guard group reads (its key, and the memo variables that
+    # key sets) is computed in that group's `if _m_:`, which most events skip: the block
+    # runs only after every group ran, so whatever it reads of those is set by then.
+    first, _ = gen.split_prologue(head[0] + "".join(tests_plain) if head else top, local)
+    done = set(local) | _assigned(first)
+    for g in range(1, len(head)):
+        part, _ = gen.split_prologue(head[g], done)
+        done |= _assigned(part)
+        opening = "    if _m_:\n"
+        head[g] = head[g].replace(opening, opening + textwrap.indent(part, "    "), 1)
+    _, later = gen.split_prologue("", done)
     body = "".join(head) + "    hits = ()\n"
     if block:
         body += "    if _m_:\n" + later + block

@@ -6,7 +6,13 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from runtime.engine.fields import BoundField, UnknownFieldError, render_value, resolve_field
+from runtime.engine.fields import (
+    BoundField,
+    FieldType,
+    UnknownFieldError,
+    render_value,
+    resolve_field,
+)
 
 if TYPE_CHECKING:
     from runtime.engine.state import SystemState
@@ -65,6 +71,33 @@ def compile_output(template: str) -> FormatFn:
     return _generate(literals, fields, tail, template)
 
 
+def _fstring_literal(text: str) -> str:
+    """`text` as an f-string literal that renders it unchanged (braces doubled)."""
+    return "f" + repr(text.replace("{", "{{").replace("}", "}}"))
+
+
+def _strip_call(head: str, tail: str) -> str:
+    """The line is stripped of surrounding whitespace; a side that is template text ending
+    in anything else cannot have any, so only the other side is stripped, or neither."""
+    left = not head or head[0].isspace()
+    right = not tail or tail[-1].isspace()
+    return ".strip()" if left and right else ".lstrip()" if left else ".rstrip()" if right \
+        else ""
+
+
+def _rendered(var: str, bound: BoundField) -> str:
+    """An expression that renders `var` as render_value would, for an f-string's braces
+    (no backslash, no double quote): text as is, a missing value as <NA>, anything else
+    through _render. An f-string writes an int (exactly int: not a bool) as str() does,
+    so `{var}` of an int needs no call. The class tested first is the one the field's
+    type says the value usually has: one test instead of three for an int field."""
+    if bound.type is FieldType.INT:
+        return (f"{var} if {var}.__class__ is int else {var} if {var}.__class__ is str"
+                f" else '<NA>' if {var} is None else _render({var})")
+    return (f"{var} if {var}.__class__ is str else '<NA>' if {var} is None"
+            f" else {var} if {var}.__class__ is int else _render({var})")
+
+
 def _generate(literals: list[str], fields: list[BoundField], tail: str,
               template: str) -> FormatFn:
     """One generated function per template: each distinct field read once (inline code
@@ -90,17 +123,19 @@ def _generate(literals: list[str], fields: list[BoundField], tail: str,
                          f"        {var} = ','.join([str(v) for v in {var}])\n")
     prologue = "".join(f"    {name} = {call}\n" for name, call in (
         ("_th", "st.thread_of(ev)"), ("_f", "st.fd_of(ev)")) if name in needs)
+    # The line is one f-string (BUILD_STRING: no tuple, no join call); adjacent f-string
+    # literals compile into one. Every substituted part is already text, which an
+    # f-string inserts as is, so the line is what ''.join of the parts made.
     parts: list[str] = []
     for literal, bound in zip(literals, fields, strict=True):
         var = var_of[bound.text]
         if literal:
-            parts.append(repr(literal))
-        # render_value's answer for text, a missing value and a plain int, without the call.
-        parts.append(f"({var} if {var}.__class__ is str else '<NA>' if {var} is None"
-                     f" else str({var}) if {var}.__class__ is int else _render({var}))")
+            parts.append(_fstring_literal(literal))
+        parts.append(f'f"{{{_rendered(var, bound)}}}"')
     if tail:
-        parts.append(repr(tail))
-    line = f"''.join(({', '.join(parts)},)).strip()" if parts else "''"
+        parts.append(_fstring_literal(tail))
+    line = f"({' '.join(parts)}){_strip_call(literals[0] if fields else tail, tail)}" \
+        if parts else "''"
     values = "{" + ", ".join(f"{bound.text!r}: {var_of[bound.text]}" for bound in fields) + "}"
     source = (f"def format_output(ev, st):\n{prologue}{''.join(reads)}"
               f"    return {line}, {values}\n")

@@ -128,6 +128,10 @@ class SystemState:
         self.container_metadata: ContainerMetadata | None = None
         # The last event that changed the name of its fd (Falco's fd.name_changed).
         self.name_changed_event: Event | None = None
+        # The event `update` last took, its thread (set whenever _cur_ev is an Event) and
+        # fd (valid once _cur_fd_resolved). The generated rule matchers read these three
+        # directly for the event they dispatch (runtime/engine/rules/compiler.py
+        # _prologue_entries), as thread_of/fd_of would answer, without the method calls.
         self._cur_ev: Event | None = None
         self._cur_thread: ThreadInfo | None = None
         self._cur_fd: FdInfo | None = None
