@@ -168,7 +168,7 @@ def test_type_matchers_answer_as_each_rule_does(rules: str, events: list[Event])
 # (SystemState.parent_of / ancestor, the environment of the main thread, the argument and
 # path texts): it must give what the field's extractor gives.
 _INLINED = [("proc.pname", None), ("proc.pcmdline", None), ("proc.pexe", None),
-            ("proc.aname", "1"), ("proc.aname", "2"), ("proc.aname", "3"),
+            ("proc.aname", "0"), ("proc.aname", "1"), ("proc.aname", "2"), ("proc.aname", "3"),
             ("proc.aname", "4"), ("proc.aname", "5"), ("proc.apid", "2"),
             ("proc.env", None), ("proc.env", "HOME"), ("proc.env", "NONE"),
             ("proc.args", None), ("proc.cmdline", None), ("fd.nameraw", None)]

@@ -545,6 +545,9 @@ def _build_ancestor(attr_name: str, ftype: FieldType
         # the first generations without the method call (SystemState.ancestor's walk
         # unrolled: Falco's exceptions read proc.aname[2..4] on hot paths), deeper ones
         # with it.
+        if level == 0:  # the thread itself
+            return BoundField(text, ftype, nth, needs=frozenset({"_th"}),
+                              inline=f"_th.{attr_name}")
         if level <= _UNROLLED_ANCESTORS:
             found_at = "(_pp_ := _th.ppid) <= 0 or _pp_ == _th.pid" \
                        " or (_at_ := st.threads.get(_pp_)) is None" + \
