@@ -186,7 +186,7 @@ def run_pipeline(capture: Path, rules_path: Path | Sequence[Path], *,
                  decoded: bool = False) -> tuple[int, float, float, int]:
     """`window_ms`: events in ts order through a reorder window of that size.
     `decoded`: the source hands the engine decoded Events, as live drivers do."""
-    ruleset = load_rules([rules_path] if isinstance(rules_path, Path) else list(rules_path))
+    ruleset = load_rules(rule_paths(rules_path))
     sink = StreamSink(open(os.devnull, "w"), json_output=True)  # noqa: SIM115
     outputs = OutputQueue([sink], maxsize=100_000)
     counters = EngineCounters()
@@ -204,17 +204,33 @@ def run_pipeline(capture: Path, rules_path: Path | Sequence[Path], *,
     return counters.events, elapsed, cpu, sum(counters.matches.values())
 
 
+def rule_paths(rules: Path | Sequence[Path]) -> list[Path]:
+    return [rules] if isinstance(rules, Path) else list(rules)
+
+
+def engine_without_outputs(capture: Path, rules: Path | Sequence[Path], *,
+                           format_alerts: bool = True
+                           ) -> tuple[Runner, EngineCounters, list[object], ReplaySource]:
+    """A runner over `capture` whose alerts are formatted and kept, never queued,
+    serialised or written (without `format_alerts`, matches are kept unformatted), its
+    counters, the alerts, and the source to close after the run."""
+    alerts: list[object] = []
+    counters = EngineCounters()
+    engine = Engine(load_rules(rule_paths(rules)), SystemState(), alerts.append,
+                    counters=counters)
+    if not format_alerts:
+        setattr(engine, "_alert", lambda rule, ev: alerts.append(rule))  # noqa: B010
+    source = ReplaySource(capture)
+    drops = DropMonitor(DropConfig(), emit_alert=alerts.append, log=lambda _: None)
+    return Runner(source, engine, None, drops), counters, alerts, source  # type: ignore[arg-type]
+
+
 def engine_only(capture: Path, rules_path: Path | Sequence[Path]) -> tuple[int, float]:
     """The pipeline with alerts formatted but not queued, serialised or written: what the
     output stage (queue, worker thread, JSON) costs is the difference."""
-    alerts: list[object] = []
-    counters = EngineCounters()
-    paths = [rules_path] if isinstance(rules_path, Path) else list(rules_path)
-    engine = Engine(load_rules(paths), SystemState(), alerts.append, counters=counters)
-    source = ReplaySource(capture)
-    drops = DropMonitor(DropConfig(), emit_alert=alerts.append, log=lambda _: None)
+    runner, counters, _, source = engine_without_outputs(capture, rules_path)
     start = time.process_time()
-    Runner(source, engine, None, drops).run()  # type: ignore[arg-type]
+    runner.run()
     cpu = time.process_time() - start
     source.close()
     return counters.events, cpu
@@ -381,16 +397,9 @@ def count_main(capture: Path, label: str, format_alerts: bool) -> int:
     `format_alerts` a match is counted, not formatted: the difference is what formatting
     alerts costs."""
     with tempfile.TemporaryDirectory(prefix="bench-count-") as tmp:
-        rules = compared_rules(label, Path(tmp))
-        paths = [rules] if isinstance(rules, Path) else list(rules)
-        alerts: list[object] = []
-        counters = EngineCounters()
-        engine = Engine(load_rules(paths), SystemState(), alerts.append, counters=counters)
-        if not format_alerts:
-            setattr(engine, "_alert", lambda rule, ev: alerts.append(rule))  # noqa: B010
-        source = ReplaySource(capture)
-        drops = DropMonitor(DropConfig(), emit_alert=alerts.append, log=lambda _: None)
-        operator.call(Runner(source, engine, None, drops).run)  # type: ignore[arg-type]
+        runner, counters, alerts, source = engine_without_outputs(
+            capture, compared_rules(label, Path(tmp)), format_alerts=format_alerts)
+        operator.call(runner.run)
         source.close()
     print(counters.events, len(alerts))
     return 0

@@ -455,14 +455,19 @@ def _pcmdline(ev: Event, st: SystemState) -> object:
     return None if p is None else _cmdline(p)
 
 
+def _no_parent(child: str, parent: str) -> str:
+    """Inline code true when `child` (a thread's variable) has no parent, else false with
+    the parent in `parent`: SystemState.parent_of inlined (its tests, then the thread
+    table's lookup). Falco's rules read proc.pname and proc.aname[N] for most event types,
+    often as a guard key, and a Python method call costs more than the tests themselves."""
+    return (f"(_pp_ := {child}.ppid) <= 0 or _pp_ == {child}.pid"
+            f" or ({parent} := st.threads.get(_pp_)) is None")
+
+
 def _of_parent(value: str) -> str:
     """Inline code for `value` (code over `_pt_`) of the event's thread's parent, None
-    without one, the parent kept in a local for the expression. SystemState.parent_of
-    inlined (its tests, then the thread table's lookup): Falco's rules read proc.pname
-    and friends for most event types, often as a guard key, and a Python method call
-    costs more than the tests themselves."""
-    return ("(None if (_pp_ := _th.ppid) <= 0 or _pp_ == _th.pid"
-            f" or (_pt_ := st.threads.get(_pp_)) is None else {value})")
+    without one, the parent kept in a local for the expression."""
+    return f"(None if {_no_parent('_th', '_pt_')} else {value})"
 
 
 _define("proc.name", FieldType.STRING, "process name (comm)",
@@ -549,10 +554,8 @@ def _build_ancestor(attr_name: str, ftype: FieldType
             return BoundField(text, ftype, nth, needs=frozenset({"_th"}),
                               inline=f"_th.{attr_name}")
         if level <= _UNROLLED_ANCESTORS:
-            found_at = "(_pp_ := _th.ppid) <= 0 or _pp_ == _th.pid" \
-                       " or (_at_ := st.threads.get(_pp_)) is None" + \
-                       " or (_pp_ := _at_.ppid) <= 0 or _pp_ == _at_.pid" \
-                       " or (_at_ := st.threads.get(_pp_)) is None" * (level - 1)
+            found_at = " or ".join([_no_parent("_th", "_at_")]
+                                   + [_no_parent("_at_", "_at_")] * (level - 1))
         else:
             found_at = f"(_at_ := st.ancestor(_th, {level})) is None"
         return BoundField(text, ftype, nth, needs=frozenset({"_th"}), inline=(

@@ -44,13 +44,13 @@ def display_priority(name: str) -> str:
     return _DISPLAY_PRIORITY.get(name.lower(), name.capitalize())
 
 
-@functools.lru_cache(maxsize=256)
 def _utc_second(seconds: int) -> str:
-    # Alerts come in bursts within the same second: strftime once per second, not per alert.
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
-# "<seconds since the epoch, in decimal>" -> "YYYY-MM-DDTHH:MM:SS.", for rfc3339_ns.
+# "<seconds since the epoch, in decimal>" -> "YYYY-MM-DDTHH:MM:SS.", for rfc3339_ns: alerts
+# come in bursts within the same second, so strftime runs once per second, not per alert
+# (the one cache; rfc3339_ns's other path, times before 1970-01-01T00:00:01, is not hot).
 _SECOND_TEXT: dict[str, str] = {}
 
 
