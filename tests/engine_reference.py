@@ -43,6 +43,11 @@ def reference_matches(
         source.close()
 
 
+def _joined_by(j: str) -> Callable[[list[str]], str]:
+    """`xs` joined by ` j `, in parentheses."""
+    return lambda xs: "(" + f" {j} ".join(xs) + ")"
+
+
 def nested_conditions(atom: Callable[[], st.SearchStrategy[str]], depth: int,
                       joins: tuple[str, ...] = ("and", "or")) -> st.SearchStrategy[str]:
     """Rule conditions `depth` levels deep over `atom()`: binary and/or, not, and longer
@@ -50,8 +55,7 @@ def nested_conditions(atom: Callable[[], st.SearchStrategy[str]], depth: int,
     if depth == 0:
         return atom()
     sub = nested_conditions(atom, depth - 1, joins)
-    runs = [st.lists(sub, min_size=3, max_size=5).map(
-        lambda xs, j=join: "(" + f" {j} ".join(xs) + ")") for join in joins]
+    runs = [st.lists(sub, min_size=3, max_size=5).map(_joined_by(join)) for join in joins]
     return st.one_of(
         atom(),
         st.builds(lambda a, b: f"({a} and {b})", sub, sub),

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.driver import schema
+from runtime.driver import _schema, schema
 from runtime.engine.app import Engine, Runner
 from runtime.engine.capture import AF_INET, AF_INET6, CaptureHeader, CaptureWriter, encode_tuple
 from runtime.engine.cli import default_rules_path
@@ -35,10 +35,10 @@ from tests.engine_reference import reference_matches
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "tests"))
 
 import bench_replay  # noqa: E402
-import test_engine_replay  # noqa: E402
+
+from tests import test_engine_replay  # noqa: E402
 
 _SAMPLE: dict[str, list[bytes]] = {
     "path": [b"/etc/shadow\0", b"relative/x\0", b"no-terminator", b"\xff\xfebad\0", b""],
@@ -273,16 +273,16 @@ def _raw_stream() -> bytes:
     known), once with the syscall number of its own type (the lite path's case) and once
     with another; plus the bench mix (open/close of the same fds interleaved)."""
     table = schema.syscall_table("x86_64")
-    out = []
+    out: list[bytes] = []
     for record in _records():
         etype = struct.unpack_from("=H", record, schema._TYPE_AT)[0]
         syscalls = schema._syscalls_of(schema.SPECS[etype].name)
         own = bytearray(record)
-        nr_at = schema._schema.HDR_OFFSETS["syscall_nr"]
+        nr_at = _schema.HDR_OFFSETS["syscall_nr"]
         struct.pack_into("=i", own, nr_at, table.get(syscalls[0], -1) if syscalls else -1)
         # A known thread's ids change (setuid, reparenting): the state must follow.
         for field, value in (("ppid", 7), ("uid", 2000 + len(out)), ("gid", 3000)):
-            struct.pack_into("=I", own, schema._schema.HDR_OFFSETS[field], value)
+            struct.pack_into("=I", own, _schema.HDR_OFFSETS[field], value)
         out += [record, record, bytes(own)]
     for i in range(40):
         for record in bench_replay.process_records(i, 10**9 + i * 10**6):

@@ -120,7 +120,7 @@ def _events(draw: st.DrawFn) -> list[Event]:
 
 def _every_open_and_exec() -> list[Event]:
     """An open of every path and an exec with every argument, by every process name."""
-    out = []
+    out: list[Event] = []
     for comm in _NAMES:
         for path in _EVENT_PATHS:
             out.append(Event(ts=1_000 + len(out), cpu=0, type="openat", syscall_nr=0, res=3,

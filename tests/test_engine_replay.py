@@ -13,7 +13,7 @@ import os
 import struct
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -345,7 +345,7 @@ def test_text_output_is_one_line_per_alert(world_capture: Path, operator_rules: 
 
 def test_recorded_stats_replay_the_drop_alert(tmp_path: Path) -> None:
     second = 1_000_000_000
-    stats = lambda evts, drops: {  # noqa: E731
+    stats: Callable[[int, int], dict[int, dict[str, int]]] = lambda evts, drops: {  # noqa: E731
         0: {"n_evts": evts, "n_drops_buffer": drops, "n_drops_pf": 0, "n_drops_bug": 0},
         1: {"n_evts": evts, "n_drops_buffer": drops // 2, "n_drops_pf": 1 if drops else 0,
             "n_drops_bug": 0},

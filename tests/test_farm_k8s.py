@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -30,6 +30,9 @@ from driverkit.farm.task import KEY_PATH, PLAN_PATH, shard_index
 from driverkit.publish.keys import generate_keys
 from tests.publish_helpers import driverkit
 from tests.repo_servers import WebDavServer
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 pytest.importorskip("kubernetes", reason="pip install '.[dev]' (the kubernetes client)")
 
@@ -62,7 +65,8 @@ def _docs(plan: FarmPlan, **overrides: Any) -> list[dict[str, Any]]:
 def _validated(doc: dict[str, Any]) -> Any:
     from kubernetes import client
 
-    model = {"ConfigMap": client.V1ConfigMap, "Job": client.V1Job}[doc["kind"]]
+    models: dict[str, type[BaseModel]] = {"ConfigMap": client.V1ConfigMap, "Job": client.V1Job}
+    model = models[doc["kind"]]
     return model.model_validate(doc)
 
 

@@ -82,7 +82,7 @@ def test_no_btf_and_an_old_kernel(tmp_path: Path) -> None:
         ({"proc/cmdline": "root=/dev/sda1 module.sig_enforce=1 quiet\n"}, "sig_enforce"),
     ],
 )
-def test_why_modules_cannot_load(tmp_path: Path, files: dict[str, str | None],
+def test_why_modules_cannot_load(tmp_path: Path, files: dict[str, str | bytes | None],
                                  reason: str) -> None:
     host = _host(tmp_path, files)
     assert not host.modules.can_load

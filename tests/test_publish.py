@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -288,9 +289,10 @@ def test_index_entries_carry_the_build_facts(
     kmod = entries["rtcap_debian_6.1.100-1-amd64_1.ko"]
     assert kmod["kind"] == "kmod" and kmod["target"] == "debian"
     assert kmod["kernelrelease"] == "6.1.100-1-amd64" and kmod["kernelversion"] == "1"
-    assert kmod["compiler"].startswith("gcc") and kmod["boot_verified"] == ["6.1.100-1-amd64"]
+    assert cast(str, kmod["compiler"]).startswith("gcc") and kmod["boot_verified"] == [
+        "6.1.100-1-amd64"]
     probe = entries["rtcap_debian_6.1.100-1-amd64_1.o"]
-    assert probe["compiler"].startswith("Debian clang") and probe["host_verifier"]
+    assert cast(str, probe["compiler"]).startswith("Debian clang") and probe["host_verifier"]
     assert entries["rtcap_core.o"]["kind"] == "core" and entries["rtcap_core.o"]["target"] == ""
 
 

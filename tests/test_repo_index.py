@@ -11,7 +11,7 @@ import hashlib
 import http.server
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -122,11 +122,12 @@ def test_an_index_signed_for_another_folder_is_rejected() -> None:
 
 def test_parse_refuses_path_names_and_bad_hashes() -> None:
     good = json.loads(ArchIndex("1.0", "x86_64").with_entries([_entry("a.o", b"x")]).to_bytes())
-    for name, mutate in (
+    cases: tuple[tuple[str, Callable[[dict[str, object]], None]], ...] = (
         ("../evil.o", lambda e: e.update(file="../evil.o")),
         ("a.o", lambda e: e.update(sha256="00")),
         ("a.o", lambda e: e.update(kind="rootkit")),
-    ):
+    )
+    for name, mutate in cases:
         doc = json.loads(json.dumps(good))
         entry = doc["artifacts"].pop("a.o")
         mutate(entry)

@@ -6,7 +6,7 @@ engine has (`CompiledRule.match` and the per-event-type `Ruleset.match`), which 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -67,7 +67,14 @@ def evaluate(condition: str, ev: Event, st: SystemState | None = None) -> bool:
     return direct
 
 
-OPEN_SHADOW = {"name": "/etc/shadow", "flags": 0, "dirfd": -100, "mode": 0}
+class OpenParams(TypedDict):
+    name: str
+    flags: int
+    dirfd: int
+    mode: int
+
+
+OPEN_SHADOW: OpenParams = {"name": "/etc/shadow", "flags": 0, "dirfd": -100, "mode": 0}
 
 
 # ---- parser ---------------------------------------------------------------------------------

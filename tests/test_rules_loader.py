@@ -383,12 +383,12 @@ INDEX_RULES = """
 def test_rules_for_indexes_by_event_type() -> None:
     rs = rules_text(INDEX_RULES)
     by_name: dict[str, CompiledRule] = {r.name: r for r in rs.rules}
-    assert by_name["Typed by macro"].event_types == {"open", "openat"}
-    assert by_name["Typed with or"].event_types == {"connect", "accept"}
+    assert by_name["Typed by macro"].event_types == frozenset({"open", "openat"})
+    assert by_name["Typed with or"].event_types == frozenset({"connect", "accept"})
     assert by_name["Untyped"].event_types is None
     assert by_name["Negated type"].event_types is None
-    assert by_name["Negated other field"].event_types == {"execve"}
-    assert by_name["Excluded type by and"].event_types == {"openat"}
+    assert by_name["Negated other field"].event_types == frozenset({"execve"})
+    assert by_name["Excluded type by and"].event_types == frozenset({"openat"})
     assert [r.name for r in rs.rules_for("openat")] == [
         "Typed by macro", "Untyped", "Negated type", "Excluded type by and"]
     assert [r.name for r in rs.rules_for("open")] == ["Typed by macro", "Untyped", "Negated type"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from click.testing import CliRunner
@@ -169,7 +170,7 @@ def test_a_suite_row_reaches_every_consumer(forky: debian_targets.DebianSuite) -
     # Render: its -updates and its extra builder packages.
     context = dockerfile_context(BuilderSpec("debian:forky", "forky", "17"))
     assert context["has_updates"] is True
-    assert context["packages"][-1] == "forky-extra"
+    assert cast(tuple[str, ...], context["packages"])[-1] == "forky-extra"
     dockerfile = render_dockerfile(BuilderSpec("debian:forky", "forky", "17"))
     assert "$suite-updates" in dockerfile and "forky-extra" in dockerfile
     # images: the debootstrap keyring check.
