@@ -36,6 +36,13 @@ Target (issue 5): >= 500k events/s through the default ruleset.
 executes (no output stage) with no rules, the default ruleset and Falco's, a figure that
 does not move with the host's load as CPU seconds do (on a shared VM they vary by
 +-20% run to run, more than the difference the Falco goal is about).
+
+    python3 bench/bench_replay.py --instructions --by-class   # ~6 min more
+
+`--by-class` adds where the two rulesets' difference goes: for each class of event in the
+capture (its type; an open by its path, digits folded; an execve by its program), the
+instructions one call of the type's generated matcher costs with each ruleset, and what
+the difference comes to per event of the capture.
 """
 
 from __future__ import annotations
@@ -68,12 +75,15 @@ from runtime.engine.capture import (  # noqa: E402
 from runtime.engine.cli import default_rules_path  # noqa: E402
 from runtime.engine.config import DropConfig  # noqa: E402
 from runtime.engine.drops import DropMonitor  # noqa: E402
+from runtime.engine.fields import OPEN_TYPES  # noqa: E402
 from runtime.engine.metrics import EngineCounters, peak_rss_bytes  # noqa: E402
 from runtime.engine.outputs import OutputQueue, StreamSink  # noqa: E402
 from runtime.engine.reorder import DEFAULT_WINDOW_MS, OrderedSource  # noqa: E402
 from runtime.engine.rules import load_rules  # noqa: E402
+from runtime.engine.rules.ruleset import CompiledRule, DispatchFn  # noqa: E402
 from runtime.engine.sources import ReplaySource, default_decoder, schema_identity  # noqa: E402
 from runtime.engine.state import SystemState  # noqa: E402
+from runtime.events import Event  # noqa: E402
 
 BOOT_OFFSET_NS = 1_700_000_000_000_000_000
 FALCO_RULES = (REPO / "tests/fixtures/falco_rules/falco_rules.yaml",
@@ -391,47 +401,106 @@ INSTRUCTION_EVENTS = 20_000
 _TOGGLE = "_operator_call"
 
 
-def count_main(capture: Path, label: str, format_alerts: bool) -> int:
+def event_class(ev: Event) -> str:
+    """What the by-class breakdown groups an event under: its type; an open by its path,
+    digit runs in the file's name folded (each /tmp/out.N is one class: a path the
+    matchers have not seen yet), an execve by the program's name."""
+    if ev.type in OPEN_TYPES:
+        folder, _, name = str(ev.params.get("name")).rpartition("/")
+        return f"{ev.type} {folder}/{_DIGITS.sub('#', name)}"
+    if ev.type in ("execve", "execveat"):
+        return f"{ev.type} {ev.comm}"
+    return ev.type
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def count_main(capture: Path, label: str, format_alerts: bool,
+               only_class: str | None = None) -> int:
     """The child's side of count_instructions: the engine without its output stage over
     `capture`, the loop alone under operator.call; prints events and alerts. Without
     `format_alerts` a match is counted, not formatted: the difference is what formatting
-    alerts costs."""
+    alerts costs. With `only_class`, only the calls of the matchers for events of that
+    class run under operator.call (the rest of the loop is not counted), and the first
+    number printed is how many calls that was."""
     with tempfile.TemporaryDirectory(prefix="bench-count-") as tmp:
         runner, counters, alerts, source = engine_without_outputs(
             capture, compared_rules(label, Path(tmp)), format_alerts=format_alerts)
-        operator.call(runner.run)
+        if only_class is None:
+            operator.call(runner.run)
+            counted = counters.events
+        else:
+            calls = [0]
+            engine = runner.engine
+
+            def counted_in(match: DispatchFn) -> DispatchFn:
+                def dispatch(ev: Event, st: SystemState) -> tuple[CompiledRule, ...]:
+                    if event_class(ev) != only_class:
+                        return match(ev, st)
+                    calls[0] += 1
+                    found: tuple[CompiledRule, ...] = operator.call(match, ev, st)
+                    return found
+                return dispatch
+
+            # The engine's per-type matchers (runtime/engine/app.py), each behind a test
+            # of the event's class; the lookup stays one dict read as in the engine.
+            setattr(engine, "_dispatch", {  # noqa: B010
+                evt_type: None if match is None else counted_in(match)
+                for evt_type, match in getattr(engine, "_dispatch").items()})  # noqa: B009
+            runner.run()
+            counted = calls[0]
         source.close()
-    print(counters.events, len(alerts))
+    print(counted, len(alerts))
     return 0
 
 
-def count_instructions(capture: Path, label: str, format_alerts: bool = True
-                       ) -> tuple[int, int, int]:
+def count_instructions(capture: Path, label: str, format_alerts: bool = True,
+                       only_class: str | None = None) -> tuple[int, int, int]:
     """Instructions the loop over `capture` executes with one ruleset (callgrind), its
-    events and alerts. Unlike CPU time, the count does not move with the neighbours."""
+    events and alerts. Unlike CPU time, the count does not move with the neighbours.
+    With `only_class`: the instructions of the matcher calls for that class of events
+    (see event_class), how many calls, and the alerts."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("bench_replay: --instructions needs valgrind (apt install valgrind)")
     cmd = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
            f"--toggle-collect={_TOGGLE}", sys.executable, str(Path(__file__).resolve()),
            "--count", label, "--capture", str(capture)]
-    done = subprocess.run(cmd + ([] if format_alerts else ["--no-alert-format"]),
-                          capture_output=True, text=True, check=False, timeout=1800)
+    cmd += [] if format_alerts else ["--no-alert-format"]
+    cmd += [] if only_class is None else ["--class", only_class]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise SystemExit(f"bench_replay: counting {label} failed: {tail}")
-    if int(found.group(1)) == 0:
+    if int(found.group(1)) == 0 and only_class is None:
         raise SystemExit(f"bench_replay: callgrind found no {_TOGGLE} in {sys.executable} "
                          "(a stripped interpreter?): nothing counted")
     events, alerts = (int(v) for v in done.stdout.split())
     return int(found.group(1)), events, alerts
 
 
-def print_instructions() -> None:
+def capture_classes(capture: Path) -> dict[str, int]:
+    """How many events of each class (see event_class) the capture holds."""
+    found: dict[str, int] = {}
+    source = ReplaySource(capture)
+    source.start(None)
+    try:
+        while (batch := source.read(1.0)) is not None:
+            for ev in batch.events:
+                name = event_class(ev)
+                found[name] = found.get(name, 0) + 1
+    finally:
+        source.close()
+    return found
+
+
+def print_instructions(by_class: bool = False) -> None:
     """Instructions per event of the loop (no output stage) with no rules, the default
     ruleset and Falco's, and how much of each ruleset's share formatting alerts is; the
-    callgrind runs go two at a time (one per CPU here)."""
+    callgrind runs go two at a time (one per CPU here). `by_class` adds the matchers'
+    cost per class of event (see print_classes)."""
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         capture = Path(tmp) / "mix.rtcap"
         build_capture(capture, INSTRUCTION_EVENTS)
@@ -439,19 +508,62 @@ def print_instructions() -> None:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             counts = dict(zip(jobs, pool.map(lambda job: count_instructions(capture, *job),
                                               jobs), strict=True))
-    per_event = {job: ir / events for job, (ir, events, _) in counts.items()}
-    floor = per_event[("no rules", True)]
-    print(f"instructions per event, the loop without its output stage (callgrind, "
-          f"{INSTRUCTION_EVENTS:,} events; a count, so it does not move with the host's "
-          f"load):")
-    print(f"  no rules:        {floor:>8,.0f}")
-    for label, name in (("default", "default ruleset"), ("Falco", "Falco's rules")):
-        total, unformatted = per_event[(label, True)], per_event[(label, False)]
-        print(f"  {name + ':':<17}{total:>8,.0f}  (+{total - floor:,.0f} over no rules, of "
-              f"which formatting {counts[(label, True)][2]} alerts {total - unformatted:,.0f})")
-    ratio = per_event[("default", True)] / per_event[("Falco", True)]
-    print(f"  Falco's rules at {ratio:.0%} of the default ruleset's speed by this count "
-          f"(goal: no slower)")
+        per_event = {job: ir / events for job, (ir, events, _) in counts.items()}
+        floor = per_event[("no rules", True)]
+        print(f"instructions per event, the loop without its output stage (callgrind, "
+              f"{INSTRUCTION_EVENTS:,} events; a count, so it does not move with the host's "
+              f"load):")
+        print(f"  no rules:        {floor:>8,.0f}")
+        for label, name in (("default", "default ruleset"), ("Falco", "Falco's rules")):
+            total, unformatted = per_event[(label, True)], per_event[(label, False)]
+            print(f"  {name + ':':<17}{total:>8,.0f}  (+{total - floor:,.0f} over no rules, "
+                  f"of which formatting {counts[(label, True)][2]} alerts "
+                  f"{total - unformatted:,.0f})")
+        ratio = per_event[("default", True)] / per_event[("Falco", True)]
+        print(f"  Falco's rules at {ratio:.0%} of the default ruleset's speed by this count "
+              f"(goal: no slower)")
+        if by_class:
+            print_classes(capture, per_event[("Falco", True)] - per_event[("default", True)])
+
+
+def print_classes(capture: Path, gap: float) -> None:
+    """For each class of event the capture holds that some rule of either ruleset can
+    match: one call of its type's matcher in instructions with each ruleset, and the
+    difference over the capture per event; then what the matchers add up to beside
+    `gap`, the difference between the rulesets' totals per event (the rest: matched
+    types decoded in full, alerts built and formatted)."""
+    classes = capture_classes(capture)
+    events = sum(classes.values())
+    with tempfile.TemporaryDirectory(prefix="bench-classes-") as tmp:
+        rulesets = {label: load_rules(rule_paths(compared_rules(label, Path(tmp))))
+                    for label in ("default", "Falco")}
+    jobs = [(label, name) for name in sorted(classes) for label in rulesets
+            if rulesets[label].matches_type(name.split(" ", 1)[0])]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        found = dict(zip(jobs, pool.map(
+            lambda job: count_instructions(capture, job[0], True, job[1]), jobs),
+            strict=True))
+    rows = []
+    for name, n in classes.items():
+        per_call = {}
+        for label in rulesets:
+            ir, calls, _ = found.get((label, name), (0, 0, 0))
+            if calls != (n if (label, name) in found else 0):
+                raise SystemExit(f"bench_replay: the {label} matcher ran {calls} times for"
+                                 f" the capture's {n} events of class {name}")
+            per_call[label] = ir / calls if calls else 0.0
+        if (("default", name) in found) or (("Falco", name) in found):
+            share = (per_call["Falco"] - per_call["default"]) * n / events
+            rows.append((share, name, n, per_call["default"], per_call["Falco"]))
+    print(f"  the matchers by class of event (instructions per call; the difference per "
+          f"event of the {events:,}):")
+    print(f"    {'class':<44}{'events':>7}{'default':>10}{'Falco':>10}{'Falco - default':>17}")
+    for share, name, n, default, falco in sorted(rows, reverse=True):
+        print(f"    {name[:43]:<44}{n:>7,}{default:>10,.0f}{falco:>10,.0f}{share:>+17,.0f}")
+    total = sum(row[0] for row in rows)
+    print(f"    matchers in all: {total:+,.0f} per event of the {gap:+,.0f} between the "
+          f"rulesets' totals (the rest: matched types decoded in full, alerts built and "
+          f"formatted)")
 
 
 def main() -> int:
@@ -469,13 +581,20 @@ def main() -> int:
     # A counting child (see count_instructions), run under callgrind.
     parser.add_argument("--count", choices=COMPARED, help=argparse.SUPPRESS)
     parser.add_argument("--no-alert-format", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--class", dest="only_class", help=argparse.SUPPRESS)
+    parser.add_argument("--by-class", action="store_true",
+                        help="with --instructions: also the matchers' instructions per "
+                             "call for each class of event, both rulesets (~6 min more)")
     args = parser.parse_args()
+    if args.by_class and not args.instructions:
+        parser.error("--by-class goes with --instructions")
     if args.measure is not None:
         return measure_main(args.capture, args.measure, not args.no_outputs)
     if args.count is not None:
-        return count_main(args.capture, args.count, not args.no_alert_format)
+        return count_main(args.capture, args.count, not args.no_alert_format,
+                          args.only_class)
     if args.instructions:
-        print_instructions()
+        print_instructions(args.by_class)
         return 0
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:

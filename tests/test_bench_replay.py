@@ -81,3 +81,54 @@ def test_callgrind_counts_formatting_alerts(capture: Path) -> None:
     assert counted[0] > 0
     # ~20k instructions per alert formatted (measured); at least a fifth of that.
     assert formatted[0] - counted[0] > 4000 * formatted[2]
+
+
+def test_event_classes_fold_new_names_only() -> None:
+    """The by-class breakdown: every /tmp/out.N one class (a path new to the matchers each
+    time), a library's folder kept, an execve by its program, other types by type."""
+    from runtime.events import Event
+
+    def cls(evt_type: str, comm: str = "x", **params: object) -> str:
+        return bench_replay.event_class(Event(
+            ts=1, cpu=0, type=evt_type, syscall_nr=0, res=0, pid=1, tid=1, ppid=0, uid=0,
+            gid=0, comm=comm, cgroup_id=0, params=params))
+
+    assert cls("openat", name="/tmp/out.7") == cls("openat", name="/tmp/out.1234") \
+        == "openat /tmp/out.#"
+    assert cls("openat", name="/lib/x86_64-linux-gnu/libc.so.6") \
+        == "openat /lib/x86_64-linux-gnu/libc.so.#"
+    assert cls("execve", comm="grep") == "execve grep"
+    assert cls("connect") == "connect"
+
+
+def test_a_counting_child_counts_one_class_of_calls(capture: Path, tmp_path: Path) -> None:
+    """`--count --class` (what --by-class runs under callgrind) without callgrind: the
+    matcher ran once per event of the class in the capture, and the run raised what a
+    whole run raises (only where the counting happens differs)."""
+    classes = bench_replay.capture_classes(capture)
+    assert sum(classes.values()) >= EVENTS and classes["openat /tmp/out.#"] > 1
+    _, _, _, alerts = bench_replay.run_pipeline(
+        capture, bench_replay.compared_rules("Falco", tmp_path))
+    for name in ("openat /etc/shadow", "execve grep"):
+        done = subprocess.run(
+            [sys.executable, str(REPO / "bench/bench_replay.py"), "--count", "Falco",
+             "--capture", str(capture), "--class", name],
+            capture_output=True, text=True, check=True, timeout=120)
+        calls, child_alerts = (int(v) for v in done.stdout.split())
+        assert calls == classes[name] and child_alerts == alerts
+
+
+def test_callgrind_counts_one_class_of_matcher_calls(capture: Path) -> None:
+    """Real callgrind, one class: only that class's matcher calls are counted, so Falco's
+    grep execve (exception lists with argument regexes) costs more per call than the
+    default ruleset's, and a class of no matched type is never asked for."""
+    require(shutil.which("valgrind") is not None, "valgrind not installed (ci/setup.sh)")
+    classes = bench_replay.capture_classes(capture)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        falco, default = pool.map(
+            lambda label: bench_replay.count_instructions(capture, label, True, "execve grep"),
+            ("Falco", "default"))
+    assert falco[1] == default[1] == classes["execve grep"]
+    assert falco[0] > default[0] > 0
+    # A whole loop over the capture costs far more than one class's matcher calls.
+    assert falco[0] / falco[1] < 100_000
