@@ -121,7 +121,7 @@ def test_a_counting_child_counts_one_class_of_calls(capture: Path, tmp_path: Pat
 def test_callgrind_counts_one_class_of_matcher_calls(capture: Path) -> None:
     """Real callgrind, one class: only that class's matcher calls are counted, so Falco's
     grep execve (exception lists with argument regexes) costs more per call than the
-    default ruleset's, and a class of no matched type is never asked for."""
+    default ruleset's."""
     require(shutil.which("valgrind") is not None, "valgrind not installed (ci/setup.sh)")
     classes = bench_replay.capture_classes(capture)
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -455,6 +455,14 @@ def _pcmdline(ev: Event, st: SystemState) -> object:
     return None if p is None else _cmdline(p)
 
 
+# How generated code (the rule matchers, the output formatters) gets the event's thread
+# (`_th`) and fd (`_f`): SystemState.thread_of's and fd_of's answer for the event `update`
+# last took, read off the state without the method call, which costs more than most
+# tests (see SystemState._cur_ev); the methods for any other event.
+EVENT_THREAD = "(st._cur_thread if ev is st._cur_ev else st.thread_of(ev))"
+EVENT_FD = "(st._cur_fd if ev is st._cur_ev and st._cur_fd_resolved else st.fd_of(ev))"
+
+
 def _no_parent(child: str, parent: str) -> str:
     """Inline code true when `child` (a thread's variable) has no parent, else false with
     the parent in `parent`: SystemState.parent_of inlined (its tests, then the thread

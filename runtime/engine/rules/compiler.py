@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from runtime.engine.fields import (
+    EVENT_FD,
+    EVENT_THREAD,
     OPEN_TYPES,
     BoundField,
     FieldType,
@@ -550,14 +552,10 @@ class _CodeGen:
 
     def _prologue_entries(self) -> list[tuple[str, str]]:
         entries = []
-        # SystemState.thread_of's and fd_of's answer for the event being dispatched
-        # (`update(ev)` set it: the usual case) read off the state without the method
-        # call, which costs more than the tests; the methods otherwise.
         if "_th" in self.needs:
-            entries.append(("_th", "(st._cur_thread if ev is st._cur_ev else st.thread_of(ev))"))
+            entries.append(("_th", EVENT_THREAD))
         if "_f" in self.needs:
-            entries.append(("_f", "(st._cur_fd if ev is st._cur_ev and st._cur_fd_resolved"
-                                  " else st.fd_of(ev))"))
+            entries.append(("_f", EVENT_FD))
         entries.extend(self.eager.items())
         entries.extend((var, "_U") for var in self.memo.values())
         return entries

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from runtime.engine.fields import (
+    EVENT_FD,
+    EVENT_THREAD,
     BoundField,
     FieldType,
     UnknownFieldError,
@@ -122,7 +124,7 @@ def _generate(literals: list[str], fields: list[BoundField], tail: str,
                          f"    if {var}.__class__ is list:\n"
                          f"        {var} = ','.join([str(v) for v in {var}])\n")
     prologue = "".join(f"    {name} = {call}\n" for name, call in (
-        ("_th", "st.thread_of(ev)"), ("_f", "st.fd_of(ev)")) if name in needs)
+        ("_th", EVENT_THREAD), ("_f", EVENT_FD)) if name in needs)
     # The line is one f-string (BUILD_STRING: no tuple, no join call); adjacent f-string
     # literals compile into one. Every substituted part is already text, which an
     # f-string inserts as is, so the line is what ''.join of the parts made.

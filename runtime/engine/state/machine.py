@@ -129,9 +129,10 @@ class SystemState:
         # The last event that changed the name of its fd (Falco's fd.name_changed).
         self.name_changed_event: Event | None = None
         # The event `update` last took, its thread (set whenever _cur_ev is an Event) and
-        # fd (valid once _cur_fd_resolved). The generated rule matchers read these three
-        # directly for the event they dispatch (runtime/engine/rules/compiler.py
-        # _prologue_entries), as thread_of/fd_of would answer, without the method calls.
+        # fd (valid once _cur_fd_resolved). Generated code (rule matchers, output
+        # formatters) reads these three directly for the event at hand, as
+        # thread_of/fd_of would answer, without the method calls (runtime/engine/fields.py
+        # EVENT_THREAD, EVENT_FD).
         self._cur_ev: Event | None = None
         self._cur_thread: ThreadInfo | None = None
         self._cur_fd: FdInfo | None = None
