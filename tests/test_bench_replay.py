@@ -83,6 +83,21 @@ def test_callgrind_counts_formatting_alerts(capture: Path) -> None:
     assert formatted[0] - counted[0] > 4000 * formatted[2]
 
 
+def test_the_parity_bound_adds_falcos_formatting_to_the_default_matchers() -> None:
+    """The bound is the default's total over (the default's loop without formatting +
+    Falco's formatting): at parity when both format alike, below it when Falco's cost more,
+    and never below the measured ratio when Falco's matchers cost more than the default's."""
+    def counts(falco: tuple[float, float]) -> dict[tuple[str, bool], float]:
+        return {("no rules", True): 100.0, ("default", True): 130.0,
+                ("default", False): 120.0, ("Falco", True): falco[0],
+                ("Falco", False): falco[1]}
+
+    assert bench_replay.matcher_parity_bound(counts((170.0, 160.0))) == 1.0
+    bound = bench_replay.matcher_parity_bound(counts((170.0, 140.0)))
+    assert bound == 130.0 / 150.0
+    assert bound > 130.0 / 170.0
+
+
 def test_event_classes_fold_new_names_only() -> None:
     """The by-class breakdown: every /tmp/out.N one class (a path new to the matchers each
     time), a library's folder kept, an execve by its program, other types by type."""
