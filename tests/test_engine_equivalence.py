@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 
 from runtime.driver import _schema, schema
 from runtime.engine.app import Engine, Runner
-from runtime.engine.capture import AF_INET, AF_INET6, CaptureHeader, CaptureWriter, encode_tuple
+from runtime.engine.capture import (
+    AF_INET,
+    AF_INET6,
+    CaptureHeader,
+    CaptureWriter,
+    encode_record,
+    encode_tuple,
+)
 from runtime.engine.cli import default_rules_path
 from runtime.engine.config import DropConfig
 from runtime.engine.drops import DropMonitor
@@ -373,6 +380,36 @@ def test_compiled_decoder_equals_the_python_decoder_on_damaged_streams(data: st.
     python = schema.Decoder("x86_64", epoch_offset_ns=3, compiled=False)
     compiled = schema.Decoder("x86_64", epoch_offset_ns=3, compiled=True)
     assert _outcome(compiled, damaged) == _outcome(python, damaged)
+
+
+def test_compiled_decoders_value_caches_follow_every_change() -> None:
+    """The compiled decoder hands out the int or str it made for a value again while the
+    value repeats (ids, flags, paths): every change must still show, including a text
+    of the same length, one too long to cache, the sign of an int and a thread's ids,
+    and each value must be what the Python decoder makes."""
+    require(schema.COMPILED_DECODER, f"compiled decoder: {schema.compiled_decoder_status()}")
+    long_path = "/tmp/" + "d" * 300
+    opens = [("/dev/null", 0o2000000, 3, 200), ("/dev/null", 0o2000000, 3, 200),
+             ("/dev/nulm", 0o2000000, 3, 200), ("/dev/null", 0o2000001, 3, 201),
+             (long_path, 0, -2, 201), (long_path + "e", 0, -2, 201),
+             ("/dev/null", 0o2000000, 3, 200), ("", 0, -22, 4294967295)]
+    records = []
+    for n, (name, flags, ret, tid) in enumerate(opens):
+        records.append(encode_record(
+            "openat", ts_boot_ns=10**9 + n, ret=ret, pid=100 + n % 2, tid=tid,
+            uid=1000 + n % 3, gid=1000, comm="cat", cgroup_id=n // 2, syscall_nr=257,
+            params={"dirfd": -100 if n % 3 else 5 - n, "name": name, "flags": flags,
+                    "mode": 0o644 * (n % 2)}))
+    stream = b"".join(records)
+    python = schema.Decoder("x86_64", epoch_offset_ns=3, compiled=False)
+    compiled = schema.Decoder("x86_64", epoch_offset_ns=3, compiled=True)
+    for _ in range(2):  # the second pass starts with every cache filled
+        got = compiled.decode_stream(stream)
+        assert [_fields(e) for e in got] == [_fields(e) for e in python.decode_stream(stream)]
+    assert [e.params["name"] for e in got[:4]] == ["/dev/null", "/dev/null", "/dev/nulm",
+                                                   "/dev/null"]
+    assert got[0].params["name"] is got[1].params["name"]  # one str while it repeats
+    assert got[0].tid is got[1].tid and got[2].tid == 200 and got[3].tid == 201
 
 
 def test_compiled_decoder_keeps_no_references() -> None:

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from runtime.engine import reorder
 from runtime.engine.app import Engine, Runner
 from runtime.engine.capture import CaptureHeader, CaptureWriter, encode_record
 from runtime.engine.config import DropConfig
@@ -152,6 +153,23 @@ def test_a_sources_completeness_mark_bounds_the_time_rules() -> None:
     streams = window(window_ns=5 * MS, streams=range(2))
     streams.push([(1 * MS, 0), (2 * MS, 1), (9 * MS, 0), (9 * MS, 1)], {0: 9 * MS, 1: 9 * MS})
     assert len(streams.release(complete_before=0)) == 4
+
+
+def test_a_sources_completeness_mark_releases_without_waiting_out_the_window() -> None:
+    # A storm on CPU 0, CPU 1 quiet: neither the streams' rule nor the newest ts (the
+    # window is 20 ms) releases anything, the source's mark does, up to the margin
+    # before it; what is closer to the mark than that waits for a later one.
+    w = window(window_ns=20 * MS, streams=range(2))
+    storm = [(n * MS // 10, 0) for n in range(1, 60)]  # 0.1 ms apart, to 5.9 ms
+    w.push(storm, {0: storm[-1][0]})
+    assert w.release() == []
+    mark = 5 * MS
+    out = w.release(complete_before=mark)
+    assert out == [e for e in storm if e[0] <= mark - reorder.COMPLETE_MARGIN_NS]
+    assert out and out[-1][0] == 4 * MS
+    assert [ts for ts, _ in w.release(complete_before=6 * MS)] == [
+        ts for ts, _ in storm if 4 * MS < ts <= 5 * MS]
+    assert w.counters.out_of_order == 0
 
 
 def test_a_late_event_is_processed_at_once_and_counted() -> None:

@@ -59,6 +59,24 @@ enum {
     S_PPID, S_UID, S_GID, S_COMM, S_CGROUP, S_PARAMS, S_RAW_ARGS, N_SLOTS
 };
 
+/* The object last made for a value, handed out again while the value repeats: a capture's
+ * records mostly come from a few threads doing a few things, so ids, flags and paths
+ * repeat record after record, and an int or str made once (immutable, so sharing is
+ * invisible) saves an allocation now and a deallocation when the Event goes. */
+typedef struct {
+    uint64_t raw;
+    PyObject *obj;
+} IntCache;
+
+/* Texts up to this long are cached (longer ones are rarely repeated paths). */
+#define TEXT_CACHE_MAX 256
+
+typedef struct {
+    Py_ssize_t len;
+    PyObject *obj;
+    unsigned char raw[TEXT_CACHE_MAX];
+} TextCache;
+
 typedef struct {
     int known;
     int nparams;
@@ -73,6 +91,9 @@ typedef struct {
     int lite_idx[MAX_PARAMS];
     PyObject *lite_kind_obj;
     PyObject *lite_nrs;  /* frozenset of syscall numbers decoded lite, or NULL */
+    IntCache nr;                 /* the syscall number's int */
+    IntCache ints[MAX_PARAMS];   /* integer params' ints */
+    TextCache *texts[MAX_PARAMS]; /* text params' strs (allocated at first use) */
 } TypeSpec;
 
 typedef struct {
@@ -90,6 +111,8 @@ typedef struct {
     /* One-entry cache in front of `comms`: consecutive records usually share a comm. */
     unsigned char last_comm_raw[COMM_LEN];
     PyObject *last_comm;
+    /* The header's ids: a run of records from one thread shares them. */
+    IntCache tid, pid, ppid, uid, gid, cgroup;
 } FrameDecoder;
 
 static inline uint16_t rd16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
@@ -97,6 +120,24 @@ static inline uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 
 static inline int32_t rd32s(const unsigned char *p) { int32_t v; memcpy(&v, p, 4); return v; }
 static inline uint64_t rd64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static inline int64_t rd64s(const unsigned char *p) { int64_t v; memcpy(&v, p, 8); return v; }
+
+/* A new reference to the int for `raw` (read as `code` says), from the cache while the
+ * value repeats. */
+static PyObject *cached_int(IntCache *c, uint64_t raw, int code) {
+    if (c->obj != NULL && c->raw == raw)
+        return Py_NewRef(c->obj);
+    PyObject *v;
+    switch (code) {
+    case P_S32: v = PyLong_FromLong((int32_t)(uint32_t)raw); break;
+    case P_S64: v = PyLong_FromLongLong((int64_t)raw); break;
+    default: v = PyLong_FromUnsignedLongLong(raw);
+    }
+    if (v == NULL)
+        return NULL;
+    Py_XSETREF(c->obj, Py_NewRef(v));
+    c->raw = raw;
+    return v;
+}
 
 static int fixed_size(int code) {
     switch (code) {
@@ -108,8 +149,18 @@ static int fixed_size(int code) {
 
 static void frame_decoder_dealloc(FrameDecoder *self) {
     if (self->types != NULL) {
-        for (Py_ssize_t i = 0; i < self->ntypes; i++)
-            Py_XDECREF(self->types[i].lite_kind_obj);
+        for (Py_ssize_t i = 0; i < self->ntypes; i++) {
+            TypeSpec *t = &self->types[i];
+            Py_XDECREF(t->lite_kind_obj);
+            Py_XDECREF(t->nr.obj);
+            for (int j = 0; j < MAX_PARAMS; j++) {
+                Py_XDECREF(t->ints[j].obj);
+                if (t->texts[j] != NULL) {
+                    Py_XDECREF(t->texts[j]->obj);
+                    PyMem_Free(t->texts[j]);
+                }
+            }
+        }
         PyMem_Free(self->types);
     }
     Py_XDECREF(self->event_type);
@@ -118,6 +169,10 @@ static void frame_decoder_dealloc(FrameDecoder *self) {
     Py_XDECREF(self->specs);
     Py_XDECREF(self->empty_tuple);
     Py_XDECREF(self->last_comm);
+    IntCache *ids[] = {&self->tid, &self->pid, &self->ppid, &self->uid, &self->gid,
+                       &self->cgroup};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+        Py_XDECREF(ids[i]->obj);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -248,6 +303,26 @@ static PyObject *text_value(const unsigned char *p, Py_ssize_t len) {
     return PyUnicode_DecodeUTF8((const char *)p, len, "replace");
 }
 
+static PyObject *cached_text(TypeSpec *t, int i, const unsigned char *p, Py_ssize_t len) {
+    if (len > TEXT_CACHE_MAX)
+        return text_value(p, len);
+    TextCache *c = t->texts[i];
+    if (c != NULL && c->obj != NULL && c->len == len && memcmp(c->raw, p, (size_t)len) == 0)
+        return Py_NewRef(c->obj);
+    PyObject *v = text_value(p, len);
+    if (v == NULL)
+        return NULL;
+    if (c == NULL) {
+        c = t->texts[i] = PyMem_Calloc(1, sizeof(TextCache));
+        if (c == NULL)
+            return v;  /* no cache, still the right value */
+    }
+    memcpy(c->raw, p, (size_t)len);
+    c->len = len;
+    Py_XSETREF(c->obj, Py_NewRef(v));
+    return v;
+}
+
 static PyObject *argv_value(const unsigned char *p, Py_ssize_t len) {
     /* Decode once, then split on NUL (see schema._argv: same result as per-part decoding). */
     PyObject *text = PyUnicode_DecodeUTF8((const char *)p, len, "replace");
@@ -359,11 +434,9 @@ static Py_ssize_t decode_one(FrameDecoder *self, const unsigned char *buf, Py_ss
         Py_ssize_t len = lens[i];
         PyObject *v;
         switch (t->codes[i]) {
-        case P_U32: v = PyLong_FromUnsignedLong(rd32(p)); break;
-        case P_S32: v = PyLong_FromLong(rd32s(p)); break;
-        case P_U64: v = PyLong_FromUnsignedLongLong(rd64(p)); break;
-        case P_S64: v = PyLong_FromLongLong(rd64s(p)); break;
-        case P_TEXT: v = len ? text_value(p, len) : Py_NewRef(Py_None); break;
+        case P_U32: case P_S32: v = cached_int(&t->ints[i], rd32(p), t->codes[i]); break;
+        case P_U64: case P_S64: v = cached_int(&t->ints[i], rd64(p), t->codes[i]); break;
+        case P_TEXT: v = len ? cached_text(t, i, p, len) : Py_NewRef(Py_None); break;
         case P_ARGV: v = len ? argv_value(p, len) : Py_NewRef(Py_None); break;
         default: v = len ? PyBytes_FromStringAndSize((const char *)p, len) : Py_NewRef(Py_None);
         }
@@ -375,18 +448,18 @@ static Py_ssize_t decode_one(FrameDecoder *self, const unsigned char *buf, Py_ss
 
     int32_t nr = rd32s(h + OFF_NR);
     PyObject *ret = PyLong_FromLongLong(rd64s(h + OFF_RET));
-    PyObject *tid = PyLong_FromUnsignedLong(rd32(h + OFF_TID));
-    PyObject *pid = PyLong_FromUnsignedLong(rd32(h + OFF_PID));
-    PyObject *ppid = PyLong_FromUnsignedLong(rd32(h + OFF_PPID));
-    PyObject *uid = PyLong_FromUnsignedLong(rd32(h + OFF_UID));
-    PyObject *gid = PyLong_FromUnsignedLong(rd32(h + OFF_GID));
+    PyObject *tid = cached_int(&self->tid, rd32(h + OFF_TID), P_U32);
+    PyObject *pid = cached_int(&self->pid, rd32(h + OFF_PID), P_U32);
+    PyObject *ppid = cached_int(&self->ppid, rd32(h + OFF_PPID), P_U32);
+    PyObject *uid = cached_int(&self->uid, rd32(h + OFF_UID), P_U32);
+    PyObject *gid = cached_int(&self->gid, rd32(h + OFF_GID), P_U32);
     if (!ret || !tid || !pid || !ppid || !uid || !gid)
         goto fail_ids;
 
     if (t->lite_kind >= 0) {
         int lite = nr < 0;
         if (!lite) {
-            PyObject *nr_obj = PyLong_FromLong(nr);
+            PyObject *nr_obj = cached_int(&t->nr, (uint32_t)nr, P_S32);
             if (nr_obj == NULL)
                 goto fail_ids;
             lite = PySet_Contains(t->lite_nrs, nr_obj);
@@ -443,7 +516,7 @@ static Py_ssize_t decode_one(FrameDecoder *self, const unsigned char *buf, Py_ss
         params = PyDict_New();
     } else {
         raw_args = Py_NewRef(self->empty_tuple);
-        params = PyDict_New();
+        params = _PyDict_NewPresized(n + 1);  /* + the return value: no resize */
         for (int i = 0; params != NULL && i < n; i++) {
             if (PyDict_SetItem(params, t->names[i], vals[i]) < 0)
                 Py_CLEAR(params);
@@ -478,7 +551,7 @@ static Py_ssize_t decode_one(FrameDecoder *self, const unsigned char *buf, Py_ss
     }
     slot[S_CPU] = PyLong_FromUnsignedLong(rd32(h + OFF_CPU));
     slot[S_TYPE] = syscall_name(self, t, nr);
-    slot[S_NR] = PyLong_FromLong(nr);
+    slot[S_NR] = cached_int(&t->nr, (uint32_t)nr, P_S32);
     slot[S_RES] = ret;
     slot[S_PID] = pid;
     slot[S_TID] = tid;
@@ -486,7 +559,7 @@ static Py_ssize_t decode_one(FrameDecoder *self, const unsigned char *buf, Py_ss
     slot[S_UID] = uid;
     slot[S_GID] = gid;
     slot[S_COMM] = comm_value(self, h + OFF_COMM);
-    slot[S_CGROUP] = PyLong_FromUnsignedLongLong(rd64(h + OFF_CGROUP));
+    slot[S_CGROUP] = cached_int(&self->cgroup, rd64(h + OFF_CGROUP), P_U64);
     slot[S_PARAMS] = params;
     slot[S_RAW_ARGS] = raw_args;
     PyObject *ev = NULL;

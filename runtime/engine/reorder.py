@@ -26,7 +26,10 @@ others; the module's per-CPU rings, read one after the other into a bounded buff
 left older records of later CPUs behind a full read. A source that can tell bounds both
 time rules with `Batch.complete_before` (the probes: the oldest batch still staged when
 the drain began; the module: when the last read that emptied every ring began); the
-streams' rule needs no bound.
+streams' rule needs no bound. That word also releases: what is older than the mark by
+more than COMPLETE_MARGIN_NS cannot be overtaken any more, so it goes without waiting out
+the window (under a syscall storm on one CPU, the quiet other one had the engine hold up
+to 17,000 events at 380,000 events/s, against ~2,000 with this rule).
 
 Event time rather than wall time drives the second rule, so a backlog (the engine behind
 the ring by seconds) is still ordered. An event that arrives after a later-stamped one
@@ -73,6 +76,10 @@ DEFAULT_WINDOW_MS = 20.0
 # window holds ~4k events; this is 16x that, ~32 MB at most.
 DEFAULT_MAX_HELD = 65_536
 NS_PER_MS = 1_000_000
+# A source's completeness mark is taken before its drain: a record whose program took its
+# timestamp just before that instant and is still writing it (microseconds, preemption
+# off) arrives with the next drain. A millisecond covers that many times over.
+COMPLETE_MARGIN_NS = 1_000_000
 
 T = TypeVar("T")
 
@@ -152,12 +159,14 @@ class ReorderWindow(Generic[T]):
     def horizon(self, now_ts: int | None = None, complete_before: int | None = None) -> int:
         """The newest ts nothing can overtake any more (see the module doc). The window's
         time rules never pass `complete_before`, a source's own word that older events
-        have all been delivered; the streams' rule is exact and needs no bound."""
+        have all been delivered, and that word releases up to COMPLETE_MARGIN_NS before
+        it whatever the window says; the streams' rule is exact and needs no bound."""
         horizon = self._newest - self.window_ns
         if now_ts is not None:
             horizon = max(horizon, now_ts - self.window_ns)
         if complete_before is not None:
-            horizon = min(horizon, complete_before - 1)
+            horizon = max(min(horizon, complete_before - 1),
+                          complete_before - COMPLETE_MARGIN_NS)
         warming_up = not self._declared and self._newest - self.window_ns < self._first
         if self._stream_ts and not warming_up:
             horizon = max(horizon, min(self._stream_ts.values()))
