@@ -98,6 +98,22 @@ def test_the_parity_bound_adds_falcos_formatting_to_the_default_matchers() -> No
     assert bound > 130.0 / 170.0
 
 
+def test_the_timed_verdict_refuses_a_host_slowed_run() -> None:
+    """Falco's rules faster than the default ruleset with the output stage and slower
+    without it cannot both be true (the stage only adds what alerts cost, and Falco's
+    rules raise more): no verdict then, not a MET read off a slowed run."""
+    def best(with_outputs: tuple[float, float], without: tuple[float, float]
+             ) -> dict[bool, dict[str, float]]:
+        return {True: {"no rules": 700.0, "default": with_outputs[0],
+                       "Falco": with_outputs[1]},
+                False: {"no rules": 710.0, "default": without[0], "Falco": without[1]}}
+
+    assert bench_replay.falco_verdict(best((606.0, 492.0), (609.0, 493.0))) == "NOT MET"
+    assert bench_replay.falco_verdict(best((500.0, 510.0), (520.0, 530.0))) == "MET"
+    assert bench_replay.falco_verdict(best((367.0, 486.0), (593.0, 453.0))).startswith(
+        "UNSETTLED")
+
+
 def test_event_classes_fold_new_names_only() -> None:
     """The by-class breakdown: every /tmp/out.N one class (a path new to the matchers each
     time), a library's folder kept, an execve by its program, other types by type."""
