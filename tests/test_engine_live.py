@@ -161,6 +161,24 @@ def test_cat_etc_shadow_raises_sensitive_file_rule(
     assert fields["proc.pname"] not in (None, "<NA>")
 
 
+def test_what_the_probe_holds_at_a_stop_is_still_processed(
+    core_probe: Path, engine_factory: Callable[..., Engine]
+) -> None:
+    """A `cat /etc/shadow` and the stop right after it: its records are still staged on
+    its CPU (a batch goes out when full, or is pushed out after flush_after_ms), and the
+    engine pushes them out and processes them before it exits, so the alert is there.
+    Three rounds: without that, a stop caught them staged nearly every time."""
+    for _ in range(3):
+        engine = engine_factory("--driver", "core", "--probe", core_probe, "--json")
+        engine.wait_running()
+        time.sleep(0.5)  # past start-up: what is staged now is only cat's
+        cat = subprocess.run(["cat", "/etc/shadow"], check=False, capture_output=True,
+                             timeout=10)
+        assert cat.returncode == 0
+        assert engine.stop() == 0, "".join(engine.stderr)
+        engine.wait_alert(_is_cat_shadow, timeout=5)
+
+
 STORM = """
 import os, sys, time
 end = time.monotonic() + float(sys.argv[1])

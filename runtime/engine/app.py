@@ -327,8 +327,16 @@ class Runner:
                 next_metrics = now + (interval or 0)
             if now >= deadline:
                 break
-        # Stopped early: what a reorder window still holds (runtime/engine/reorder.py)
-        # was read, so it is processed too.
+        # Stopped early: what the driver captured before the stop and still holds (a
+        # probe's staged batches), and what a reorder window holds (reorder.py), is
+        # processed too.
+        read_rest = getattr(source, "read_rest", None)
+        if self.live and read_rest is not None:
+            rest = read_rest()
+            if recorder is not None and rest.raw:
+                recorder.write_events(rest.raw)
+            if rest.events:
+                engine.process(rest.events)
         for held in getattr(source, "drain_held", list)():
             if held.events:
                 engine.process(held.events)

@@ -233,6 +233,16 @@ class BpfSource:
         return Batch(events=src.decoder.decode_stream(raw), raw=raw,
                      complete_before=self._complete_before(src))
 
+    def read_rest(self) -> Batch:
+        """After a stop: what the probe has captured and not handed over yet, the batches
+        still staged on each CPU included (pushed out now rather than after their
+        flush_after_ms), without waiting for more."""
+        src = self._src
+        if src is None:
+            return Batch(events=[])
+        src.flush()
+        return self.read(0) or Batch(events=[])
+
     def _complete_before(self, src: ProbeSource) -> int | None:
         mark = src.complete_before_ns
         return None if mark is None else mark + self.boot_offset_ns

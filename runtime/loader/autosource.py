@@ -110,6 +110,11 @@ class AutoSource:
     def read(self, timeout_s: float) -> Batch | None:
         return self._started().read(timeout_s)
 
+    def read_rest(self) -> Batch:
+        """What the loaded source still has after a stop (see BpfSource.read_rest)."""
+        rest = getattr(self._inner, "read_rest", None)
+        return rest() if rest is not None else Batch(events=[])
+
     def stats(self) -> PerCpuStats:
         return {} if self._inner is None else self._inner.stats()
 
