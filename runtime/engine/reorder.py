@@ -399,12 +399,13 @@ class OrderedSource:
 
     def read_rest(self) -> Batch:
         """After a stop, for a live source that can tell: what it still has (see
-        BpfSource.read_rest), together with everything held, in ts order."""
+        BpfSource.read_rest) joins what is held, for `drain_held` to hand on in ts order;
+        only its raw records (for a recording) come back."""
         rest = getattr(self.inner, "read_rest", None)
         batch: Batch = rest() if rest is not None else Batch(events=[])
         if batch.events:
             self._events.push(batch.events, event_heads(batch.events))
-        return Batch(events=self._events.drain(), raw=batch.raw)
+        return Batch(events=[], raw=batch.raw)
 
     def drain_held(self) -> list[Batch]:
         """Everything still held, in ts order: for a run that stops before its source
